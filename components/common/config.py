@@ -1,0 +1,262 @@
+"""Typed run configuration: dataclasses with defaults, help text and validation, loadable from YAML or JSON.
+
+A configuration travels between pipeline steps as JSON (`RunConfig.to_json()`), so every step sees the
+same values. Per-policy numbers are mappings with a `default` key and optional per-policy overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.common.constants import DEFAULT_MODEL_NAME, DEFAULT_POLICIES
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+def per_policy(values: dict[str, float], policy: str) -> float:
+    """Returns the value for `policy`, falling back to the mapping's `default` entry."""
+    return float(values.get(policy, values["default"]))
+
+
+def _check_per_policy(name: str, values: dict[str, float], low: float, high: float) -> None:
+    if "default" not in values:
+        raise ConfigError(f"{name} needs a 'default' entry, got keys {sorted(values)}")
+    for key, value in values.items():
+        if not isinstance(value, int | float) or not low <= float(value) <= high:
+            raise ConfigError(f"{name}.{key} must be a number in [{low}, {high}], got {value!r}")
+
+
+@dataclass
+class SplitConfig:
+    validation_fraction: float = field(default=0.15, metadata={"help": "Share of items for validation."})
+    test_fraction: float = field(default=0.2, metadata={"help": "Share of items for the test split."})
+    seed: int = field(default=13, metadata={"help": "Seed of the stratified split."})
+
+    def __post_init__(self) -> None:
+        for name in ("validation_fraction", "test_fraction"):
+            value = getattr(self, name)
+            if not 0.0 < value < 0.5:
+                raise ConfigError(f"split.{name} must be in (0, 0.5), got {value}")
+
+
+@dataclass
+class ValidationConfig:
+    min_rows: int = field(default=30, metadata={"help": "Fewest rows a dataset may have."})
+    text_min_chars: int = field(default=1, metadata={"help": "Shortest non-null text, in characters."})
+    text_max_chars: int = field(default=5000, metadata={"help": "Longest text, in characters."})
+    image_max_pixels: int = field(
+        default=25_000_000,
+        metadata={"help": "Largest width*height accepted; bigger images are rejected before decoding."},
+    )
+    image_min_side: int = field(default=8, metadata={"help": "Smallest image width or height, in pixels."})
+    image_max_bytes: int = field(default=20_000_000, metadata={"help": "Largest encoded image file."})
+    positive_rate_min: float = field(default=0.005, metadata={"help": "Lowest positive rate per policy."})
+    positive_rate_max: float = field(default=0.6, metadata={"help": "Highest positive rate per policy."})
+
+    def __post_init__(self) -> None:
+        if self.min_rows < 1:
+            raise ConfigError(f"validation.min_rows must be >= 1, got {self.min_rows}")
+        if not 0 <= self.positive_rate_min < self.positive_rate_max <= 1:
+            raise ConfigError("validation.positive_rate_min must be below positive_rate_max, both in [0, 1]")
+        if self.text_min_chars > self.text_max_chars:
+            raise ConfigError("validation.text_min_chars must not exceed text_max_chars")
+
+
+@dataclass
+class TrainConfig:
+    text_encoder: str = field(
+        default="minilm",
+        metadata={"help": "'minilm' (the offline all-MiniLM-L6-v2 package) or a Hugging Face checkpoint folder."},
+    )
+    image_encoder: str = field(
+        default="cnn", metadata={"help": "'cnn' (small CNN from scratch) or a Hugging Face vision checkpoint folder."}
+    )
+    freeze_text_encoder: bool = field(
+        default=True, metadata={"help": "Keep the text encoder's weights fixed (its features are computed once)."}
+    )
+    max_text_length: int = field(default=64, metadata={"help": "Tokens kept per text; longer texts are cut."})
+    image_size: int = field(default=64, metadata={"help": "Square side images are resized to."})
+    hidden_dim: int = field(default=256, metadata={"help": "Width of the fusion head."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout in the fusion head."})
+    modality_dropout: float = field(
+        default=0.2, metadata={"help": "Chance of hiding one modality of a training item, per item."}
+    )
+    epochs: int = field(default=40, metadata={"help": "Most passes over the training split."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: no limit)."})
+    batch_size: int = field(default=64, metadata={"help": "Items per optimizer step."})
+    learning_rate: float = field(default=2e-3, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
+    early_stopping_patience: int = field(
+        default=6, metadata={"help": "Epochs without validation improvement before stopping."}
+    )
+    class_weighting: bool = field(default=True, metadata={"help": "Weight positives by the negative/positive ratio."})
+    mixed_precision: bool = field(default=True, metadata={"help": "Use bf16/fp16 autocast when CUDA is present."})
+    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'."})
+    seed: int = field(default=42, metadata={"help": "Seed of initialisation, shuffling and dropout."})
+    num_threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: torch's default)."})
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"train.max_steps must be -1 or positive, got {self.max_steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.modality_dropout < 0.5:
+            raise ConfigError(f"train.modality_dropout must be in [0, 0.5), got {self.modality_dropout}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        if self.max_text_length < 8 or self.image_size < 16:
+            raise ConfigError("train.max_text_length must be >= 8 and train.image_size >= 16")
+
+
+@dataclass
+class EvaluationConfig:
+    target_precision: dict[str, float] = field(
+        default_factory=lambda: {"default": 0.9},
+        metadata={"help": "Precision each policy's operating threshold must reach on validation."},
+    )
+    bootstrap_samples: int = field(default=200, metadata={"help": "Resamples for ROC-AUC confidence intervals."})
+    calibration_bins: int = field(default=10, metadata={"help": "Bins of the expected calibration error."})
+    min_slice_rows: int = field(default=20, metadata={"help": "Smallest slice that gets metrics reported."})
+    seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
+
+    def __post_init__(self) -> None:
+        _check_per_policy("evaluation.target_precision", self.target_precision, 0.0, 1.0)
+        if self.bootstrap_samples < 10:
+            raise ConfigError("evaluation.bootstrap_samples must be >= 10")
+
+
+@dataclass
+class GateConfig:
+    min_roc_auc: dict[str, float] = field(
+        default_factory=lambda: {"default": 0.85},
+        metadata={"help": "Absolute ROC-AUC floor per policy on the test split."},
+    )
+    min_pr_auc: dict[str, float] = field(
+        default_factory=lambda: {"default": 0.0},
+        metadata={"help": "Absolute PR-AUC floor per policy on the test split."},
+    )
+    regression_tolerance: float = field(
+        default=0.01,
+        metadata={"help": "Largest ROC-AUC drop against the champion, per policy, that still passes."},
+    )
+
+    def __post_init__(self) -> None:
+        _check_per_policy("gate.min_roc_auc", self.min_roc_auc, 0.0, 1.0)
+        _check_per_policy("gate.min_pr_auc", self.min_pr_auc, 0.0, 1.0)
+        if not 0.0 <= self.regression_tolerance <= 0.5:
+            raise ConfigError("gate.regression_tolerance must be in [0, 0.5]")
+
+
+@dataclass
+class RunConfig:
+    policies: list[str] = field(
+        default_factory=lambda: list(DEFAULT_POLICIES),
+        metadata={"help": "Policy label columns, in the model's output order."},
+    )
+    model_name: str = field(default=DEFAULT_MODEL_NAME, metadata={"help": "MLflow registered-model name."})
+    split: SplitConfig = field(default_factory=SplitConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def __post_init__(self) -> None:
+        if not self.policies:
+            raise ConfigError("policies must name at least one policy")
+        bad = [p for p in self.policies if not p.isidentifier() or p.lower() != p]
+        if bad:
+            raise ConfigError(f"policy names must be lower-case identifiers, got {bad}")
+        if len(set(self.policies)) != len(self.policies):
+            raise ConfigError(f"policies must be unique, got {self.policies}")
+
+    # Loading and saving -------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Builds a config from a (possibly partial) mapping; unknown keys are errors."""
+        return _build(cls, data or {}, "")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        import yaml
+
+        text = Path(path).read_text(encoding="utf-8")
+        return cls.from_dict(yaml.safe_load(text) or {})
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        return cls.from_dict(json.loads(text) if text.strip() else {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def with_overrides(self, **changes: Any) -> RunConfig:
+        """Returns a copy with dotted-key overrides applied, e.g. `{"train.max_steps": 1}`."""
+        data = self.to_dict()
+        for dotted, value in changes.items():
+            target = data
+            *parents, leaf = dotted.split(".")
+            for parent in parents:
+                target = target[parent]
+            if leaf not in target:
+                raise ConfigError(f"unknown configuration key {dotted!r}")
+            target[leaf] = value
+        return RunConfig.from_dict(data)
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown configuration key(s) {[prefix + k for k in unknown]}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{prefix}{name}.")
+        elif isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name} must be a mapping with a 'default' key, got {value!r}")
+            kwargs[name] = {str(k): v for k, v in value.items()}
+        else:
+            kwargs[name] = _coerce(f"{prefix}{name}", fields[name], value)
+    return cls(**kwargs)
+
+
+def _coerce(name: str, spec: dataclasses.Field, value: Any) -> Any:
+    default = spec.default
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+        return value
+    if spec.default_factory is not dataclasses.MISSING and isinstance(spec.default_factory(), list):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} must be a list of strings, got {value!r}")
+        return list(value)
+    return value

@@ -1,0 +1,94 @@
+"""Names that cross boundaries: policies, columns, artifact files, aliases, decisions, images, exit codes.
+
+Every module, component, pipeline and test imports these; none spells them out again.
+"""
+
+from __future__ import annotations
+
+PACKAGE_VERSION = "0.1.0"
+
+# Container images. The tag follows the package version so that a compiled pipeline names the code it runs.
+IMAGE_REGISTRY = "ghcr.io/tns-pipelines"
+COMPONENT_IMAGE = f"{IMAGE_REGISTRY}/tns-pipelines:{PACKAGE_VERSION}"
+TRAINING_GPU_IMAGE = f"{IMAGE_REGISTRY}/tns-pipelines-gpu:{PACKAGE_VERSION}"
+TRAINING_ACCELERATOR = "nvidia.com/gpu"
+
+# Policies of the embedded default dataset; a run configuration may name others.
+DEFAULT_POLICIES: tuple[str, ...] = ("hate", "violence", "sexual", "spam")
+HATEFUL_MEMES_POLICY = "hateful"
+
+# Dataset format: a folder with one manifest, one row per item.
+MANIFEST_NAMES: tuple[str, ...] = ("manifest.jsonl", "manifest.csv", "manifest.parquet")
+HATEFUL_MEMES_FILES: dict[str, str] = {"train.jsonl": "train", "dev.jsonl": "validation", "test.jsonl": "test"}
+COL_ID = "id"
+COL_TEXT = "text"
+COL_IMAGE = "image"
+COL_SPLIT = "split"
+COL_LANGUAGE = "language"
+COL_CREATED_AT = "created_at"
+OPTIONAL_COLUMNS: tuple[str, ...] = (COL_SPLIT, COL_LANGUAGE, COL_CREATED_AT)
+# Columns that ingest derives from content (never read from a manifest).
+COL_IMAGE_SHA256 = "image_sha256"
+COL_ITEM_HASH = "item_hash"
+COL_MODALITY = "modality"
+
+SPLIT_TRAIN = "train"
+SPLIT_VALIDATION = "validation"
+SPLIT_TEST = "test"
+SPLITS: tuple[str, ...] = (SPLIT_TRAIN, SPLIT_VALIDATION, SPLIT_TEST)
+
+MODALITY_BOTH = "text+image"
+MODALITY_TEXT = "text-only"
+MODALITY_IMAGE = "image-only"
+MODALITY_NONE = "none"
+MODALITIES: tuple[str, ...] = (MODALITY_BOTH, MODALITY_TEXT, MODALITY_IMAGE)
+
+# Files inside artifacts.
+DATASET_TABLE = "dataset.parquet"
+DATASET_IMAGES_DIR = "images"
+DATASET_FINGERPRINT = "fingerprint.json"
+SPLITS_TABLE = "splits.parquet"
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_SPEC = "model_spec.json"
+TEXT_ENCODER_DIR = "text_encoder"
+IMAGE_ENCODER_DIR = "image_encoder"
+EVALUATION_FILE = "evaluation.json"
+TEST_SCORES_FILE = "test_scores.parquet"
+DECISION_FILE = "decision.json"
+VALIDATION_SUMMARY_FILE = "validation_summary.json"
+
+# Gate decisions and registry aliases.
+BLESSED = "BLESSED"
+NOT_BLESSED = "NOT_BLESSED"
+ALIAS_CHAMPION = "champion"
+ALIAS_PREVIOUS = "previous"
+DEFAULT_MODEL_NAME = "content-safety"
+MLFLOW_EXPERIMENT = "tns-training"
+
+# Model input tensor names (shared by training, export and serving).
+TENSOR_INPUT_IDS = "input_ids"
+TENSOR_ATTENTION_MASK = "attention_mask"
+TENSOR_PIXEL_VALUES = "pixel_values"
+TENSOR_HAS_TEXT = "has_text"
+TENSOR_HAS_IMAGE = "has_image"
+TENSOR_PROBABILITIES = "probabilities"
+
+# CLI exit codes.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NOT_BLESSED = 3
+
+# Environment.
+ENV_HOME = "TNS_HOME"
+DEFAULT_HOME = ".tns"
+ENV_FAILURE_FILE = "TNS_FAILURE_FILE"
+OFFLINE_ENVIRONMENT: dict[str, str] = {
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "TOKENIZERS_PARALLELISM": "false",
+}

@@ -1,0 +1,22 @@
+"""Process environment: offline and telemetry switches, and the local state folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from components.common.constants import DEFAULT_HOME, ENV_HOME, OFFLINE_ENVIRONMENT
+
+
+def apply_offline_environment() -> None:
+    """Turns off telemetry and hub downloads for this process and the processes it starts.
+
+    Values already set by the caller win, so that an operator can still opt in explicitly.
+    """
+    for name, value in OFFLINE_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def tns_home() -> Path:
+    """Returns the folder that holds all local state (`$TNS_HOME`, default `.tns`), as an absolute path."""
+    return Path(os.environ.get(ENV_HOME, DEFAULT_HOME)).expanduser().resolve()
