@@ -1,0 +1,164 @@
+"""Ingest: copy a dataset into a self-contained artifact folder and fingerprint its content.
+
+The artifact holds `dataset.parquet` (normalised rows plus content hashes), `images/` (copies of the
+referenced images) and `fingerprint.json`. Ingest is lenient on purpose: it records what it finds
+(missing image files, unsafe paths, missing columns) and leaves the verdict to validation, so every data
+problem is reported by one named check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from components.common.constants import (
+    COL_ID,
+    COL_IMAGE,
+    COL_IMAGE_SHA256,
+    COL_ITEM_HASH,
+    COL_MODALITY,
+    COL_TEXT,
+    DATASET_FINGERPRINT,
+    DATASET_IMAGES_DIR,
+    DATASET_TABLE,
+    MODALITY_BOTH,
+    MODALITY_IMAGE,
+    MODALITY_NONE,
+    MODALITY_TEXT,
+)
+from components.data.formats import load_dataset
+
+COL_IMAGE_FILE_STATUS = "image_file_status"
+IMAGE_ABSENT = "absent"
+IMAGE_OK = "ok"
+IMAGE_MISSING_FILE = "missing_file"
+IMAGE_UNSAFE_PATH = "unsafe_path"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What ingest wrote: row count, content fingerprint, and where the data came from."""
+
+    rows: int
+    fingerprint: str
+    source: str
+    policies: list[str]
+    columns: list[str]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _resolve_image(root: Path, relative: str) -> tuple[Path | None, str]:
+    candidate = Path(relative)
+    if candidate.is_absolute() or ".." in candidate.parts:
+        return None, IMAGE_UNSAFE_PATH
+    path = (root / candidate).resolve()
+    if not path.is_relative_to(root):
+        return None, IMAGE_UNSAFE_PATH
+    return (path, IMAGE_OK) if path.is_file() else (None, IMAGE_MISSING_FILE)
+
+
+def modality_of(has_text: bool, has_image: bool) -> str:
+    """Names the modality slice of an item."""
+    if has_text and has_image:
+        return MODALITY_BOTH
+    if has_text:
+        return MODALITY_TEXT
+    return MODALITY_IMAGE if has_image else MODALITY_NONE
+
+
+def ingest_dataset(source: str | Path, out_dir: str | Path, policies: Sequence[str]) -> IngestResult:
+    """Reads a dataset, copies its images and writes the normalised, fingerprinted artifact.
+
+    Args:
+        source: Dataset folder, manifest file or Hateful Memes folder.
+        out_dir: Artifact folder to write (created).
+        policies: Policy label columns of this run.
+
+    Returns:
+        The ingest summary, also written to `fingerprint.json`.
+
+    Raises:
+        DatasetFormatError: When no manifest can be read.
+    """
+    frame, root = load_dataset(source, policies)
+    out_dir = Path(out_dir)
+    images_dir = out_dir / DATASET_IMAGES_DIR
+    images_dir.mkdir(parents=True, exist_ok=True)
+
+    statuses, hashes, stored = [], [], []
+    for relative in frame[COL_IMAGE]:
+        if relative is None:
+            statuses.append(IMAGE_ABSENT)
+            hashes.append(None)
+            stored.append(None)
+            continue
+        path, status = _resolve_image(root, relative)
+        statuses.append(status)
+        if path is None:
+            hashes.append(None)
+            stored.append(relative)
+            continue
+        data = path.read_bytes()
+        digest = _sha256(data)
+        target = images_dir / f"{digest[:2]}" / f"{digest}{path.suffix.lower()}"
+        if not target.exists():
+            target.parent.mkdir(exist_ok=True)
+            target.write_bytes(data)
+        hashes.append(digest)
+        stored.append(target.relative_to(out_dir).as_posix())
+
+    frame[COL_IMAGE] = pd.Series(stored, dtype=object)
+    frame[COL_IMAGE_FILE_STATUS] = statuses
+    frame[COL_IMAGE_SHA256] = pd.Series(hashes, dtype=object)
+    frame[COL_ITEM_HASH] = [
+        _sha256(f"{text or ''}\x1f{digest or path or ''}".encode())
+        for text, digest, path in zip(frame[COL_TEXT], hashes, stored, strict=True)
+    ]
+    frame[COL_MODALITY] = [
+        modality_of(text is not None, status != IMAGE_ABSENT)
+        for text, status in zip(frame[COL_TEXT], statuses, strict=True)
+    ]
+    for column in frame.columns:
+        if frame[column].dtype == object and column != COL_ID:
+            frame[column] = frame[column].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+    frame.to_parquet(out_dir / DATASET_TABLE, index=False)
+
+    content = hashlib.sha256()
+    label_columns = [p for p in policies if p in frame.columns]
+    ordered = frame.sort_values(COL_ID, key=lambda s: s.astype(str)) if COL_ID in frame.columns else frame
+    for row in ordered[[c for c in [COL_ID, COL_ITEM_HASH, *label_columns] if c in frame.columns]].itertuples(
+        index=False
+    ):
+        content.update(json.dumps([None if pd.isna(v) else v for v in row], default=str).encode())
+        content.update(b"\n")
+    result = IngestResult(
+        rows=len(frame),
+        fingerprint=content.hexdigest(),
+        source=str(Path(source).expanduser().resolve()),
+        policies=list(policies),
+        columns=list(frame.columns),
+    )
+    (out_dir / DATASET_FINGERPRINT).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    return result
+
+
+def read_ingested(dataset_dir: str | Path) -> pd.DataFrame:
+    """Reads the table of an ingested dataset artifact; image paths are relative to `dataset_dir`."""
+    return pd.read_parquet(Path(dataset_dir) / DATASET_TABLE)
+
+
+def read_fingerprint(dataset_dir: str | Path) -> dict:
+    """Reads the ingest summary (`fingerprint.json`) of an ingested dataset artifact."""
+    return json.loads((Path(dataset_dir) / DATASET_FINGERPRINT).read_text(encoding="utf-8"))
