@@ -72,13 +72,17 @@ class ValidationConfig:
 class TrainConfig:
     text_encoder: str = field(
         default="minilm",
-        metadata={"help": "'minilm' (the offline all-MiniLM-L6-v2 package) or a Hugging Face checkpoint folder."},
+        metadata={
+            "help": "'minilm' (the offline all-MiniLM-L6-v2 package) or a Hugging Face checkpoint folder."
+        },
     )
     image_encoder: str = field(
-        default="cnn", metadata={"help": "'cnn' (small CNN from scratch) or a Hugging Face vision checkpoint folder."}
+        default="cnn",
+        metadata={"help": "'cnn' (small CNN from scratch) or a Hugging Face vision checkpoint folder."},
     )
     freeze_text_encoder: bool = field(
-        default=True, metadata={"help": "Keep the text encoder's weights fixed (its features are computed once)."}
+        default=True,
+        metadata={"help": "Keep the text encoder's weights fixed (its features are computed once)."},
     )
     max_text_length: int = field(default=64, metadata={"help": "Tokens kept per text; longer texts are cut."})
     image_size: int = field(default=64, metadata={"help": "Square side images are resized to."})
@@ -88,15 +92,21 @@ class TrainConfig:
         default=0.2, metadata={"help": "Chance of hiding one modality of a training item, per item."}
     )
     epochs: int = field(default=40, metadata={"help": "Most passes over the training split."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: no limit)."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after this many optimizer steps (-1: no limit)."}
+    )
     batch_size: int = field(default=64, metadata={"help": "Items per optimizer step."})
     learning_rate: float = field(default=2e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
     early_stopping_patience: int = field(
         default=6, metadata={"help": "Epochs without validation improvement before stopping."}
     )
-    class_weighting: bool = field(default=True, metadata={"help": "Weight positives by the negative/positive ratio."})
-    mixed_precision: bool = field(default=True, metadata={"help": "Use bf16/fp16 autocast when CUDA is present."})
+    class_weighting: bool = field(
+        default=True, metadata={"help": "Weight positives by the negative/positive ratio."}
+    )
+    mixed_precision: bool = field(
+        default=True, metadata={"help": "Use bf16/fp16 autocast when CUDA is present."}
+    )
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'."})
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, shuffling and dropout."})
     num_threads: int = field(default=0, metadata={"help": "CPU threads for torch (0: torch's default)."})
@@ -122,7 +132,9 @@ class EvaluationConfig:
         default_factory=lambda: {"default": 0.9},
         metadata={"help": "Precision each policy's operating threshold must reach on validation."},
     )
-    bootstrap_samples: int = field(default=200, metadata={"help": "Resamples for ROC-AUC confidence intervals."})
+    bootstrap_samples: int = field(
+        default=200, metadata={"help": "Resamples for ROC-AUC confidence intervals."}
+    )
     calibration_bins: int = field(default=10, metadata={"help": "Bins of the expected calibration error."})
     min_slice_rows: int = field(default=20, metadata={"help": "Smallest slice that gets metrics reported."})
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
@@ -223,7 +235,11 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"unknown configuration key(s) {[prefix + k for k in unknown]}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
+        default = (
+            fields[name].default_factory()
+            if fields[name].default_factory is not dataclasses.MISSING
+            else None
+        )
         if dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value, f"{prefix}{name}.")
         elif isinstance(default, dict):

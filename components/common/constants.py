@@ -19,7 +19,11 @@ HATEFUL_MEMES_POLICY = "hateful"
 
 # Dataset format: a folder with one manifest, one row per item.
 MANIFEST_NAMES: tuple[str, ...] = ("manifest.jsonl", "manifest.csv", "manifest.parquet")
-HATEFUL_MEMES_FILES: dict[str, str] = {"train.jsonl": "train", "dev.jsonl": "validation", "test.jsonl": "test"}
+HATEFUL_MEMES_FILES: dict[str, str] = {
+    "train.jsonl": "train",
+    "dev.jsonl": "validation",
+    "test.jsonl": "test",
+}
 COL_ID = "id"
 COL_TEXT = "text"
 COL_IMAGE = "image"

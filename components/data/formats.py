@@ -50,7 +50,9 @@ def read_table(path: Path) -> pd.DataFrame:
     """Reads one manifest file by its suffix; an empty file gives an empty frame."""
     try:
         if path.suffix == ".jsonl":
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = [
+                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
             return pd.DataFrame(rows)
         if path.suffix == ".csv":
             if path.stat().st_size == 0:
@@ -60,7 +62,9 @@ def read_table(path: Path) -> pd.DataFrame:
             return pd.read_parquet(path)
     except (json.JSONDecodeError, pd.errors.ParserError, OSError, ValueError) as error:
         raise DatasetFormatError(f"cannot read {path}: {error}") from error
-    raise DatasetFormatError(f"unsupported manifest type {path.suffix!r} ({path}); use .jsonl, .csv or .parquet")
+    raise DatasetFormatError(
+        f"unsupported manifest type {path.suffix!r} ({path}); use .jsonl, .csv or .parquet"
+    )
 
 
 def _read_hateful_memes(folder: Path) -> pd.DataFrame:
@@ -102,7 +106,9 @@ def load_dataset(source: str | Path, policies: Sequence[str]) -> tuple[pd.DataFr
         frame, root = read_table(manifest), manifest.parent
     frame = frame.copy()
     if COL_ID in frame.columns:
-        frame[COL_ID] = frame[COL_ID].map(lambda v: None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v))
+        frame[COL_ID] = frame[COL_ID].map(
+            lambda v: None if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
+        )
     for column in (COL_TEXT, COL_IMAGE):
         if column not in frame.columns:
             frame[column] = None

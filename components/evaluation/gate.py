@@ -1,0 +1,238 @@
+"""Promotion gate: decides BLESSED or NOT_BLESSED from a challenger's evaluation and the champion's.
+
+Checks, per policy:
+
+- `floor` on `roc_auc` and `pr_auc`: the challenger's test metric must reach the configured absolute floor
+  (`GateConfig.min_roc_auc`, `GateConfig.min_pr_auc`, per policy). An undefined metric fails.
+- `non_regression` on `roc_auc`, only when a champion evaluation is given (the champion re-scored on the same
+  test split): challenger >= champion - `regression_tolerance`.
+
+Every check becomes a `GateReason` whose message names the metric, the threshold and the observed value, so a
+decision explains itself. A forced promotion keeps the failed reasons and records why in `force_reason`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from components.common.config import GateConfig, per_policy
+from components.common.constants import BLESSED, NOT_BLESSED
+
+CHECK_FLOOR = "floor"
+CHECK_NON_REGRESSION = "non_regression"
+# Slack for float rounding in comparisons (e.g. 0.91 - 0.01 is not exactly 0.90).
+_EPSILON = 1e-9
+
+
+@dataclass
+class GateReason:
+    """The outcome of one gate check."""
+
+    check: str
+    policy: str | None
+    metric: str
+    threshold: float
+    observed: float | None
+    passed: bool
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateReason:
+        return cls(
+            check=str(data["check"]),
+            policy=data.get("policy"),
+            metric=str(data["metric"]),
+            threshold=float(data["threshold"]),
+            observed=None if data.get("observed") is None else float(data["observed"]),
+            passed=bool(data["passed"]),
+            message=str(data["message"]),
+        )
+
+
+@dataclass
+class GateDecision:
+    """The gate's verdict with every check that led to it."""
+
+    decision: str
+    reasons: list[GateReason] = field(default_factory=list)
+    champion_version: str | None = None
+    compared_to_champion: bool = False
+    forced: bool = False
+    force_reason: str | None = None
+    summary: str = ""
+
+    def blessed(self) -> bool:
+        """Whether the model may be promoted."""
+        return self.decision == BLESSED
+
+    @property
+    def failed(self) -> list[GateReason]:
+        """The checks that did not pass."""
+        return [reason for reason in self.reasons if not reason.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the `decision.json` artifact)."""
+        data = asdict(self)
+        data["reasons"] = [reason.to_dict() for reason in self.reasons]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateDecision:
+        """Rebuilds a decision from `to_dict()` output."""
+        decision = str(data["decision"])
+        if decision not in (BLESSED, NOT_BLESSED):
+            raise ValueError(f"decision must be {BLESSED} or {NOT_BLESSED}, got {decision!r}")
+        return cls(
+            decision=decision,
+            reasons=[GateReason.from_dict(r) for r in data.get("reasons", [])],
+            champion_version=None if data.get("champion_version") is None else str(data["champion_version"]),
+            compared_to_champion=bool(data.get("compared_to_champion", False)),
+            forced=bool(data.get("forced", False)),
+            force_reason=data.get("force_reason"),
+            summary=str(data.get("summary", "")),
+        )
+
+
+def _metric(evaluation: dict[str, Any] | None, policy: str, metric: str) -> float | None:
+    if not evaluation:
+        return None
+    value = evaluation.get("policies", {}).get(policy, {}).get(metric)
+    return None if value is None else float(value)
+
+
+def _floor_reason(policy: str, metric: str, observed: float | None, floor: float) -> GateReason:
+    name = f"{metric}[{policy}]"
+    if observed is None:
+        message = (
+            f"{name} undefined (no evaluation, or a single class in the test labels) "
+            f"vs floor {floor:.3f}: fail"
+        )
+        return GateReason(CHECK_FLOOR, policy, metric, floor, None, False, message)
+    passed = observed >= floor - _EPSILON
+    relation = ">=" if passed else "<"
+    message = f"{name} {observed:.3f} {relation} floor {floor:.3f}: {'pass' if passed else 'fail'}"
+    return GateReason(CHECK_FLOOR, policy, metric, floor, observed, passed, message)
+
+
+def _regression_reason(
+    policy: str, observed: float | None, champion: float | None, tolerance: float
+) -> GateReason:
+    metric = "roc_auc"
+    name = f"{metric}[{policy}]"
+    if champion is None:
+        # Nothing to regress from (a policy the champion lacks, or undefined for it): informational pass.
+        message = f"{name}: champion has no value for this policy, not compared: pass"
+        return GateReason(CHECK_NON_REGRESSION, policy, metric, 0.0, observed, True, message)
+    minimum = champion - tolerance
+    if observed is None:
+        message = (
+            f"{name} undefined vs champion {champion:.3f} - tolerance {tolerance:.3f} = {minimum:.3f}: fail"
+        )
+        return GateReason(CHECK_NON_REGRESSION, policy, metric, minimum, None, False, message)
+    passed = observed >= minimum - _EPSILON
+    relation = ">=" if passed else "<"
+    message = (
+        f"{name} {observed:.3f} {relation} champion {champion:.3f} - tolerance {tolerance:.3f} "
+        f"= {minimum:.3f}: {'pass' if passed else 'fail'}"
+    )
+    return GateReason(CHECK_NON_REGRESSION, policy, metric, minimum, observed, passed, message)
+
+
+def decide(
+    challenger: dict[str, Any],
+    champion: dict[str, Any] | None,
+    policies: list[str],
+    config: GateConfig,
+    champion_version: str | None = None,
+    force_promote: bool = False,
+    force_reason: str = "",
+) -> GateDecision:
+    """Runs every gate check and returns the decision.
+
+    Args:
+        challenger: `evaluate_scores` output of the newly trained model.
+        champion: `evaluate_scores` output of the current champion re-scored on the same test split, or None
+            on a first run (then only the absolute floors apply).
+        policies: Policies to check.
+        config: Floors per policy and the non-regression tolerance.
+        champion_version: Registry version of the champion, for the record.
+        force_promote: Bless the model even when checks fail (failed reasons are kept).
+        force_reason: Why the promotion is forced; required with `force_promote`.
+
+    Returns:
+        The decision, its reasons and a one-paragraph summary.
+
+    Raises:
+        ValueError: When `force_promote` is set without a non-empty `force_reason`, or no policies are given.
+    """
+    if not policies:
+        raise ValueError("policies must name at least one policy")
+    reason_text = (force_reason or "").strip()
+    if force_promote and not reason_text:
+        raise ValueError("force_promote needs a non-empty force_reason, recorded with the decision")
+
+    reasons: list[GateReason] = []
+    for policy in policies:
+        reasons.append(
+            _floor_reason(
+                policy,
+                "roc_auc",
+                _metric(challenger, policy, "roc_auc"),
+                per_policy(config.min_roc_auc, policy),
+            )
+        )
+        reasons.append(
+            _floor_reason(
+                policy, "pr_auc", _metric(challenger, policy, "pr_auc"), per_policy(config.min_pr_auc, policy)
+            )
+        )
+    compared = champion is not None
+    if compared:
+        for policy in policies:
+            reasons.append(
+                _regression_reason(
+                    policy,
+                    _metric(challenger, policy, "roc_auc"),
+                    _metric(champion, policy, "roc_auc"),
+                    config.regression_tolerance,
+                )
+            )
+
+    failed = [r for r in reasons if not r.passed]
+    passed_all = not failed
+    forced = force_promote and not passed_all
+    decision = BLESSED if passed_all or forced else NOT_BLESSED
+
+    if passed_all:
+        head = f"{BLESSED}: all {len(reasons)} checks passed."
+    else:
+        listed = "; ".join(r.message for r in failed)
+        verdict = f"{BLESSED} (forced)" if forced else NOT_BLESSED
+        head = f"{verdict}: {len(failed)} of {len(reasons)} checks failed: {listed}."
+    if compared:
+        version = f" version {champion_version}" if champion_version else ""
+        context = (
+            f"Compared to champion{version} on the same test split "
+            f"(non-regression tolerance {config.regression_tolerance:.3f}) and absolute floors."
+        )
+    else:
+        context = "First run, no champion: absolute floors only."
+    parts = [head, context]
+    if forced:
+        parts.append(f"Promotion was forced despite failed checks: {reason_text}")
+    elif force_promote:
+        parts.append("Force-promote was requested but not needed.")
+
+    return GateDecision(
+        decision=decision,
+        reasons=reasons,
+        champion_version=champion_version,
+        compared_to_champion=compared,
+        forced=forced,
+        force_reason=reason_text if forced else None,
+        summary=" ".join(parts),
+    )

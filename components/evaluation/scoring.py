@@ -1,0 +1,62 @@
+"""Scoring a saved model on dataset rows, including the modality ablations, into a score table.
+
+The score table is what `components.evaluation.evaluate.evaluate_scores` consumes: one row per item with
+labels, fusion scores, and scores with the image removed and with the text removed (multimodal rows only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.common.constants import COL_ID, COL_LANGUAGE, COL_MODALITY, MODALITY_BOTH
+from components.evaluation.evaluate import ablation_column, label_column, score_column
+
+
+def score_frame(
+    model_dir: str | Path, dataset_dir: str | Path, frame: pd.DataFrame, ablations: bool = True
+) -> pd.DataFrame:
+    """Scores `frame`'s rows with the model saved in `model_dir`.
+
+    Args:
+        model_dir: A folder written by `components.training.model.save_model`.
+        dataset_dir: The ingested dataset the rows come from (image paths are relative to it).
+        frame: Rows with id, text, image, modality, optional language and the label columns.
+        ablations: Also score multimodal rows with one modality removed.
+
+    Returns:
+        The score table: id, modality, language, and per model policy `label_*` (when the frame has the
+        label column), `score_*`, and `score_no_image_*` / `score_no_text_*` when `ablations` is set.
+    """
+    import torch
+
+    from components.training.model import load_model
+    from components.training.preprocessing import Preprocessor
+    from components.training.trainer import BatchRunner, encode_items
+
+    model = load_model(model_dir)
+    policies = list(model.spec.policies)
+    preprocessor = Preprocessor.from_model_dir(model_dir)
+    frame = frame.reset_index(drop=True)
+    labelled = frame.reindex(columns=[*frame.columns, *[p for p in policies if p not in frame.columns]])
+    device = torch.device("cpu")
+    items = encode_items(model, preprocessor, Path(dataset_dir), labelled, policies, True, device)
+    runner = BatchRunner(model, preprocessor, device, amp=False)
+
+    table = pd.DataFrame({COL_ID: frame[COL_ID].astype(str), COL_MODALITY: frame[COL_MODALITY]})
+    if COL_LANGUAGE in frame.columns:
+        table[COL_LANGUAGE] = frame[COL_LANGUAGE]
+    scores = runner.probabilities(items)
+    multimodal = (frame[COL_MODALITY] == MODALITY_BOTH).to_numpy()
+    removed = {}
+    if ablations:
+        removed = {name: runner.probabilities(items, drop=name) for name in ("image", "text")}
+    for j, policy in enumerate(policies):
+        if policy in frame.columns:
+            table[label_column(policy)] = frame[policy].astype(int)
+        table[score_column(policy)] = scores[:, j]
+        for name, values in removed.items():
+            table[ablation_column(policy, name)] = np.where(multimodal, values[:, j], np.nan)
+    return table

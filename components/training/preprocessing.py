@@ -1,0 +1,134 @@
+"""The one preprocessing implementation: raw text and encoded image bytes to model tensors.
+
+Training, evaluation, ONNX export and the Triton python-backend models all call `Preprocessor`, so the
+tensors a model sees in production are the ones it was trained on. It depends on numpy, Pillow and
+`tokenizers` only (no torch), so a serving environment can import it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from components.common.constants import (
+    TENSOR_ATTENTION_MASK,
+    TENSOR_HAS_IMAGE,
+    TENSOR_HAS_TEXT,
+    TENSOR_INPUT_IDS,
+    TENSOR_PIXEL_VALUES,
+)
+from components.common.images import DEFAULT_MAX_PIXELS, decode_image
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class PreprocessingSpec:
+    """Everything needed to turn raw inputs into tensors; saved with the model."""
+
+    max_text_length: int = 64
+    image_size: int = 64
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    pad_token_id: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessingSpec:
+        data = dict(data)
+        for key in ("image_mean", "image_std"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+class Preprocessor:
+    """Turns texts and encoded images into the model's named input arrays.
+
+    Args:
+        spec: Sizes and normalisation.
+        tokenizer_file: A Hugging Face `tokenizer.json` (fast tokenizer) of the text encoder.
+    """
+
+    def __init__(self, spec: PreprocessingSpec, tokenizer_file: str | Path) -> None:
+        from tokenizers import Tokenizer
+
+        self.spec = spec
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=spec.max_text_length)
+        self._mean = np.asarray(spec.image_mean, dtype=np.float32).reshape(3, 1, 1)
+        self._std = np.asarray(spec.image_std, dtype=np.float32).reshape(3, 1, 1)
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path) -> Preprocessor:
+        """Builds the preprocessor saved inside a model folder."""
+        from components.common.constants import MODEL_SPEC, TEXT_ENCODER_DIR
+
+        model_dir = Path(model_dir)
+        spec = json.loads((model_dir / MODEL_SPEC).read_text(encoding="utf-8"))
+        return cls(
+            PreprocessingSpec.from_dict(spec["preprocessing"]), model_dir / TEXT_ENCODER_DIR / TOKENIZER_FILE
+        )
+
+    # Text -------------------------------------------------------------------------------------------------
+    def encode_texts(self, texts: Sequence[str | None]) -> dict[str, np.ndarray]:
+        """Tokenizes texts (None or blank means no text), padding to the longest in the batch.
+
+        Texts longer than `max_text_length` tokens are truncated.
+        """
+        present = [text is not None and text.strip() != "" for text in texts]
+        encodings = self.tokenizer.encode_batch(
+            [text if ok else "" for text, ok in zip(texts, present, strict=True)]
+        )
+        length = max((len(e.ids) for e in encodings), default=2)
+        input_ids = np.full((len(texts), length), self.spec.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(texts), length), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            input_ids[row, : len(encoding.ids)] = encoding.ids
+            attention_mask[row, : len(encoding.ids)] = 1
+        return {
+            TENSOR_INPUT_IDS: input_ids,
+            TENSOR_ATTENTION_MASK: attention_mask,
+            TENSOR_HAS_TEXT: np.asarray(present, dtype=np.float32),
+        }
+
+    # Images -----------------------------------------------------------------------------------------------
+    def image_to_uint8(self, data: bytes) -> np.ndarray:
+        """Decodes (bounded) and resizes one encoded image to a `uint8` array of shape (3, S, S)."""
+        image = decode_image(data, max_pixels=self.spec.max_image_pixels)
+        side = self.spec.image_size
+        if image.size != (side, side):
+            image = image.resize((side, side), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """Scales `uint8` pixels (..., 3, S, S) to normalised `float32`."""
+        return ((pixels.astype(np.float32) / 255.0) - self._mean) / self._std
+
+    def encode_images(self, images: Sequence[bytes | None]) -> dict[str, np.ndarray]:
+        """Decodes and normalises encoded images; None or empty bytes means no image (zeros)."""
+        side = self.spec.image_size
+        pixels = np.zeros((len(images), 3, side, side), dtype=np.uint8)
+        present = np.zeros(len(images), dtype=np.float32)
+        for row, data in enumerate(images):
+            if data:
+                pixels[row] = self.image_to_uint8(data)
+                present[row] = 1.0
+        values = self.normalize(pixels) * present.reshape(-1, 1, 1, 1)
+        return {TENSOR_PIXEL_VALUES: values.astype(np.float32), TENSOR_HAS_IMAGE: present}
+
+    def __call__(self, texts: Sequence[str | None], images: Sequence[bytes | None]) -> dict[str, np.ndarray]:
+        """Returns all model inputs for a batch of (text, image) pairs."""
+        if len(texts) != len(images):
+            raise ValueError(f"got {len(texts)} texts and {len(images)} images")
+        return {**self.encode_texts(texts), **self.encode_images(images)}

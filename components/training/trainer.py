@@ -1,0 +1,421 @@
+"""Training: seeds, class weighting, modality dropout, early stopping on validation, mixed precision on CUDA.
+
+With a frozen text encoder (the default) its features are computed once per item and cached, which makes an
+epoch cost only the image encoder and the fusion head. Set `train.freeze_text_encoder: false` to fine-tune it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from components.common.config import RunConfig, TrainConfig
+from components.common.constants import (
+    COL_ID,
+    COL_IMAGE,
+    COL_SPLIT,
+    COL_TEXT,
+    SPLIT_TRAIN,
+    SPLIT_VALIDATION,
+    TENSOR_ATTENTION_MASK,
+    TENSOR_INPUT_IDS,
+)
+from components.common.env import apply_offline_environment
+from components.training.model import FusionClassifier, build_model, resolve_text_encoder, save_model
+from components.training.preprocessing import TOKENIZER_FILE, PreprocessingSpec, Preprocessor
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainingResult:
+    """Summary of a training run (also logged to MLflow)."""
+
+    epochs_run: int
+    best_epoch: int
+    steps: int
+    seconds: float
+    train_samples_per_second: float
+    device: str
+    best_validation_loss: float
+    best_validation_macro_roc_auc: float | None
+    stopped_early: bool
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EncodedItems:
+    """Model inputs for a set of items, held in memory as tensors."""
+
+    ids: list[str]
+    labels: torch.Tensor  # (N, P) float
+    has_text: torch.Tensor  # (N,) float
+    has_image: torch.Tensor  # (N,) float
+    pixels: torch.Tensor  # (N, 3, S, S) uint8
+    text_features: torch.Tensor | None = None  # (N, D) when the text encoder is frozen
+    input_ids: torch.Tensor | None = None  # (N, L) otherwise
+    attention_mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    """Resolves 'auto' to CUDA when present."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but CUDA is not available")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_inputs(dataset_dir: Path, frame: pd.DataFrame) -> tuple[list[str | None], list[bytes | None]]:
+    """Texts and encoded image bytes of the rows of an ingested dataset."""
+    texts = [t if isinstance(t, str) else None for t in frame[COL_TEXT]]
+    images = [(dataset_dir / p).read_bytes() if isinstance(p, str) else None for p in frame[COL_IMAGE]]
+    return texts, images
+
+
+@torch.no_grad()
+def text_features(
+    model: FusionClassifier, encoded: dict[str, np.ndarray], device: torch.device
+) -> torch.Tensor:
+    """Mean-pooled text-encoder features, computed in batches (for a frozen encoder)."""
+    model.text_encoder.eval()
+    chunks = []
+    ids, mask = encoded[TENSOR_INPUT_IDS], encoded[TENSOR_ATTENTION_MASK]
+    for start in range(0, len(ids), 256):
+        chunk_mask = torch.from_numpy(mask[start : start + 256]).to(device)
+        length = int(chunk_mask.sum(1).max().item())
+        chunk_ids = torch.from_numpy(ids[start : start + 256, :length]).to(device)
+        chunks.append(model.text_encoder(chunk_ids, chunk_mask[:, :length]).float().cpu())
+    return torch.cat(chunks) if chunks else torch.zeros(0, model.text_encoder.output_dim)
+
+
+def encode_items(
+    model: FusionClassifier,
+    preprocessor: Preprocessor,
+    dataset_dir: Path,
+    frame: pd.DataFrame,
+    policies: list[str],
+    freeze_text: bool,
+    device: torch.device,
+) -> EncodedItems:
+    """Preprocesses rows once: decoded images as uint8, text as cached features or token ids."""
+    texts, images = load_inputs(dataset_dir, frame)
+    encoded_text = preprocessor.encode_texts(texts)
+    side = preprocessor.spec.image_size
+    pixels = np.zeros((len(images), 3, side, side), dtype=np.uint8)
+    has_image = np.zeros(len(images), dtype=np.float32)
+    for row, data in enumerate(images):
+        if data:
+            pixels[row] = preprocessor.image_to_uint8(data)
+            has_image[row] = 1.0
+    items = EncodedItems(
+        ids=[str(i) for i in frame[COL_ID]],
+        labels=torch.from_numpy(frame[policies].to_numpy(dtype=np.float32)),
+        has_text=torch.from_numpy(encoded_text["has_text"]),
+        has_image=torch.from_numpy(has_image),
+        pixels=torch.from_numpy(pixels),
+    )
+    if freeze_text:
+        items.text_features = text_features(model, encoded_text, device)
+    else:
+        items.input_ids = torch.from_numpy(encoded_text[TENSOR_INPUT_IDS])
+        items.attention_mask = torch.from_numpy(encoded_text[TENSOR_ATTENTION_MASK])
+    return items
+
+
+class BatchRunner:
+    """Runs the model on slices of `EncodedItems`, on the chosen device, with optional autocast."""
+
+    def __init__(
+        self, model: FusionClassifier, preprocessor: Preprocessor, device: torch.device, amp: bool
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.amp_dtype = None
+        if amp and device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        mean = torch.tensor(preprocessor.spec.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(preprocessor.spec.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean, self.std = mean.to(device), std.to(device)
+
+    def logits(
+        self,
+        items: EncodedItems,
+        index: torch.Tensor,
+        has_text: torch.Tensor | None = None,
+        has_image: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits for `items[index]`; `has_text`/`has_image` override the presence flags (modality dropout,
+        ablations)."""
+        device = self.device
+        has_text = (items.has_text[index] if has_text is None else has_text).to(device)
+        has_image = (items.has_image[index] if has_image is None else has_image).to(device)
+        pixels = items.pixels[index].to(device).float().div_(255.0)
+        pixels = (pixels - self.mean) / self.std * has_image.view(-1, 1, 1, 1)
+        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            if items.text_features is not None:
+                text = items.text_features[index].to(device)
+            else:
+                mask = items.attention_mask[index]
+                length = int(mask.sum(1).max().item())
+                text = self.model.text_encoder(
+                    items.input_ids[index, :length].to(device), mask[:, :length].to(device)
+                )
+            image = self.model.image_encoder(pixels)
+            return self.model.fuse(text, image, has_text, has_image).float()
+
+    @torch.no_grad()
+    def all_logits(self, items: EncodedItems, drop: str | None = None, batch_size: int = 256) -> torch.Tensor:
+        """Logits for all items (on CPU); `drop` in {None, 'text', 'image'} removes that modality."""
+        self.model.eval()
+        outputs = [torch.zeros(0, items.labels.shape[1])]
+        for start in range(0, len(items), batch_size):
+            index = torch.arange(start, min(start + batch_size, len(items)))
+            has_text = torch.zeros(len(index)) if drop == "text" else None
+            has_image = torch.zeros(len(index)) if drop == "image" else None
+            outputs.append(self.logits(items, index, has_text, has_image).cpu())
+        return torch.cat(outputs)
+
+    def probabilities(self, items: EncodedItems, drop: str | None = None) -> np.ndarray:
+        """Sigmoid outputs for all items, as a numpy array of shape (N, P)."""
+        return torch.sigmoid(self.all_logits(items, drop)).numpy()
+
+
+def macro_roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Mean ROC-AUC over the columns that have both classes."""
+    from sklearn.metrics import roc_auc_score
+
+    values = [
+        roc_auc_score(labels[:, j], scores[:, j])
+        for j in range(labels.shape[1])
+        if 0 < labels[:, j].sum() < len(labels)
+    ]
+    return float(np.mean(values)) if values else None
+
+
+def positive_weights(labels: torch.Tensor, enabled: bool) -> torch.Tensor:
+    """Negative/positive ratio per policy, clipped to [1, 50]; ones when class weighting is off."""
+    if not enabled:
+        return torch.ones(labels.shape[1])
+    positives = labels.sum(0)
+    negatives = len(labels) - positives
+    return (negatives / positives.clamp(min=1.0)).clamp(1.0, 50.0)
+
+
+def train_model(
+    dataset_dir: str | Path,
+    frame: pd.DataFrame,
+    config: RunConfig,
+    out_dir: str | Path,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainingResult:
+    """Trains the fusion classifier on the train split, early-stops on validation and saves the best model.
+
+    Args:
+        dataset_dir: Ingested dataset artifact (image paths are relative to it).
+        frame: Its rows joined with a `split` column (see `components.data.split.read_split_frame`).
+        config: Run configuration (`policies` and `train` are used).
+        out_dir: Model folder to write (safetensors weights, spec, encoder configs, tokenizer).
+        on_epoch_end: Called with (epoch, metrics) after each epoch, e.g. to log to MLflow.
+
+    Returns:
+        Summary of the run; per-epoch metrics are in `history`.
+    """
+    apply_offline_environment()
+    settings: TrainConfig = config.train
+    if settings.num_threads > 0:
+        torch.set_num_threads(settings.num_threads)
+    seed_everything(settings.seed)
+    device = pick_device(settings.device)
+    dataset_dir, policies = Path(dataset_dir), list(config.policies)
+    train_rows = frame[frame[COL_SPLIT] == SPLIT_TRAIN].reset_index(drop=True)
+    validation_rows = frame[frame[COL_SPLIT] == SPLIT_VALIDATION].reset_index(drop=True)
+    if train_rows.empty or validation_rows.empty:
+        raise ValueError(f"need train and validation rows, got {len(train_rows)} and {len(validation_rows)}")
+
+    text_folder = resolve_text_encoder(settings.text_encoder)
+    spec = _preprocessing_spec(settings, text_folder, config.validation.image_max_pixels)
+    preprocessor = Preprocessor(spec, text_folder / TOKENIZER_FILE)
+    model, sources = build_model(
+        policies, settings.text_encoder, settings.image_encoder, settings.hidden_dim, settings.dropout, spec
+    )
+    model.to(device)
+    if settings.freeze_text_encoder:
+        model.text_encoder.requires_grad_(False)
+    started = time.perf_counter()
+    train_items = encode_items(
+        model, preprocessor, dataset_dir, train_rows, policies, settings.freeze_text_encoder, device
+    )
+    validation_items = encode_items(
+        model, preprocessor, dataset_dir, validation_rows, policies, settings.freeze_text_encoder, device
+    )
+    runner = BatchRunner(model, preprocessor, device, settings.mixed_precision)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(train_items) / settings.batch_size)
+    total_steps = steps_per_epoch * settings.epochs
+    if settings.max_steps > 0:
+        total_steps = min(total_steps, settings.max_steps)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.learning_rate, total_steps=max(total_steps, 1), pct_start=0.1
+    )
+    scaler = torch.amp.GradScaler(enabled=runner.amp_dtype == torch.float16)
+    loss_fn = nn.BCEWithLogitsLoss(
+        pos_weight=positive_weights(train_items.labels, settings.class_weighting).to(device)
+    )
+    generator = torch.Generator().manual_seed(settings.seed)
+
+    best_state, best_score, best_epoch, best_loss = None, -math.inf, 0, math.inf
+    history: list[dict[str, float]] = []
+    steps, samples, patience, stopped_early, epoch = 0, 0, 0, False, 0
+    train_seconds = 0.0
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        if settings.freeze_text_encoder:
+            model.text_encoder.eval()
+        epoch_start, epoch_loss, seen = time.perf_counter(), 0.0, 0
+        order = torch.randperm(len(train_items), generator=generator)
+        batches = range(0, len(order), settings.batch_size)
+        for start in _progress(batches, f"epoch {epoch}/{settings.epochs}"):
+            index = order[start : start + settings.batch_size]
+            has_text, has_image = _modality_dropout(
+                train_items.has_text[index],
+                train_items.has_image[index],
+                settings.modality_dropout,
+                generator,
+            )
+            logits = runner.logits(train_items, index, has_text, has_image)
+            loss = loss_fn(logits, train_items.labels[index].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            steps += 1
+            seen += len(index)
+            epoch_loss += float(loss.item()) * len(index)
+            if settings.max_steps > 0 and steps >= settings.max_steps:
+                break
+        train_seconds += time.perf_counter() - epoch_start
+        samples += seen
+
+        validation_logits = runner.all_logits(validation_items)
+        validation_loss = float(
+            loss_fn(validation_logits.to(device), validation_items.labels.to(device)).item()
+        )
+        validation_scores = torch.sigmoid(validation_logits).numpy()
+        validation_auc = macro_roc_auc(validation_items.labels.numpy(), validation_scores)
+        metrics = {
+            "train_loss": epoch_loss / max(seen, 1),
+            "validation_loss": validation_loss,
+            "validation_macro_roc_auc": validation_auc if validation_auc is not None else float("nan"),
+            "learning_rate": scheduler.get_last_lr()[0],
+            "epoch_seconds": time.perf_counter() - epoch_start,
+        }
+        history.append({"epoch": epoch, **metrics})
+        print(
+            f"epoch {epoch}: train_loss={metrics['train_loss']:.4f} validation_loss={validation_loss:.4f} "
+            f"validation_macro_roc_auc={metrics['validation_macro_roc_auc']:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+        score = validation_auc if validation_auc is not None else -validation_loss
+        if score > best_score + 1e-4 or (abs(score - best_score) <= 1e-4 and validation_loss < best_loss):
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_score, best_epoch, best_loss, patience = score, epoch, validation_loss, 0
+        else:
+            patience += 1
+        if settings.max_steps > 0 and steps >= settings.max_steps:
+            break
+        if patience >= settings.early_stopping_patience:
+            stopped_early = True
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    save_model(model.cpu(), out_dir, sources)
+    return TrainingResult(
+        epochs_run=epoch,
+        best_epoch=best_epoch,
+        steps=steps,
+        seconds=time.perf_counter() - started,
+        train_samples_per_second=samples / max(train_seconds, 1e-9),
+        device=str(device),
+        best_validation_loss=best_loss,
+        best_validation_macro_roc_auc=None if best_score == -math.inf or best_score < 0 else best_score,
+        stopped_early=stopped_early,
+        history=history,
+    )
+
+
+def _preprocessing_spec(settings: TrainConfig, text_folder: Path, max_pixels: int) -> PreprocessingSpec:
+    import json
+
+    image_size, mean, std = settings.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    if settings.image_encoder != "cnn":
+        folder = Path(settings.image_encoder).expanduser()
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        image_size = int(config.get("vision_config", config).get("image_size", image_size))
+        processor = folder / "preprocessor_config.json"
+        if processor.is_file():
+            values = json.loads(processor.read_text(encoding="utf-8"))
+            mean = tuple(values.get("image_mean", mean))
+            std = tuple(values.get("image_std", std))
+    tokenizer_config = json.loads((text_folder / TOKENIZER_FILE).read_text(encoding="utf-8"))
+    pad_id = (tokenizer_config.get("padding") or {}).get("pad_id", 0)
+    return PreprocessingSpec(
+        max_text_length=settings.max_text_length,
+        image_size=image_size,
+        image_mean=mean,
+        image_std=std,
+        max_image_pixels=max_pixels,
+        pad_token_id=int(pad_id),
+    )
+
+
+def _modality_dropout(
+    has_text: torch.Tensor, has_image: torch.Tensor, rate: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hides the text (or the image) of items that have both, each with probability `rate`."""
+    if rate <= 0:
+        return has_text, has_image
+    both = (has_text > 0) & (has_image > 0)
+    roll = torch.rand(len(has_text), generator=generator)
+    drop_text = both & (roll < rate)
+    drop_image = both & (roll >= rate) & (roll < 2 * rate)
+    return has_text * (~drop_text).float(), has_image * (~drop_image).float()
+
+
+def _progress(iterable, description: str):
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=description, leave=False, mininterval=2.0, file=sys.stderr, disable=None)

@@ -1,0 +1,152 @@
+"""Human-readable views of a validation outcome: a self-contained HTML page and a Markdown summary.
+
+GX's own renderers load their CSS from a CDN and look unstyled offline, so the page is written here: one
+file, inline CSS, no scripts and no external resources.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+from components.validation.runner import CheckResult, ValidationOutcome
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem; color: #1f2328; }
+h1 { font-size: 1.5rem; margin-bottom: 0.5rem; }
+.banner { padding: 0.8rem 1rem; border-radius: 6px; font-weight: 600; margin: 1rem 0; }
+.banner.pass { background: #dafbe1; color: #116329; border: 1px solid #4ac26b; }
+.banner.fail { background: #ffebe9; color: #82071e; border: 1px solid #ff8182; }
+.summary { color: #57606a; margin-bottom: 1rem; }
+table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
+th, td { border: 1px solid #d0d7de; padding: 0.4rem 0.6rem; text-align: left; vertical-align: top; }
+th { background: #f6f8fa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.status { font-weight: 600; white-space: nowrap; }
+tr.pass .status { color: #116329; }
+tr.fail .status { color: #82071e; }
+tr.warn .status { color: #9a6700; }
+tr.fail { background: #fff5f5; }
+tr.warn { background: #fff8c5; }
+code { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 0.85em; }
+ul { margin: 0; padding-left: 1.1rem; }
+"""
+
+
+def _status(check: CheckResult) -> tuple[str, str]:
+    if check.success:
+        return "pass", "PASS"
+    return ("fail", "FAIL") if check.critical else ("warn", "WARN")
+
+
+def _row(check: CheckResult) -> str:
+    css, label = _status(check)
+    examples = "".join(f"<li><code>{escape(e)}</code></li>" for e in check.examples)
+    return (
+        f'<tr class="{css}">'
+        f"<td><code>{escape(check.check)}</code><br><small>{escape(check.expectation)}</small></td>"
+        f"<td>{'yes' if check.critical else 'no'}</td>"
+        f'<td class="status">{label}</td>'
+        f'<td class="num">{check.unexpected_count}</td>'
+        f"<td>{f'<ul>{examples}</ul>' if examples else ''}</td>"
+        f"<td>{escape(check.message)}</td>"
+        "</tr>"
+    )
+
+
+def render_html(outcome: ValidationOutcome, title: str = "Data validation") -> str:
+    """Renders the outcome as one self-contained HTML page.
+
+    Args:
+        outcome: Result of `validate_dataset`.
+        title: Page title and heading.
+
+    Returns:
+        The HTML document.
+    """
+    failures, warnings = outcome.failures(), outcome.warnings()
+    verdict = "PASS" if outcome.success else "FAIL"
+    banner = (
+        f"{verdict}: all critical checks passed"
+        if outcome.success
+        else f"{verdict}: {len(failures)} critical check(s) failed"
+    )
+    summary = (
+        f"{outcome.rows} rows &middot; {len(outcome.checks)} checks &middot; "
+        f"{len(failures)} critical failure(s) &middot; {len(warnings)} warning(s)"
+    )
+    skipped = ""
+    if outcome.skipped:
+        names = ", ".join(f"<code>{escape(s)}</code>" for s in outcome.skipped)
+        skipped = f'<p class="summary">Skipped (column absent): {names}</p>'
+    rows = "\n".join(_row(c) for c in outcome.checks)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{escape(title)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>{escape(title)}</h1>
+<div class="banner {"pass" if outcome.success else "fail"}">{escape(banner)}</div>
+<p class="summary">{summary}</p>
+{skipped}
+<table>
+<thead><tr><th>Check</th><th>Critical</th><th>Status</th><th>Unexpected rows</th><th>Examples</th>
+<th>Message</th></tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+</body>
+</html>
+"""
+
+
+def write_html_report(outcome: ValidationOutcome, path: Path, title: str = "Data validation") -> None:
+    """Writes the outcome as a self-contained HTML page (inline CSS, no external resources).
+
+    Args:
+        outcome: Result of `validate_dataset`.
+        path: File to write; its folder is created.
+        title: Page title and heading.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(outcome, title), encoding="utf-8")
+
+
+def _cell(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_summary(outcome: ValidationOutcome) -> str:
+    """Summarises the outcome as Markdown, e.g. for a KFP Markdown visualization.
+
+    Args:
+        outcome: Result of `validate_dataset`.
+
+    Returns:
+        A heading with the verdict, a counts line and a table of all checks.
+    """
+    failures, warnings = outcome.failures(), outcome.warnings()
+    verdict = "PASS" if outcome.success else "FAIL"
+    lines = [
+        f"## Data validation: {verdict}",
+        "",
+        f"{outcome.rows} rows, {len(outcome.checks)} checks, {len(failures)} critical failure(s), "
+        f"{len(warnings)} warning(s).",
+        "",
+        "| Check | Critical | Status | Unexpected | Message |",
+        "|---|---|---|---:|---|",
+    ]
+    for check in outcome.checks:
+        label = _status(check)[1]
+        lines.append(
+            f"| `{_cell(check.check)}` | {'yes' if check.critical else 'no'} | {label} | "
+            f"{check.unexpected_count} | {_cell(check.message)} |"
+        )
+    if outcome.skipped:
+        lines += ["", "Skipped (column absent): " + ", ".join(f"`{s}`" for s in outcome.skipped)]
+    return "\n".join(lines) + "\n"

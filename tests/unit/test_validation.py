@@ -1,0 +1,449 @@
+"""Data validation: the GX suite template, every named check on tiny corrupted datasets, and the reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+from PIL import Image
+
+for _name, _value in {
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+from components.common.config import RunConfig  # noqa: E402
+from components.data.ingest import ingest_dataset  # noqa: E402
+from components.validation.report import markdown_summary, render_html, write_html_report  # noqa: E402
+from components.validation.runner import (  # noqa: E402
+    CheckResult,
+    DataValidationError,
+    ValidationOutcome,
+    expand_suite,
+    load_suite_template,
+    validate_dataset,
+)
+
+POLICIES = ["hate", "spam"]
+ALL_CHECKS = [
+    "row_count",
+    "column_exists[id]",
+    "column_exists[text]",
+    "column_exists[image]",
+    "column_exists[hate]",
+    "column_exists[spam]",
+    "ids_not_null",
+    "ids_unique",
+    "labels_binary[hate]",
+    "labels_binary[spam]",
+    "has_modality",
+    "text_length",
+    "image_file_found",
+    "image_decodable",
+    "image_size",
+    "positive_rate[hate]",
+    "positive_rate[spam]",
+    "split_values",
+    "no_split_leakage",
+    "language_present",
+    "duplicate_items",
+]
+SPLIT_OF = ["train", "train", "train", "train", "train", "train", "validation", "validation", "test", "test"]
+
+
+def clean_rows() -> list[dict]:
+    """Ten distinct items: 7 text+image, 2 text-only, 1 image-only; 3 hate and 4 spam positives."""
+    rows = []
+    for i in range(10):
+        rows.append(
+            {
+                "id": str(i),
+                "text": f"caption number {i}" if i != 9 else None,
+                "image": f"img/{i}.png" if i not in (7, 8) else None,
+                "hate": int(i in (1, 4, 8)),
+                "spam": int(i in (0, 3, 6, 9)),
+                "split": SPLIT_OF[i],
+                "language": "en",
+            }
+        )
+    return rows
+
+
+def build(tmp_path: Path, rows: list[dict], files: dict[str, bytes] | None = None) -> Path:
+    """Writes PNGs for the referenced images (unless given as raw bytes), a manifest, and ingests it."""
+    source = tmp_path / "source"
+    (source / "img").mkdir(parents=True)
+    files = files or {}
+    for name, data in files.items():
+        (source / name).write_bytes(data)
+    for i, row in enumerate(rows):
+        image = row.get("image")
+        if image and image.startswith("img/") and image not in files and not image.startswith("img/missing"):
+            Image.new("RGB", (16, 16), (i * 20 % 256, 40, 90)).save(source / image)
+    (source / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    out = tmp_path / "ingested"
+    ingest_dataset(source, out, POLICIES)
+    return out
+
+
+def run(dataset: Path, policies: list[str] | None = None, **validation) -> ValidationOutcome:
+    config = {"policies": policies or POLICIES, "validation": {"min_rows": 5, **validation}}
+    return validate_dataset(dataset, RunConfig.from_dict(config))
+
+
+def by_name(outcome: ValidationOutcome) -> dict[str, CheckResult]:
+    return {c.check: c for c in outcome.checks}
+
+
+def failed(outcome: ValidationOutcome) -> list[str]:
+    return [c.check for c in outcome.failures()]
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims `width` x `height` but carries almost no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+# Suite template ---------------------------------------------------------------------------------------
+
+
+def test_suite_template_expands_per_policy_and_loads_in_gx():
+    import great_expectations as gx
+
+    template = load_suite_template()
+    assert all({"check", "critical"} <= set(e["meta"]) for e in template["expectations"])
+    for expectation in template["expectations"]:
+        assert expectation["severity"] == ("critical" if expectation["meta"]["critical"] else "warning")
+    suite = expand_suite(template, ["hate", "violence"])
+    checks = [e["meta"]["check"] for e in suite["expectations"]]
+    assert checks.count("labels_binary[hate]") == 2  # in {0, 1} and not null
+    assert "positive_rate[violence]" in checks and not any("{policy}" in c for c in checks)
+    columns = {e["kwargs"].get("column") for e in suite["expectations"]}
+    assert {"hate", "violence"} <= columns and "{policy}" not in columns
+
+    gx.get_context(mode="ephemeral")
+    loaded = gx.ExpectationSuite(**suite)
+    assert len(loaded.expectations) == len(suite["expectations"])
+    assert [e.meta["check"] for e in loaded.expectations] == checks
+
+
+# Clean dataset ----------------------------------------------------------------------------------------
+
+
+def test_clean_dataset_passes_every_check(tmp_path):
+    outcome = run(build(tmp_path, clean_rows()))
+    assert outcome.success, outcome.failure_message()
+    assert outcome.rows == 10
+    assert [c.check for c in outcome.checks] == ALL_CHECKS  # suite order, whatever order GX returns
+    assert all(c.success for c in outcome.checks), [c.message for c in outcome.checks if not c.success]
+    assert outcome.failures() == [] and outcome.warnings() == [] and outcome.skipped == []
+    assert outcome.failure_message() == ""
+    checks = by_name(outcome)
+    assert checks["row_count"].message == "row_count: 10 rows, at least 5 required"
+    assert checks["positive_rate[hate]"].message == "positive_rate[hate]: mean 0.3000 within [0.005, 0.6]"
+    assert checks["image_decodable"].expectation == "expect_column_values_to_be_in_set"
+    assert checks["labels_binary[hate]"].expectation == (
+        "expect_column_values_to_be_in_set + expect_column_values_to_not_be_null"
+    )
+    summary = outcome.to_dict()
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["success"] is True and summary["critical_failures"] == 0 and len(summary["checks"]) == 21
+
+
+def test_optional_columns_absent_skip_their_checks(tmp_path):
+    rows = [{k: v for k, v in r.items() if k not in ("split", "language")} for r in clean_rows()]
+    outcome = run(build(tmp_path, rows))
+    assert outcome.success, outcome.failure_message()
+    assert outcome.skipped == ["split_values", "no_split_leakage", "language_present"]
+
+
+# One corruption per test ------------------------------------------------------------------------------
+
+
+def test_undecodable_image(tmp_path):
+    rows = clean_rows()
+    rows[3]["image"] = "img/broken.png"
+    outcome = run(build(tmp_path, rows, files={"img/broken.png": b"not an image"}))
+    assert failed(outcome) == ["image_decodable"]
+    check = by_name(outcome)["image_decodable"]
+    assert check.unexpected_count == 1 and check.critical
+    assert check.examples == ["id=3 image=undecodable: UnidentifiedImageError: cannot identify image file"]
+    assert check.message.startswith(
+        "image_decodable: 1 of 10 rows have an image that cannot be decoded (e.g. id=3"
+    )
+    assert by_name(outcome)["image_size"].success
+
+
+def test_empty_image_file_is_undecodable(tmp_path):
+    rows = clean_rows()
+    rows[2]["image"] = "img/empty.png"
+    outcome = run(build(tmp_path, rows, files={"img/empty.png": b""}))
+    assert failed(outcome) == ["image_decodable"]
+    assert by_name(outcome)["image_decodable"].examples == ["id=2 image=empty: no image bytes"]
+
+
+def test_duplicate_id(tmp_path):
+    rows = clean_rows()
+    rows[5]["id"] = "1"
+    outcome = run(build(tmp_path, rows))
+    assert failed(outcome) == ["ids_unique"]
+    check = by_name(outcome)["ids_unique"]
+    assert check.unexpected_count == 2
+    assert check.examples == ["id=1 x2"]
+    assert check.message == "ids_unique: 2 of 10 rows share their id with another row (e.g. id=1 x2)"
+
+
+def test_null_id(tmp_path):
+    rows = clean_rows()
+    rows[4]["id"] = None
+    outcome = run(build(tmp_path, rows))
+    assert failed(outcome) == ["ids_not_null"]
+    check = by_name(outcome)["ids_not_null"]
+    assert check.unexpected_count == 1 and check.examples == ["row=4 id=None"]
+
+
+def test_label_of_two(tmp_path):
+    rows = clean_rows()
+    rows[2]["hate"] = 2
+    outcome = run(build(tmp_path, rows))
+    assert failed(outcome) == ["labels_binary[hate]"]
+    check = by_name(outcome)["labels_binary[hate]"]
+    assert check.unexpected_count == 1
+    assert check.examples == ["id=2 hate=2.0"]
+    assert check.message == "labels_binary[hate]: 1 of 10 rows not in {0, 1} (e.g. id=2 hate=2.0)"
+    assert by_name(outcome)["labels_binary[spam]"].success
+
+
+def test_label_that_is_not_a_number_or_missing(tmp_path):
+    rows = clean_rows()
+    rows[2]["hate"] = "yes"
+    rows[7]["hate"] = None
+    rows[5]["hate"] = -1
+    outcome = run(build(tmp_path, rows))
+    assert failed(outcome) == ["labels_binary[hate]"]
+    check = by_name(outcome)["labels_binary[hate]"]
+    assert check.unexpected_count == 3
+    assert check.examples == ["id=2 hate=NaN", "id=5 hate=-1.0", "id=7 hate=NaN"]
+
+
+def test_row_without_text_or_image(tmp_path):
+    rows = clean_rows()
+    rows[8]["text"] = "   "  # blank text counts as no text
+    outcome = run(build(tmp_path, rows))
+    assert failed(outcome) == ["has_modality"]
+    check = by_name(outcome)["has_modality"]
+    assert check.unexpected_count == 1
+    assert check.message == (
+        "has_modality: 1 of 10 rows have neither text nor image (e.g. id=8 text=None image=None)"
+    )
+
+
+def test_same_item_in_train_and_test(tmp_path):
+    rows = clean_rows()
+    rows.append({**rows[0], "id": "copy", "split": "test"})
+    outcome = run(build(tmp_path, rows))
+    assert failed(outcome) == ["no_split_leakage"]
+    check = by_name(outcome)["no_split_leakage"]
+    assert check.unexpected_count == 2
+    assert check.examples == ["id=0 (train) ~ id=copy (test)"]
+    assert check.message == (
+        "no_split_leakage: 2 of 11 rows hold an item that also appears in another split "
+        "(e.g. id=0 (train) ~ id=copy (test))"
+    )
+    duplicates = by_name(outcome)["duplicate_items"]
+    assert not duplicates.success and not duplicates.critical and duplicates.unexpected_count == 2
+    assert duplicates.examples == ["id=0 ~ id=copy"]
+    assert outcome.warnings() == [duplicates]
+
+
+def test_duplicate_within_one_split_is_only_a_warning(tmp_path):
+    rows = clean_rows()
+    rows.append({**rows[1], "id": "again"})
+    outcome = run(build(tmp_path, rows))
+    assert outcome.success, outcome.failure_message()
+    assert [c.check for c in outcome.warnings()] == ["duplicate_items"]
+
+
+def test_unknown_split_value(tmp_path):
+    rows = clean_rows()
+    rows[6]["split"] = "dev"
+    rows[7]["split"] = None  # no split is allowed
+    outcome = run(build(tmp_path, rows))
+    assert failed(outcome) == ["split_values"]
+    check = by_name(outcome)["split_values"]
+    assert check.unexpected_count == 1 and check.examples == ["id=6 split=dev"]
+
+
+def test_empty_manifest(tmp_path):
+    outcome = validate_dataset(build(tmp_path, []), RunConfig.from_dict({"policies": POLICIES}))
+    assert not outcome.success and outcome.rows == 0
+    checks = by_name(outcome)
+    assert checks["row_count"].message == "row_count: 0 rows, at least 30 required"
+    assert failed(outcome) == ["row_count", "column_exists[id]", "column_exists[hate]", "column_exists[spam]"]
+    assert "ids_unique" in outcome.skipped and "labels_binary[hate]" in outcome.skipped
+    assert outcome.failure_message().splitlines()[:2] == [
+        "Data validation failed: 4 critical check(s)",
+        "row_count: 0 rows, at least 30 required",
+    ]
+
+
+def test_missing_policy_column(tmp_path):
+    outcome = run(build(tmp_path, clean_rows()), policies=["hate", "violence", "spam"])
+    assert failed(outcome) == ["column_exists[violence]"]
+    check = by_name(outcome)["column_exists[violence]"]
+    assert check.message == "column_exists[violence]: required column 'violence' is missing from the dataset"
+    assert check.unexpected_count == 0 and check.examples == []
+    assert outcome.skipped == ["labels_binary[violence]", "positive_rate[violence]"]
+    assert "labels_binary[hate]" in by_name(outcome) and "positive_rate[spam]" in by_name(outcome)
+
+
+def test_decompression_bomb_header_is_rejected_before_decoding(tmp_path):
+    rows = clean_rows()
+    rows[0]["image"] = "img/bomb.png"
+    outcome = run(build(tmp_path, rows, files={"img/bomb.png": png_header_only(20_000, 20_000)}))
+    assert failed(outcome) == ["image_size"]
+    check = by_name(outcome)["image_size"]
+    assert check.unexpected_count == 1
+    assert check.examples[0].startswith("id=0 image=too_large: ")
+    assert by_name(outcome)["image_decodable"].success
+
+
+def test_large_pil_image_over_pixel_limit(tmp_path):
+    rows = clean_rows()
+    rows[1]["image"] = "img/big.png"
+    source = tmp_path / "big.png"
+    Image.new("1", (2000, 1000)).save(source)  # 1-bit: compresses to a few hundred bytes
+    outcome = run(
+        build(tmp_path, rows, files={"img/big.png": source.read_bytes()}), image_max_pixels=1_000_000
+    )
+    assert failed(outcome) == ["image_size"]
+    assert by_name(outcome)["image_size"].examples == [
+        "id=1 image=too_large: 2000x1000 exceeds 1000000 pixels"
+    ]
+
+
+def test_image_too_small_or_too_many_bytes(tmp_path):
+    rows = clean_rows()
+    rows[2]["image"] = "img/tiny.png"
+    rows[3]["image"] = "img/noisy.png"
+    tiny, noisy = tmp_path / "tiny.png", tmp_path / "noisy.png"
+    Image.new("RGB", (4, 4)).save(tiny)
+    Image.frombytes("L", (64, 64), os.urandom(64 * 64)).save(noisy)  # about 4 KB, incompressible
+    files = {"img/tiny.png": tiny.read_bytes(), "img/noisy.png": noisy.read_bytes()}
+    outcome = run(build(tmp_path, rows, files=files), image_max_bytes=2000)
+    assert failed(outcome) == ["image_size"]
+    check = by_name(outcome)["image_size"]
+    assert check.unexpected_count == 2
+    assert check.examples[0] == "id=2 image=too_small: 4x4 is below 8 pixels per side"
+    assert check.examples[1].startswith("id=3 image=too_many_bytes: ") and check.examples[1].endswith(
+        "bytes exceeds 2000"
+    )
+
+
+def test_missing_image_file_and_unsafe_path(tmp_path):
+    rows = clean_rows()
+    rows[4]["image"] = "img/missing.png"
+    rows[5]["image"] = "../outside.png"
+    outcome = run(build(tmp_path, rows))
+    assert failed(outcome) == ["image_file_found"]
+    check = by_name(outcome)["image_file_found"]
+    assert check.unexpected_count == 2
+    assert check.examples == [
+        "id=4 image=missing_file: img/missing.png",
+        "id=5 image=unsafe_path: ../outside.png",
+    ]
+    assert by_name(outcome)["image_decodable"].success  # not decoded: reported once, by image_file_found
+
+
+def test_text_too_long(tmp_path):
+    rows = clean_rows()
+    rows[3]["text"] = "x" * 50
+    outcome = run(build(tmp_path, rows), text_max_chars=40)
+    assert failed(outcome) == ["text_length"]
+    check = by_name(outcome)["text_length"]
+    assert check.unexpected_count == 1 and check.examples == ["id=3 text_length=50"]
+
+
+def test_positive_rate_out_of_bounds(tmp_path):
+    rows = clean_rows()
+    for row in rows:
+        row["spam"] = 0
+    outcome = run(build(tmp_path, rows))
+    assert failed(outcome) == ["positive_rate[spam]"]
+    assert (
+        by_name(outcome)["positive_rate[spam]"].message
+        == "positive_rate[spam]: mean 0.0000 outside [0.005, 0.6]"
+    )
+
+
+def test_too_few_rows(tmp_path):
+    outcome = run(build(tmp_path, clean_rows()), min_rows=11)
+    assert failed(outcome) == ["row_count"]
+    assert by_name(outcome)["row_count"].message == "row_count: 10 rows, at least 11 required"
+
+
+def test_language_mostly_missing_is_a_warning(tmp_path):
+    rows = clean_rows()
+    rows[0]["language"] = None
+    outcome = run(build(tmp_path, rows))
+    assert by_name(outcome)["language_present"].success  # 1 of 10 missing is within mostly=0.9
+    rows[1]["language"] = None
+    outcome = run(build(tmp_path / "second", rows))
+    assert outcome.success
+    check = by_name(outcome)["language_present"]
+    assert not check.success and not check.critical and check.unexpected_count == 2
+
+
+# Errors and reports -----------------------------------------------------------------------------------
+
+
+def test_error_and_reports(tmp_path):
+    rows = clean_rows()
+    rows[2]["hate"] = 2
+    rows[3]["text"] = "<script>alert(1)</script> | pipe"
+    rows[3]["id"] = "<b>"
+    rows[4]["id"] = "<b>"
+    outcome = run(build(tmp_path, rows))
+    error = DataValidationError(outcome)
+    assert error.outcome is outcome
+    assert str(error).splitlines()[0] == "Data validation failed: 2 critical check(s)"
+
+    path = tmp_path / "report" / "validation.html"
+    write_html_report(outcome, path, title="Validation of <test>")
+    html = path.read_text(encoding="utf-8")
+    assert html == render_html(outcome, title="Validation of <test>")
+    assert "FAIL: 2 critical check(s) failed" in html
+    assert "Validation of &lt;test&gt;" in html and "<b>" not in html and "id=&lt;b&gt; x2" in html
+    assert "http" not in html and "<link" not in html and "<script" not in html
+    for check in ALL_CHECKS:
+        assert check in html
+
+    markdown = markdown_summary(outcome)
+    assert markdown.startswith("## Data validation: FAIL\n")
+    assert "| `ids_unique` | yes | FAIL | 2 |" in markdown
+    assert (
+        "| `labels_binary[hate]` | yes | FAIL | 1 | labels_binary[hate]: 1 of 10 rows not in {0, 1}"
+        in markdown
+    )
+
+
+def test_passing_report(tmp_path):
+    outcome = run(build(tmp_path, clean_rows()))
+    html = render_html(outcome)
+    assert "PASS: all critical checks passed" in html and "10 rows" in html
+    assert markdown_summary(outcome).startswith("## Data validation: PASS\n")
