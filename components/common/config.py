@@ -96,10 +96,10 @@ class TrainConfig:
         default=-1, metadata={"help": "Stop after this many optimizer steps (-1: no limit)."}
     )
     batch_size: int = field(default=64, metadata={"help": "Items per optimizer step."})
-    learning_rate: float = field(default=2e-3, metadata={"help": "AdamW learning rate."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
     early_stopping_patience: int = field(
-        default=6, metadata={"help": "Epochs without validation improvement before stopping."}
+        default=8, metadata={"help": "Epochs without validation improvement before stopping."}
     )
     class_weighting: bool = field(
         default=True, metadata={"help": "Weight positives by the negative/positive ratio."}

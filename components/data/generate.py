@@ -9,7 +9,8 @@ How the labels come about (all synthetic, nothing here is real abuse):
   `(t - c) mod 6` when that index is below the number of policies, and is benign otherwise. Every theme and
   every concept is equally often harmless (benign confounders: the same caption with another image, the same
   image with another caption), so neither modality alone predicts these labels; a fusion model can.
-* About 10% of rows are text-only and 10% image-only, about 2% of rows carry a flipped label (label noise),
+* About 10% of rows are text-only and 10% image-only; about 2% of rows carry one label error (label noise,
+  mostly missed violations, some false alarms);
   captions mix languages, typos, emoji, URLs and case.
 
 The generator writes `manifest.jsonl` plus `images/*.png` in the dataset format of the README.
@@ -37,6 +38,7 @@ from components.common.constants import (
 )
 
 IMAGE_SIDE = 64
+MISSED_LABEL_SHARE = 0.8
 GRID_SIZE = 6
 LANGUAGES = ("en", "es", "fr", "de")
 
@@ -168,7 +170,7 @@ HASHTAGS = ("#fyp", "#viral", "#mood", "#tbt", "#lol", "#weekend")
 class GenerateSpec:
     """Mixture of the synthetic dataset. Rates are per row; explicit rates are per policy (policy order)."""
 
-    rows: int = 3000
+    rows: int = 4000
     seed: int = 7
     text_only_rate: float = 0.10
     image_only_rate: float = 0.10
@@ -362,12 +364,23 @@ def combination_policy(theme: int, concept: int) -> int | None:
     return index if index < len(DEFAULT_POLICIES) else None
 
 
+def _add_label_error(labels: list[int], rng: random.Random) -> None:
+    """One labelling mistake: mostly a missed violation (a positive labelled 0), as reviewers miss more
+    than they over-flag; otherwise a false alarm on a policy the item does not violate."""
+    positives = [i for i, value in enumerate(labels) if value]
+    negatives = [i for i, value in enumerate(labels) if not value]
+    if positives and (rng.random() < MISSED_LABEL_SHARE or not negatives):
+        labels[rng.choice(positives)] = 0
+    else:
+        labels[rng.choice(negatives)] = 1
+
+
 def generate_dataset(out_dir: str | Path, spec: GenerateSpec | None = None) -> Path:
     """Writes the synthetic dataset (`manifest.jsonl` + `images/`) and returns the manifest path.
 
     Args:
         out_dir: Folder to write; created if missing. An existing manifest there is overwritten.
-        spec: Mixture and size; defaults to `GenerateSpec()` (3000 rows, seed 7).
+        spec: Mixture and size; defaults to `GenerateSpec()` (4000 rows, seed 7).
 
     Returns:
         Path of the written `manifest.jsonl`.
@@ -423,8 +436,7 @@ def generate_dataset(out_dir: str | Path, spec: GenerateSpec | None = None) -> P
             if policy is not None:
                 labels[policy] = 1
         if rng.random() < spec.label_noise_rate:
-            flipped = rng.randrange(len(labels))
-            labels[flipped] = 1 - labels[flipped]
+            _add_label_error(labels, rng)
         row.update(zip(spec.policies, labels, strict=True))
         row[COL_CREATED_AT] = (start + timedelta(minutes=7 * number + rng.randint(0, 6))).isoformat()
         rows.append(row)

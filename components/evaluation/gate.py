@@ -80,6 +80,21 @@ class GateDecision:
         data["reasons"] = [reason.to_dict() for reason in self.reasons]
         return data
 
+    def to_markdown(self) -> str:
+        """The decision and every reason, as Markdown for a KFP `Markdown` artifact."""
+        lines = [
+            f"# Gate decision: {self.decision}",
+            "",
+            self.summary,
+            "",
+            "| check | status | message |",
+            "|---|---|---|",
+        ]
+        for reason in self.reasons:
+            status = "pass" if reason.passed else "FAIL"
+            lines.append(f"| {reason.check} | {status} | {reason.message.replace('|', '/')} |")
+        return "\n".join(lines) + "\n"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GateDecision:
         """Rebuilds a decision from `to_dict()` output."""

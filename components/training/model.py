@@ -98,6 +98,13 @@ class VisionEncoder(nn.Module):
         return pooled if pooled is not None else output.last_hidden_state.mean(dim=1)
 
 
+def _projection(in_dim: int, out_dim: int) -> nn.Module:
+    """Two-layer projection of one modality's features into the shared fusion space."""
+    return nn.Sequential(
+        nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim), nn.LayerNorm(out_dim)
+    )
+
+
 class FusionClassifier(nn.Module):
     """Projects each modality, replaces a missing one by a learned embedding, and fuses by concatenation
     plus an element-wise product (the product lets the head express "this text *with* this image")."""
@@ -108,8 +115,8 @@ class FusionClassifier(nn.Module):
         self.text_encoder = text_encoder
         self.image_encoder = image_encoder
         d = spec.fusion_dim
-        self.text_projection = nn.Sequential(nn.Linear(text_encoder.output_dim, d), nn.LayerNorm(d))
-        self.image_projection = nn.Sequential(nn.Linear(image_encoder.output_dim, d), nn.LayerNorm(d))
+        self.text_projection = _projection(text_encoder.output_dim, d)
+        self.image_projection = _projection(image_encoder.output_dim, d)
         self.missing_text = nn.Parameter(torch.zeros(d))
         self.missing_image = nn.Parameter(torch.zeros(d))
         self.head = nn.Sequential(

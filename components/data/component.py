@@ -1,0 +1,49 @@
+"""KFP components: ingest and split."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from components.common.constants import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def ingest_data(data_uri: str, config_json: str, policies: list, dataset: Output[Dataset]) -> str:
+    """Reads a dataset into a self-contained, fingerprinted Dataset artifact.
+
+    Args:
+        data_uri: Dataset folder or manifest path ('' = generate the embedded default dataset).
+        config_json: Run configuration as JSON ('{}' = defaults).
+        policies: Policy columns overriding the configuration (empty list = keep the configuration's).
+        dataset: Output folder with dataset.parquet, images/ and fingerprint.json.
+
+    Returns:
+        The effective run configuration as JSON, for the following steps.
+    """
+    import os
+
+    from components.common.failure import reported
+    from components.data.executor import ingest_step, resolve_config
+
+    with reported("ingest"):
+        config = resolve_config(config_json, policies)
+        os.makedirs(dataset.path, exist_ok=True)
+        summary = ingest_step(data_uri, config, dataset.path)
+    dataset.metadata.update({k: summary[k] for k in ("rows", "fingerprint", "source", "policies")})
+    return config.to_json()
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def split_data(dataset: Input[Dataset], config_json: str, splits: Output[Dataset]):
+    """Assigns stratified train/validation/test splits; duplicates never straddle two splits.
+
+    Args:
+        dataset: Ingested dataset.
+        config_json: Effective run configuration as JSON.
+        splits: Output folder with splits.parquet (id, split).
+    """
+    from components.common.failure import reported
+    from components.data.executor import resolve_config, split_step
+
+    with reported("split"):
+        counts = split_step(dataset.path, resolve_config(config_json), splits.path)
+    splits.metadata.update(counts)

@@ -1,0 +1,33 @@
+"""Ingest and split steps: what the KFP components call."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from components.common.config import RunConfig
+from components.data.generate import GenerateSpec, generate_dataset
+from components.data.ingest import ingest_dataset
+from components.data.split import split_dataset
+
+
+def resolve_config(config_json: str, policies: list[str] | None = None) -> RunConfig:
+    """The run configuration from JSON, with a `policies` override applied when it is non-empty."""
+    config = RunConfig.from_json(config_json)
+    return config.with_overrides(policies=list(policies)) if policies else config
+
+
+def ingest_step(data_uri: str, config: RunConfig, out_dir: str | Path) -> dict:
+    """Ingests `data_uri`, or the embedded default dataset when it is empty; returns the ingest summary."""
+    if data_uri:
+        return ingest_dataset(data_uri, out_dir, config.policies).to_dict()
+    with tempfile.TemporaryDirectory(prefix="tns-default-data-") as folder:
+        generate_dataset(folder, GenerateSpec(policies=tuple(config.policies)))
+        summary = ingest_dataset(folder, out_dir, config.policies).to_dict()
+    summary["source"] = "embedded default dataset (tns data generate)"
+    return summary
+
+
+def split_step(dataset_dir: str | Path, config: RunConfig, out_dir: str | Path) -> dict:
+    """Assigns train/validation/test and returns rows per split."""
+    return split_dataset(dataset_dir, out_dir, config.policies, config.split)

@@ -1,0 +1,76 @@
+"""KFP component: register a blessed model in MLflow and move the champion alias."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
+
+from components.common.constants import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def register_model(
+    decision: Input[Artifact],
+    dataset: Input[Dataset],
+    config_json: str,
+    mlflow_run_id: str,
+    mlflow_tracking_uri: str,
+    git_commit: str,
+    summary: Output[Markdown],
+) -> str:
+    """Creates a registered-model version with lineage tags; `champion` moves to it, the old one becomes
+    `previous`.
+
+    Args:
+        decision: Gate decision (must be BLESSED).
+        dataset: Ingested dataset (for lineage).
+        config_json: Effective run configuration as JSON.
+        mlflow_run_id: Training run that logged the model.
+        mlflow_tracking_uri: MLflow tracking URI ('' = default).
+        git_commit: Commit of the training code.
+        summary: What was registered, as Markdown.
+
+    Returns:
+        The new registered-model version.
+    """
+    from components.common.failure import reported
+    from components.data.executor import resolve_config
+    from components.data.ingest import read_fingerprint
+    from components.evaluation.executor import read_decision
+    from components.registry.executor import register_step
+
+    with reported("register"):
+        lineage = {
+            "dataset_fingerprint": read_fingerprint(dataset.path)["fingerprint"],
+            "git_commit": git_commit,
+        }
+        info = register_step(
+            mlflow_run_id,
+            read_decision(decision.path),
+            resolve_config(config_json),
+            lineage,
+            mlflow_tracking_uri,
+        )
+    with open(summary.path, "w", encoding="utf-8") as handle:
+        handle.write(
+            f"Registered **{info.name}** version **{info.version}** as `champion` (run `{mlflow_run_id}`).\n"
+        )
+    return info.version
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def record_rejection(decision: Input[Artifact], mlflow_run_id: str, mlflow_tracking_uri: str) -> str:
+    """Tags the training run with the NOT_BLESSED decision and its failed checks; no alias moves.
+
+    Args:
+        decision: Gate decision.
+        mlflow_run_id: Training run to tag.
+        mlflow_tracking_uri: MLflow tracking URI ('' = default).
+
+    Returns:
+        The gate's summary.
+    """
+    from components.evaluation.executor import read_decision
+    from components.registry.executor import record_rejection_step
+
+    record = read_decision(decision.path)
+    record_rejection_step(mlflow_run_id, record, mlflow_tracking_uri)
+    return record["summary"]

@@ -1,0 +1,55 @@
+"""Register step: a new registered-model version for a blessed model, with lineage, and alias moves."""
+
+from __future__ import annotations
+
+from components.common.config import RunConfig
+from components.common.constants import BLESSED
+from components.registry.mlflow_registry import (
+    ModelVersionInfo,
+    configure,
+    record_forced_promotion,
+    register_version,
+)
+
+
+def register_step(
+    run_id: str, decision: dict, config: RunConfig, lineage: dict[str, str], tracking_uri: str = ""
+) -> ModelVersionInfo:
+    """Registers the run's logged model folder and moves `champion` (old champion becomes `previous`).
+
+    Args:
+        run_id: MLflow run that logged the model folder.
+        decision: The gate's decision record; must be BLESSED.
+        config: Effective run configuration (model name).
+        lineage: Tags for the new version (dataset fingerprint, git commit, pipeline run, ...).
+        tracking_uri: MLflow tracking URI ('' = default).
+
+    Raises:
+        ValueError: When the decision is not BLESSED (nothing is registered).
+    """
+    import mlflow
+
+    if decision.get("decision") != BLESSED:
+        raise ValueError(f"refusing to register a model whose gate decision is {decision.get('decision')!r}")
+    configure(tracking_uri)
+    if decision.get("forced"):
+        record_forced_promotion(run_id, decision.get("force_reason") or "")
+    source = f"{mlflow.get_run(run_id).info.artifact_uri}/model"
+    tags = {
+        **{f"tns.{k}": str(v) for k, v in lineage.items()},
+        "tns.run_id": run_id,
+        "tns.gate_decision": decision["decision"],
+        "tns.forced": str(bool(decision.get("forced"))).lower(),
+    }
+    return register_version(config.model_name, run_id, source, tags, description=decision.get("summary", ""))
+
+
+def record_rejection_step(run_id: str, decision: dict, tracking_uri: str = "") -> None:
+    """Tags a run whose model the gate did not bless, with the failed checks."""
+    from mlflow import MlflowClient
+
+    configure(tracking_uri)
+    client = MlflowClient()
+    client.set_tag(run_id, "tns.gate_decision", decision["decision"])
+    failed = [r["message"] for r in decision.get("reasons", []) if not r.get("passed")]
+    client.set_tag(run_id, "tns.gate_failed_checks", "; ".join(failed)[:5000])

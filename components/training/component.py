@@ -1,0 +1,50 @@
+"""KFP component: train the fusion classifier."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.common.constants import TRAINING_GPU_IMAGE
+
+
+@dsl.component(base_image=TRAINING_GPU_IMAGE, install_kfp_package=False)
+def train_model(
+    dataset: Input[Dataset],
+    splits: Input[Dataset],
+    config_json: str,
+    mlflow_tracking_uri: str,
+    git_commit: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> NamedTuple("TrainOutputs", [("mlflow_run_id", str)]):
+    """Trains the text+image fusion classifier and logs the run to MLflow.
+
+    Args:
+        dataset: Ingested dataset.
+        splits: Split assignment.
+        config_json: Effective run configuration as JSON.
+        mlflow_tracking_uri: MLflow tracking URI ('' = MLFLOW_TRACKING_URI or the local default).
+        git_commit: Commit of the training code, recorded on the run.
+        model: Output model folder (safetensors weights, spec, tokenizer).
+        metrics: Training metrics.
+    """
+    from collections import namedtuple
+
+    from components.common.failure import reported
+    from components.data.executor import resolve_config
+    from components.training.executor import training_step
+
+    with reported("train"):
+        run_id, summary = training_step(
+            dataset.path,
+            splits.path,
+            resolve_config(config_json),
+            model.path,
+            mlflow_tracking_uri,
+            git_commit,
+        )
+    for name in ("best_epoch", "epochs_run", "steps", "seconds", "train_samples_per_second"):
+        metrics.log_metric(name, float(summary[name]))
+    model.metadata.update({"mlflow_run_id": run_id, "device": summary["device"], "framework": "pytorch"})
+    return namedtuple("TrainOutputs", ["mlflow_run_id"])(run_id)

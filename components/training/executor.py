@@ -1,0 +1,73 @@
+"""Training step: train on the split dataset and log everything to MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from components.common.config import RunConfig
+from components.data.ingest import read_fingerprint
+from components.data.split import read_split_frame
+
+TRAINING_SUMMARY = "training_summary.json"
+
+
+def training_step(
+    dataset_dir: str | Path,
+    splits_dir: str | Path,
+    config: RunConfig,
+    model_dir: str | Path,
+    tracking_uri: str = "",
+    git_commit: str = "",
+) -> tuple[str, dict]:
+    """Trains the fusion classifier inside an MLflow run and logs params, metrics and the model folder.
+
+    Args:
+        dataset_dir: Ingested dataset artifact.
+        splits_dir: Split artifact.
+        config: Effective run configuration.
+        model_dir: Folder to write the model to.
+        tracking_uri: MLflow tracking URI ('' = `$MLFLOW_TRACKING_URI` or the local sqlite default).
+        git_commit: Commit of the code that trains, recorded as a tag.
+
+    Returns:
+        The MLflow run id and the training summary.
+    """
+    import mlflow
+
+    from components.registry.mlflow_registry import configure, flatten, log_model_folder
+    from components.training.trainer import train_model
+
+    configure(tracking_uri)
+    fingerprint = read_fingerprint(dataset_dir)
+    frame = read_split_frame(dataset_dir, splits_dir)
+    with mlflow.start_run(run_name=f"train-{fingerprint['fingerprint'][:8]}") as run:
+        mlflow.set_tags(
+            {
+                "tns.dataset_fingerprint": fingerprint["fingerprint"],
+                "tns.dataset_source": fingerprint["source"],
+                "tns.git_commit": git_commit or "unknown",
+                "tns.policies": ",".join(config.policies),
+            }
+        )
+        mlflow.log_params(flatten(config.to_dict()))
+        mlflow.log_dict(fingerprint, "dataset/fingerprint.json")
+        result = train_model(
+            dataset_dir,
+            frame,
+            config,
+            model_dir,
+            on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+        )
+        summary = result.to_dict()
+        (Path(model_dir) / TRAINING_SUMMARY).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        mlflow.log_metrics(
+            {
+                "best_epoch": result.best_epoch,
+                "train_seconds": result.seconds,
+                "train_samples_per_second": result.train_samples_per_second,
+                "steps": result.steps,
+            }
+        )
+        log_model_folder(run.info.run_id, model_dir)
+    return run.info.run_id, summary

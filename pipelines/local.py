@@ -1,0 +1,228 @@
+"""Running the training pipeline on this machine with the KFP local runner, and summarising the run.
+
+All state goes under `$TNS_HOME` (default `.tns/`): `kfp/` (pipeline outputs), `mlflow/` (sqlite + artifacts),
+`data/` (the generated default dataset) and `tmp/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.common.config import ConfigError, RunConfig
+from components.common.constants import (
+    BLESSED,
+    DECISION_FILE,
+    ENV_FAILURE_FILE,
+    EVALUATION_FILE,
+    EXIT_FAILED,
+    EXIT_NOT_BLESSED,
+    EXIT_OK,
+)
+from components.common.env import tns_home
+from components.common.failure import read_failure
+
+
+@dataclass
+class TrainingRequest:
+    """What `tns run training` was asked to do."""
+
+    data: Path | None = None
+    config_file: Path | None = None
+    policies: str = ""
+    overrides: list[str] = field(default_factory=list)
+    force_promote: bool = False
+    force_reason: str = ""
+
+
+def load_config(request: TrainingRequest) -> RunConfig:
+    """The configuration file (or defaults) with `--policies` and `--set` overrides applied."""
+    if request.config_file is not None and not request.config_file.is_file():
+        raise ConfigError(f"configuration file {request.config_file} does not exist")
+    config = RunConfig.from_yaml(request.config_file) if request.config_file else RunConfig()
+    changes: dict[str, Any] = {}
+    for item in request.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        changes[key.strip()] = yaml.safe_load(value)
+    if request.policies.strip():
+        changes["policies"] = [p.strip() for p in request.policies.split(",") if p.strip()]
+    return config.with_overrides(**changes) if changes else config
+
+
+def default_dataset(home: Path) -> Path:
+    """The embedded default dataset under `$TNS_HOME/data/default`, generated once (it is deterministic)."""
+    from components.data.generate import generate_dataset
+
+    folder = home / "data" / "default"
+    if not (folder / "manifest.jsonl").is_file():
+        print(f"generating the embedded default dataset in {folder} ...", flush=True)
+        generate_dataset(folder)
+    return folder
+
+
+def git_commit() -> str:
+    """The current commit of the working tree, or '' outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return out.stdout.strip()
+
+
+def _newest_run_dir(root: Path, name: str, after: float) -> Path | None:
+    runs = [p for p in root.glob(f"{name}-*") if p.is_dir() and p.stat().st_mtime >= after - 1]
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
+def _task_output(run_dir: Path, task: str, output: str) -> Path | None:
+    path = run_dir / task / output
+    return path if path.exists() else None
+
+
+def _task_parameter(run_dir: Path, task: str, name: str = "Output") -> Any:
+    path = run_dir / task / "executor_output.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("parameterValues", {}).get(name)
+
+
+def run_training(request: TrainingRequest) -> int:
+    """Runs the training pipeline locally and prints a summary.
+
+    Returns:
+        0 when blessed and registered, 3 when completed but not blessed, 1 when a step failed.
+    """
+    config = load_config(request)
+    home = tns_home()
+    for sub in ("kfp", "tmp", "mlflow"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    data = request.data.expanduser().resolve() if request.data else default_dataset(home)
+    if not data.exists():
+        print(f"tns: dataset {data} does not exist", file=sys.stderr)
+        return EXIT_FAILED
+    tracking_uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    failure_file = home / "tmp" / f"failure-{os.getpid()}-{time.time_ns()}.json"
+    os.environ[ENV_FAILURE_FILE] = str(failure_file)
+    os.environ.setdefault("TMPDIR", str(home / "tmp"))
+
+    from kfp import local
+
+    from pipelines.training import PIPELINE_NAME, training_pipeline
+
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(home / "kfp"), raise_on_error=True
+    )
+    started = time.time()
+    print(f"running {PIPELINE_NAME} on {data} (state in {home}) ...", flush=True)
+    try:
+        training_pipeline(
+            data_uri=str(data),
+            config_json=config.to_json(),
+            policies=list(config.policies),
+            force_promote=request.force_promote,
+            force_reason=request.force_reason,
+            mlflow_tracking_uri=tracking_uri,
+            git_commit=git_commit(),
+        )
+    except Exception as error:  # the local runner raises RuntimeError naming the failed task
+        failure = read_failure(failure_file)
+        print("\n" + "=" * 78)
+        if failure:
+            print(f"FAILED at step '{failure['step']}' ({failure['type']}):\n{failure['error']}")
+        else:
+            print(f"FAILED: {error}")
+        run_dir = _newest_run_dir(home / "kfp", PIPELINE_NAME, started)
+        report = run_dir and _task_output(run_dir, "validate-data", "report")
+        if report:
+            print(f"validation report: {report}")
+        print("=" * 78)
+        return EXIT_FAILED
+    finally:
+        failure_file.unlink(missing_ok=True)
+
+    run_dir = _newest_run_dir(home / "kfp", PIPELINE_NAME, started)
+    if run_dir is None:
+        print("FAILED: the pipeline finished but its output folder was not found", file=sys.stderr)
+        return EXIT_FAILED
+    summary = summarize(run_dir, time.time() - started)
+    print(summary["text"])
+    return EXIT_OK if summary["decision"] == BLESSED else EXIT_NOT_BLESSED
+
+
+def summarize(run_dir: Path, seconds: float) -> dict[str, Any]:
+    """Builds the end-of-run summary from the run's artifacts."""
+    decision_dir = _task_output(run_dir, "gate-model", "decision")
+    decision = json.loads((decision_dir / DECISION_FILE).read_text(encoding="utf-8"))
+    evaluation_dir = _task_output(run_dir, "evaluate-model", "evaluation")
+    evaluation = json.loads((evaluation_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
+    fingerprint = json.loads(
+        (run_dir / "ingest-data" / "dataset" / "fingerprint.json").read_text(encoding="utf-8")
+    )
+    run_id = _task_parameter(run_dir, "train-model", "mlflow_run_id")
+    version = _task_parameter(run_dir, "register-model")
+    macro, ablation = evaluation["macro"], evaluation.get("ablation") or {}
+
+    def fmt(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = [
+        "",
+        "=" * 78,
+        f"tns run training: {decision['decision']}" + (" (forced)" if decision.get("forced") else ""),
+    ]
+    lines.append(
+        f"  dataset      {fingerprint['source']} ({fingerprint['rows']} rows, fingerprint {fingerprint['fingerprint'][:12]})"
+    )
+    lines.append(
+        f"  test         macro ROC-AUC {fmt(macro['roc_auc'])}, PR-AUC {fmt(macro['pr_auc'])}, ECE {fmt(macro['ece'])}"
+    )
+    lines.append(
+        f"  ablation     text+image rows: fusion {fmt(ablation.get('fusion_macro_roc_auc'))}, "
+        f"text removed {fmt(ablation.get('text_removed_macro_roc_auc'))}, "
+        f"image removed {fmt(ablation.get('image_removed_macro_roc_auc'))}"
+    )
+    for policy, values in evaluation["policies"].items():
+        ci = values.get("roc_auc_ci") or [None, None]
+        lines.append(
+            f"  {policy:<12} ROC-AUC {fmt(values['roc_auc'])} [{fmt(ci[0])}, {fmt(ci[1])}]  "
+            f"PR-AUC {fmt(values['pr_auc'])}  threshold {fmt(values['threshold'])}  "
+            f"recall {fmt(values['test_recall'])} at FPR {fmt(values['test_fpr'])}"
+        )
+    champion = decision.get("champion_evaluation")
+    if champion:
+        lines.append(
+            f"  champion     version {decision['champion_version']} re-scored on this test split: macro ROC-AUC "
+            f"{fmt(champion['macro']['roc_auc'])} (challenger {fmt(macro['roc_auc'])})"
+        )
+    else:
+        lines.append("  champion     none yet: absolute floors only")
+    lines.append(f"  decision     {decision['summary']}")
+    for reason in decision["reasons"]:
+        if not reason["passed"]:
+            lines.append(f"    - {reason['message']}")
+    lines.append(
+        f"  MLflow       run {run_id}"
+        + (f", registered version {version} (alias champion)" if version else ", nothing registered")
+    )
+    lines.append(f"  reports      model card {_task_output(run_dir, 'evaluate-model', 'report')}")
+    lines.append(f"               validation {_task_output(run_dir, 'validate-data', 'report')}")
+    lines.append(f"               decision   {decision_dir / DECISION_FILE}")
+    lines.append(f"  took         {seconds:.0f} s; outputs in {run_dir}")
+    lines.append("=" * 78)
+    return {"text": "\n".join(lines), "decision": decision["decision"], "version": version, "run_id": run_id}
