@@ -121,7 +121,14 @@ def run_training(request: TrainingRequest) -> int:
     os.environ[ENV_FAILURE_FILE] = str(failure_file)
     os.environ.setdefault("TMPDIR", str(home / "tmp"))
 
+    import warnings
+
     from kfp import local
+
+    # Resource, accelerator, secret and display-name settings are for the cluster; the local runner says so
+    # once per task, and the project image is this very environment.
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+    warnings.filterwarnings("ignore", message=".*custom or non-Python base image.*")
 
     from pipelines.training import PIPELINE_NAME, training_pipeline
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from components.common.config import RunConfig
@@ -39,6 +40,7 @@ def training_step(
     from components.training.trainer import train_model
 
     configure(tracking_uri)
+    git_commit = git_commit or os.environ.get("TNS_GIT_COMMIT", "")
     fingerprint = read_fingerprint(dataset_dir)
     frame = read_split_frame(dataset_dir, splits_dir)
     with mlflow.start_run(run_name=f"train-{fingerprint['fingerprint'][:8]}") as run:
