@@ -16,6 +16,9 @@ from components.common.env import apply_offline_environment
 
 apply_offline_environment()
 
+# Tiny models on a 2-core machine: one torch thread. Two threads spin-wait against any other busy process and
+# make a 0.5 s training run take 5-10 s; one thread is as fast when the machine is quiet.
+TORCH_THREADS = 1
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 TINY_DATASET_ROWS = 240
 TINY_DATASET_SEED = 3
@@ -28,6 +31,7 @@ def tiny_text_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     import transformers
 
+    torch.set_num_threads(TORCH_THREADS)
     folder = tmp_path_factory.mktemp("tiny_bert")
     torch.manual_seed(0)
     config = transformers.BertConfig(
@@ -46,10 +50,16 @@ def tiny_vit_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     import transformers
 
+    torch.set_num_threads(TORCH_THREADS)
     folder = tmp_path_factory.mktemp("tiny_vit")
     torch.manual_seed(0)
     config = transformers.ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
     )
     transformers.ViTModel(config).save_pretrained(folder)
     return folder

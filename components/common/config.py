@@ -28,7 +28,7 @@ def _check_per_policy(name: str, values: dict[str, float], low: float, high: flo
     if "default" not in values:
         raise ConfigError(f"{name} needs a 'default' entry, got keys {sorted(values)}")
     for key, value in values.items():
-        if not isinstance(value, int | float) or not low <= float(value) <= high:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= float(value) <= high:
             raise ConfigError(f"{name}.{key} must be a number in [{low}, {high}], got {value!r}")
 
 
@@ -124,6 +124,12 @@ class TrainConfig:
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
         if self.max_text_length < 8 or self.image_size < 16:
             raise ConfigError("train.max_text_length must be >= 8 and train.image_size >= 16")
+        if not 0.0 <= self.dropout < 1.0:  # also rejects NaN
+            raise ConfigError(f"train.dropout must be in [0, 1), got {self.dropout}")
+        if not self.learning_rate > 0.0 or self.weight_decay < 0.0:
+            raise ConfigError("train.learning_rate must be positive and train.weight_decay non-negative")
+        if self.hidden_dim < 1 or self.early_stopping_patience < 1:
+            raise ConfigError("train.hidden_dim and train.early_stopping_patience must be >= 1")
 
 
 @dataclass
@@ -143,6 +149,8 @@ class EvaluationConfig:
         _check_per_policy("evaluation.target_precision", self.target_precision, 0.0, 1.0)
         if self.bootstrap_samples < 10:
             raise ConfigError("evaluation.bootstrap_samples must be >= 10")
+        if self.calibration_bins < 1 or self.min_slice_rows < 1:
+            raise ConfigError("evaluation.calibration_bins and evaluation.min_slice_rows must be >= 1")
 
 
 @dataclass
@@ -188,6 +196,17 @@ class RunConfig:
             raise ConfigError(f"policy names must be lower-case identifiers, got {bad}")
         if len(set(self.policies)) != len(self.policies):
             raise ConfigError(f"policies must be unique, got {self.policies}")
+        per_policy_settings = {
+            "evaluation.target_precision": self.evaluation.target_precision,
+            "gate.min_roc_auc": self.gate.min_roc_auc,
+            "gate.min_pr_auc": self.gate.min_pr_auc,
+        }
+        for name, values in per_policy_settings.items():
+            unknown = sorted(set(values) - {"default", *self.policies})
+            if unknown:
+                raise ConfigError(
+                    f"{name} names {unknown}, which are not policies of this run {self.policies}"
+                )
 
     # Loading and saving -------------------------------------------------------------------------------
     @classmethod
@@ -219,8 +238,11 @@ class RunConfig:
             target = data
             *parents, leaf = dotted.split(".")
             for parent in parents:
+                if not isinstance(target, dict) or not isinstance(target.get(parent), dict):
+                    raise ConfigError(f"unknown configuration key {dotted!r}")
                 target = target[parent]
-            if leaf not in target:
+            is_mapping_entry = parents and "default" in target  # per-policy mapping: any policy key
+            if leaf not in target and not is_mapping_entry:
                 raise ConfigError(f"unknown configuration key {dotted!r}")
             target[leaf] = value
         return RunConfig.from_dict(data)
@@ -228,7 +250,7 @@ class RunConfig:
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

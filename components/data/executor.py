@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from components.common.config import RunConfig
-from components.data.generate import GenerateSpec, generate_dataset
+from components.data.generate import generate_dataset
 from components.data.ingest import ingest_dataset
 from components.data.split import split_dataset
 
@@ -22,12 +22,23 @@ def ingest_step(data_uri: str, config: RunConfig, out_dir: str | Path) -> dict:
     if data_uri:
         return ingest_dataset(data_uri, out_dir, config.policies).to_dict()
     with tempfile.TemporaryDirectory(prefix="tns-default-data-") as folder:
-        generate_dataset(folder, GenerateSpec(policies=tuple(config.policies)))
+        generate_dataset(folder)  # all default policies; ingest keeps the configured ones
         summary = ingest_dataset(folder, out_dir, config.policies).to_dict()
     summary["source"] = "embedded default dataset (tns data generate)"
     return summary
 
 
 def split_step(dataset_dir: str | Path, config: RunConfig, out_dir: str | Path) -> dict:
-    """Assigns train/validation/test and returns rows per split."""
-    return split_dataset(dataset_dir, out_dir, config.policies, config.split)
+    """Assigns train/validation/test and returns rows per split.
+
+    Raises:
+        ValueError: When a split ends up empty (e.g. a manifest that fixes every row to train).
+    """
+    counts = split_dataset(dataset_dir, out_dir, config.policies, config.split)
+    empty = [name for name, rows in counts.items() if rows == 0]
+    if empty:
+        raise ValueError(
+            f"split: no rows in {', '.join(empty)} (rows per split: {counts}); "
+            "leave some `split` values empty or add rows"
+        )
+    return counts

@@ -53,7 +53,7 @@ def read_table(path: Path) -> pd.DataFrame:
             rows = [
                 json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
             ]
-            return pd.DataFrame(rows)
+            return pd.DataFrame(rows, dtype=object)  # object keeps ids like 7 from becoming 7.0 next to nulls
         if path.suffix == ".csv":
             if path.stat().st_size == 0:
                 return pd.DataFrame()
@@ -72,6 +72,10 @@ def _read_hateful_memes(folder: Path) -> pd.DataFrame:
     for name, split in HATEFUL_MEMES_FILES.items():
         if (folder / name).is_file():
             frame = read_table(folder / name)
+            if (
+                "label" not in frame.columns
+            ):  # the unseen test sets ship without labels: nothing to learn or score
+                continue
             frame = frame.rename(columns={"img": COL_IMAGE, "label": HATEFUL_MEMES_POLICY})
             frame[COL_SPLIT] = split
             frames.append(frame)

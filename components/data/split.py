@@ -62,8 +62,11 @@ def assign_splits(frame: pd.DataFrame, policies: Sequence[str], config: SplitCon
         # Carry rounding remainders across strata so that small strata still add up to the target shares.
         carry[SPLIT_TEST] += len(groups) * test_share
         carry[SPLIT_VALIDATION] += len(groups) * validation_share
-        n_test = min(len(groups), int(carry[SPLIT_TEST]))
-        n_validation = min(len(groups) - n_test, int(carry[SPLIT_VALIDATION]))
+        # A stratum of three or more groups puts at least one in each split, so rare label combinations are
+        # evaluated too; the carry (which may go negative) gives the share back on later strata.
+        floor = 1 if len(groups) >= 3 else 0
+        n_test = min(len(groups), max(floor, int(carry[SPLIT_TEST])))
+        n_validation = min(len(groups) - n_test, max(floor, int(carry[SPLIT_VALIDATION])))
         carry[SPLIT_TEST] -= n_test
         carry[SPLIT_VALIDATION] -= n_validation
         for index, item_hash in enumerate(groups):

@@ -21,33 +21,37 @@ from tests.pipelines.helpers import model_versions, registry
 
 pytestmark = pytest.mark.slow
 
-FAST = [
-    "--set",
-    "train.epochs=8",
-    "--set",
-    "train.early_stopping_patience=8",
-    "--set",
-    "evaluation.bootstrap_samples=50",
-]
-LOW_FLOORS = ["--set", "gate.min_roc_auc.default=0.55"]
+FAST = ["--set", "train.epochs=12", "--set", "train.early_stopping_patience=12"]
+FAST += ["--set", "evaluation.bootstrap_samples=50"]
+# Small data trains a weak model (macro ROC-AUC ~0.75); these tests are about the champion/challenger flow, so
+# the absolute floors are switched off and only non-regression can fail.
+NO_FLOORS = ["--set", "gate.min_roc_auc.default=0"]
 
 
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("small-data")
-    generate_dataset(folder, GenerateSpec(rows=700, seed=11))
+    generate_dataset(folder, GenerateSpec(rows=1200, seed=11))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-data")
+    generate_dataset(folder, GenerateSpec(rows=500, seed=12))
     return folder
 
 
 def _summary_value(output: str, label: str) -> str:
-    for line in output.splitlines():
+    summary = output[output.rindex("tns run training:") :]
+    for line in summary.splitlines():
         if line.strip().startswith(label):
             return line.strip()
     raise AssertionError(f"no '{label}' line in output:\n{output[-3000:]}")
 
 
 def test_blessed_then_degraded_not_blessed_then_forced(run_tns, tns_home, small_dataset):
-    first = run_tns("run", "training", "--data", str(small_dataset), *FAST, *LOW_FLOORS)
+    first = run_tns("run", "training", "--data", str(small_dataset), *FAST, *NO_FLOORS)
     assert first.returncode == EXIT_OK, first.output[-4000:]
     assert "tns run training: BLESSED" in first.output
     assert "no champion" in _summary_value(first.output, "decision")
@@ -60,7 +64,7 @@ def test_blessed_then_degraded_not_blessed_then_forced(run_tns, tns_home, small_
     assert run.data.tags["tns.dataset_fingerprint"] == champion.tags["tns.dataset_fingerprint"]
 
     degraded = run_tns(
-        "run", "training", "--data", str(small_dataset), *FAST, *LOW_FLOORS, "--set", "train.max_steps=1"
+        "run", "training", "--data", str(small_dataset), *FAST, *NO_FLOORS, "--set", "train.max_steps=1"
     )
     assert degraded.returncode == EXIT_NOT_BLESSED, degraded.output[-4000:]
     assert "tns run training: NOT_BLESSED" in degraded.output
@@ -75,7 +79,7 @@ def test_blessed_then_degraded_not_blessed_then_forced(run_tns, tns_home, small_
     assert "champion" in rejected[0].data.tags["tns.gate_failed_checks"]
 
     forced = run_tns(
-        "run", "training", "--data", str(small_dataset), *FAST, *LOW_FLOORS, "--set", "train.max_steps=1",
+        "run", "training", "--data", str(small_dataset), *FAST, *NO_FLOORS, "--set", "train.max_steps=1",
         "--force-promote", "--reason", "hotfix approved by policy team",
     )  # fmt: skip
     assert forced.returncode == EXIT_OK, forced.output[-4000:]
@@ -110,10 +114,11 @@ def _strip(folder: Path, out: Path, drop: str) -> Path:
 
 
 @pytest.mark.parametrize("drop", ["image", "text"])
-def test_single_modality_dataset_runs_end_to_end(run_tns, tns_home, small_dataset, tmp_path, drop):
-    data = _strip(small_dataset, tmp_path / f"no-{drop}", drop)
-    result = run_tns("run", "training", "--data", str(data), *FAST, "--set", "gate.min_roc_auc.default=0.5")
-    assert result.returncode in (EXIT_OK, EXIT_NOT_BLESSED), result.output[-4000:]
+def test_single_modality_dataset_runs_end_to_end(run_tns, tns_home, tiny_dataset, tmp_path, drop):
+    data = _strip(tiny_dataset, tmp_path / f"no-{drop}", drop)
+    result = run_tns("run", "training", "--data", str(data), "--set", "train.epochs=3", *NO_FLOORS)
+    assert result.returncode == EXIT_OK, result.output[-4000:]
+    assert model_versions(tns_home) == ["1"]
     run_dir = Path(_summary_value(result.output, "took").split("outputs in ")[1])
     evaluation = json.loads((run_dir / "evaluate-model" / "evaluation" / "evaluation.json").read_text())
     modality = "text-only" if drop == "image" else "image-only"

@@ -183,9 +183,7 @@ def test_per_policy_lookup_and_fallback():
     assert isinstance(per_policy({"default": 1}, "hate"), float)
 
 
-@pytest.mark.parametrize(
-    "dotted", ["gate.min_roc_auc", "gate.min_pr_auc", "evaluation.target_precision"]
-)
+@pytest.mark.parametrize("dotted", ["gate.min_roc_auc", "gate.min_pr_auc", "evaluation.target_precision"])
 def test_per_policy_mapping_needs_default(dotted):
     with pytest.raises(ConfigError, match="needs a 'default' entry") as caught:
         RunConfig.from_dict(_nested(dotted, {"hate": 0.9}))
@@ -205,11 +203,6 @@ def test_per_policy_overrides_are_kept_and_keys_are_strings():
     assert per_policy(config.gate.min_pr_auc, "spam") == 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG components/common/config.py _check_per_policy: isinstance(value, int | float) lets a bool "
-    "through, so {'default': True} is accepted as a ROC-AUC floor of 1.0 instead of raising ConfigError",
-)
 def test_per_policy_values_reject_bools():
     with pytest.raises(ConfigError):
         RunConfig.from_dict({"gate": {"min_roc_auc": {"default": True}}})
@@ -240,13 +233,6 @@ def test_with_overrides_unknown_leaf_is_named():
         RunConfig().with_overrides(**{"train.epochz": 3})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(KeyError, TypeError),
-    reason="BUG components/common/config.py RunConfig.with_overrides: an unknown parent section "
-    "('nope.epochs') raises KeyError and a key below a scalar ('train.epochs.x') raises TypeError "
-    "instead of ConfigError naming the key",
-)
 @pytest.mark.parametrize("dotted", ["nope.epochs", "train.epochs.x"])
 def test_with_overrides_unknown_parent_is_a_config_error(dotted):
     with pytest.raises(ConfigError, match="unknown configuration key"):
@@ -331,12 +317,6 @@ def test_boundary_values_are_accepted(dotted, value):
     assert getattr(getattr(config, section), name) == value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG components/common/config.py TrainConfig/EvaluationConfig.__post_init__ do not range-check "
-    "these fields; the bad value surfaces late (nn.Dropout(1.5) raises inside training, calibration_bins=0 "
-    "raises in evaluation after training, patience 0 stops every run after epoch 1)",
-)
 @pytest.mark.parametrize(
     ("dotted", "value"),
     [

@@ -61,7 +61,9 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _tree_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 # Generator ------------------------------------------------------------------------------------------------
@@ -70,7 +72,7 @@ def test_generation_is_deterministic_per_seed(tmp_path: Path):
     first = generate_dataset(tmp_path / "a", spec)
     second = generate_dataset(tmp_path / "b", spec)
     other = generate_dataset(tmp_path / "c", GenerateSpec(rows=60, seed=6))
-    assert first.name == "manifest.jsonl"
+    assert first.name == second.name == "manifest.jsonl"
     files_a, files_b = _tree_bytes(tmp_path / "a"), _tree_bytes(tmp_path / "b")
     assert files_a.keys() == files_b.keys()
     assert len([name for name in files_a if name.startswith("images/")]) > 30
@@ -120,8 +122,7 @@ def test_default_mixture_properties(mixture):
     assert any("https://" in text for text in texts)
     assert any(any(c.isupper() for c in text) for text in texts)
     assert any(text.isupper() for text in texts)  # fully upper-cased captions exist
-    # Some positives need both modalities: a text+image row whose text alone would be benign.
-    assert frame["created_at"].is_monotonic_increasing
+    assert frame["created_at"].is_monotonic_increasing and frame["created_at"].is_unique
 
 
 def test_generated_images_are_referenced_and_readable(mixture):
@@ -184,7 +185,9 @@ def _write_manifest(folder: Path, kind: str, rows: list[dict]) -> Path:
 
 @pytest.mark.parametrize("kind", ["jsonl", "csv", "parquet"])
 def test_manifest_formats_load_the_same_normalised_frame(tmp_path: Path, kind: str):
-    reference, _ = load_dataset(_write_manifest(tmp_path / "ref", "jsonl", FORMAT_ROWS).parent, ["hate", "spam"])
+    reference, _ = load_dataset(
+        _write_manifest(tmp_path / "ref", "jsonl", FORMAT_ROWS).parent, ["hate", "spam"]
+    )
     frame, root = load_dataset(_write_manifest(tmp_path / kind, kind, FORMAT_ROWS).parent, ["hate", "spam"])
     assert root == (tmp_path / kind).resolve()
     columns = ["id", "text", "image", "hate", "spam"]
@@ -206,11 +209,17 @@ def test_manifest_file_path_and_missing_policy_column(tmp_path: Path):
 
 
 def test_numeric_ids_become_strings(tmp_path: Path):
-    _write_jsonl(tmp_path / "manifest.jsonl", [{"id": 7, "text": "x", "hate": 1}, {"id": None, "text": "y"}])
+    _write_jsonl(tmp_path / "manifest.jsonl", [{"id": 7, "text": "x", "hate": 1}, {"id": 8, "text": "y"}])
     frame, _ = load_dataset(tmp_path, ["hate"])
-    assert frame["id"].tolist() == ["7", None]
+    assert frame["id"].tolist() == ["7", "8"]
     assert frame["image"].tolist() == [None, None]  # missing column is created empty
     assert np.isnan(frame.loc[1, "hate"])
+
+
+def test_numeric_ids_stay_integral_next_to_a_missing_id(tmp_path: Path):
+    _write_jsonl(tmp_path / "manifest.jsonl", [{"id": 7, "text": "x"}, {"id": None, "text": "y"}])
+    frame, _ = load_dataset(tmp_path, ["hate"])
+    assert frame["id"].tolist() == ["7", None]
 
 
 def test_jsonl_manifest_wins_over_csv(tmp_path: Path):
@@ -410,7 +419,9 @@ def _synthetic_frame(n: int, seed: int = 0, rare_positives: int = 10) -> pd.Data
 
 def test_split_fractions_are_approximately_honoured():
     frame = _synthetic_frame(2000)
-    splits = assign_splits(frame, ["common", "rare"], SplitConfig(validation_fraction=0.15, test_fraction=0.2))
+    splits = assign_splits(
+        frame, ["common", "rare"], SplitConfig(validation_fraction=0.15, test_fraction=0.2)
+    )
     assert splits["id"].tolist() == frame["id"].tolist()
     assert set(splits["split"]) == set(SPLITS)
     shares = splits["split"].value_counts(normalize=True)
@@ -453,14 +464,31 @@ def test_manifest_fixed_splits_are_respected_and_pull_their_duplicates():
 
 
 def test_stratification_puts_rare_positives_and_slices_in_every_split():
-    for seed in range(5):
-        frame = _synthetic_frame(1000, seed=seed, rare_positives=8)
+    for seed in range(10):
+        frame = _synthetic_frame(1000, seed=seed, rare_positives=20)  # 2% positives, spread over strata
         splits = assign_splits(frame, ["common", "rare"], SplitConfig(seed=seed))
         merged = frame.assign(split=splits["split"].to_numpy())
         for split in SPLITS:
             part = merged[merged["split"] == split]
             assert part["rare"].sum() >= 1, f"seed {seed}: no rare positive in {split}"
             assert set(part["modality"]) == {MODALITY_BOTH, MODALITY_TEXT, MODALITY_IMAGE}
+
+
+def test_rare_positives_in_one_stratum_reach_every_split():
+    frame = _synthetic_frame(1000, rare_positives=0)
+    frame.loc[:6, ["rare", "common", "modality"]] = [1, 0, MODALITY_BOTH]  # 7 positives: 1.4 test, 1.05 val
+    splits = assign_splits(frame, ["common", "rare"], SplitConfig())
+    merged = frame.assign(split=splits["split"].to_numpy())
+    per_split = merged.groupby("split")["rare"].sum()
+    assert per_split.sum() == 7
+    assert (per_split.reindex(list(SPLITS)).fillna(0) >= 1).all(), per_split.to_dict()
+
+
+def test_eight_rare_positives_over_several_strata_reach_every_split():
+    frame = _synthetic_frame(1000, seed=2, rare_positives=8)
+    splits = assign_splits(frame, ["common", "rare"], SplitConfig(seed=2))
+    merged = frame.assign(split=splits["split"].to_numpy())
+    assert (merged.groupby("split")["rare"].sum() >= 1).all()
 
 
 def test_split_dataset_writes_the_table_and_joins(tiny_dataset):

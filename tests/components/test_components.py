@@ -1,0 +1,443 @@
+"""KFP components called through `.python_func` with real local artifacts, in pipeline order.
+
+ingest -> validate -> split -> train -> evaluate -> policy_metrics -> gate -> register, then a second gate with
+high floors (compared against the new champion) -> record_rejection. MLflow runs on sqlite in a temporary
+folder; the tiny random-init BERT keeps training to a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from mlflow import MlflowClient
+
+from components.common.config import RunConfig
+from components.common.constants import (
+    ALIAS_CHAMPION,
+    BLESSED,
+    DATASET_FINGERPRINT,
+    DATASET_TABLE,
+    DECISION_FILE,
+    EVALUATION_FILE,
+    MODEL_SPEC,
+    MODEL_WEIGHTS,
+    NOT_BLESSED,
+    SPLITS,
+    SPLITS_TABLE,
+    TEST_SCORES_FILE,
+)
+from components.data.component import ingest_data, split_data
+from components.data.ingest import read_fingerprint
+from components.evaluation.component import evaluate_model, gate_model, policy_metrics
+from components.registry.component import record_rejection, register_model
+from components.registry.mlflow_registry import get_alias
+from components.training.component import train_model
+from components.validation.component import validate_data
+from components.validation.runner import DataValidationError
+
+GIT_COMMIT = "0123abcd"
+POLICIES = list(RunConfig().policies)
+
+
+def _config(text_encoder: Path, **gate) -> dict:
+    return {
+        "train": {"text_encoder": str(text_encoder), "epochs": 1, "image_size": 16, "hidden_dim": 16},
+        "evaluation": {"bootstrap_samples": 10},
+        "gate": {
+            "min_roc_auc": {"default": gate.get("roc", 0.0)},
+            "min_pr_auc": {"default": gate.get("pr", 0.0)},
+        },
+    }
+
+
+def _artifact(kind, root: Path, name: str, suffix: str = ""):
+    """A local output artifact whose path is root/name[suffix] (kfp maps a plain local uri to the path)."""
+    root.mkdir(parents=True, exist_ok=True)
+    artifact = kind(name=name, uri=str(root / f"{name}{suffix}"), metadata={})
+    assert artifact.path == str(root / f"{name}{suffix}")
+    return artifact
+
+
+# Shared pipeline state ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def workspace(tmp_path_factory: pytest.TempPathFactory):
+    """Module-wide TNS_HOME and tracking URI; MLflow's process-global URI is reset afterwards."""
+    root = tmp_path_factory.mktemp("components")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TNS_HOME", str(root / "home"))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("TNS_FAILURE_FILE", raising=False)
+        yield {"root": root, "uri": f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"}
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def ingested(workspace, tiny_raw_dataset, tiny_text_encoder):
+    dataset = _artifact(Dataset, workspace["root"] / "ingest", "dataset")
+    config_json = ingest_data.python_func(
+        data_uri=str(tiny_raw_dataset),
+        config_json=json.dumps(_config(tiny_text_encoder)),
+        policies=[],
+        dataset=dataset,
+    )
+    return dataset, config_json
+
+
+@pytest.fixture(scope="module")
+def split(workspace, ingested):
+    dataset, config_json = ingested
+    splits = _artifact(Dataset, workspace["root"] / "split", "splits")
+    split_data.python_func(dataset=dataset, config_json=config_json, splits=splits)
+    return splits
+
+
+@pytest.fixture(scope="module")
+def trained(workspace, ingested, split):
+    dataset, config_json = ingested
+    model = _artifact(Model, workspace["root"] / "train", "model")
+    metrics = _artifact(Metrics, workspace["root"] / "train", "metrics")
+    outputs = train_model.python_func(
+        dataset=dataset,
+        splits=split,
+        config_json=config_json,
+        mlflow_tracking_uri=workspace["uri"],
+        git_commit=GIT_COMMIT,
+        model=model,
+        metrics=metrics,
+    )
+    return model, metrics, outputs.mlflow_run_id
+
+
+@pytest.fixture(scope="module")
+def evaluated(workspace, ingested, split, trained):
+    dataset, config_json = ingested
+    model, _, run_id = trained
+    root = workspace["root"] / "evaluate"
+    artifacts = {
+        "evaluation": _artifact(Artifact, root, "evaluation"),
+        "metrics": _artifact(Metrics, root, "metrics"),
+        "report": _artifact(HTML, root, "report", ".html"),
+        "model_card": _artifact(Markdown, root, "model_card", ".md"),
+    }
+    outputs = evaluate_model.python_func(
+        dataset=dataset,
+        splits=split,
+        model=model,
+        config_json=config_json,
+        mlflow_run_id=run_id,
+        mlflow_tracking_uri=workspace["uri"],
+        git_commit=GIT_COMMIT,
+        **artifacts,
+    )
+    return artifacts, outputs
+
+
+def _gate(workspace, ingested, split, evaluated, name: str, config_json: str, **force):
+    dataset, _ = ingested
+    root = workspace["root"] / name
+    decision = _artifact(Artifact, root, "decision")
+    summary = _artifact(Markdown, root, "summary", ".md")
+    verdict = gate_model.python_func(
+        evaluation=evaluated[0]["evaluation"],
+        dataset=dataset,
+        splits=split,
+        config_json=config_json,
+        mlflow_tracking_uri=workspace["uri"],
+        force_promote=force.get("force_promote", False),
+        force_reason=force.get("force_reason", ""),
+        decision=decision,
+        summary=summary,
+    )
+    return verdict, decision, summary
+
+
+@pytest.fixture(scope="module")
+def gated(workspace, ingested, split, evaluated):
+    return _gate(workspace, ingested, split, evaluated, "gate", ingested[1])
+
+
+@pytest.fixture(scope="module")
+def registered(workspace, ingested, trained, gated):
+    dataset, config_json = ingested
+    _, decision, _ = gated
+    summary = _artifact(Markdown, workspace["root"] / "register", "summary", ".md")
+    version = register_model.python_func(
+        decision=decision,
+        dataset=dataset,
+        config_json=config_json,
+        mlflow_run_id=trained[2],
+        mlflow_tracking_uri=workspace["uri"],
+        git_commit=GIT_COMMIT,
+        summary=summary,
+    )
+    return version, summary
+
+
+@pytest.fixture(scope="module")
+def strict_config(ingested, tiny_text_encoder) -> str:
+    return json.dumps(_config(tiny_text_encoder, roc=0.999, pr=1.0))
+
+
+@pytest.fixture(scope="module")
+def rejected(workspace, ingested, split, evaluated, registered, strict_config):
+    """A second gate with floors no model reaches, after version 1 became champion."""
+    return _gate(workspace, ingested, split, evaluated, "gate_strict", strict_config)
+
+
+# Ingest ---------------------------------------------------------------------------------------------------
+def test_ingest_writes_the_dataset_and_metadata(ingested, tiny_raw_dataset, tiny_text_encoder):
+    dataset, config_json = ingested
+    folder = Path(dataset.path)
+    assert (folder / DATASET_TABLE).is_file()
+    assert (folder / DATASET_FINGERPRINT).is_file()
+    assert any((folder / "images").rglob("*.png"))
+    fingerprint = read_fingerprint(folder)
+    assert dataset.metadata["rows"] == 240
+    assert dataset.metadata["fingerprint"] == fingerprint["fingerprint"]
+    assert dataset.metadata["source"] == str(tiny_raw_dataset.resolve())
+    assert dataset.metadata["policies"] == POLICIES
+    assert config_json == RunConfig.from_dict(_config(tiny_text_encoder)).to_json()
+
+
+def test_ingest_embedded_default_dataset(tmp_path: Path):
+    dataset = _artifact(Dataset, tmp_path, "dataset")
+    config_json = ingest_data.python_func(data_uri="", config_json="{}", policies=[], dataset=dataset)
+    assert RunConfig.from_json(config_json) == RunConfig()
+    assert dataset.metadata["rows"] == 4000
+    assert dataset.metadata["policies"] == POLICIES
+    assert "embedded default dataset" in dataset.metadata["source"]
+    table = pd.read_parquet(Path(dataset.path) / DATASET_TABLE)
+    assert set(POLICIES) <= set(table.columns)
+
+
+def test_ingest_policy_override(tmp_path: Path, tiny_raw_dataset: Path):
+    dataset = _artifact(Dataset, tmp_path, "dataset")
+    config_json = ingest_data.python_func(
+        data_uri=str(tiny_raw_dataset), config_json="{}", policies=["spam", "hate"], dataset=dataset
+    )
+    assert RunConfig.from_json(config_json).policies == ["spam", "hate"]
+    assert dataset.metadata["policies"] == ["spam", "hate"]
+    assert read_fingerprint(dataset.path)["policies"] == ["spam", "hate"]
+
+
+def test_ingest_embedded_default_with_a_policy_subset(tmp_path: Path):
+    dataset = _artifact(Dataset, tmp_path, "dataset")
+    config_json = ingest_data.python_func(
+        data_uri="", config_json="{}", policies=["hate", "spam"], dataset=dataset
+    )
+    assert RunConfig.from_json(config_json).policies == ["hate", "spam"]
+    assert dataset.metadata["rows"] == 4000
+
+
+def test_ingest_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    failure = tmp_path / "failure.json"
+    monkeypatch.setenv("TNS_FAILURE_FILE", str(failure))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no manifest"):
+        ingest_data.python_func(
+            data_uri=str(tmp_path / "empty"),
+            config_json="{}",
+            policies=[],
+            dataset=_artifact(Dataset, tmp_path, "d"),
+        )
+    record = json.loads(failure.read_text(encoding="utf-8"))
+    assert record["step"] == "ingest"
+    assert record["type"] == "DatasetFormatError"
+
+
+# Validate -------------------------------------------------------------------------------------------------
+def test_validate_passes_and_writes_reports(workspace, ingested):
+    dataset, config_json = ingested
+    root = workspace["root"] / "validate"
+    report, summary = _artifact(HTML, root, "report", ".html"), _artifact(Markdown, root, "summary", ".md")
+    validate_data.python_func(dataset=dataset, config_json=config_json, report=report, summary=summary)
+    html = Path(report.path).read_text(encoding="utf-8")
+    assert "<html" in html.lower() and "row_count" in html
+    assert "image_file_found" in Path(summary.path).read_text(encoding="utf-8")
+    assert summary.metadata["rows"] == 240
+    assert isinstance(summary.metadata["warnings"], int)
+
+
+@pytest.fixture
+def broken_raw_dataset(tmp_path: Path, tiny_raw_dataset: Path) -> Path:
+    """The tiny dataset with one image reference pointing at a file that does not exist."""
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_raw_dataset, folder)
+    rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    target = next(row for row in rows if row["image"])
+    target["image"] = "images/does-not-exist.png"
+    (folder / "manifest.jsonl").write_text(
+        "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8"
+    )
+    return folder
+
+
+def test_validate_failure_raises_writes_the_report_and_the_failure_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken_raw_dataset: Path
+):
+    failure = tmp_path / "failure.json"
+    monkeypatch.setenv("TNS_FAILURE_FILE", str(failure))
+    dataset = _artifact(Dataset, tmp_path / "ingest", "dataset")
+    config_json = ingest_data.python_func(
+        data_uri=str(broken_raw_dataset), config_json="{}", policies=[], dataset=dataset
+    )
+    assert not failure.exists()  # ingest is lenient: it records, validation judges
+    report = _artifact(HTML, tmp_path / "validate", "report", ".html")
+    summary = _artifact(Markdown, tmp_path / "validate", "summary", ".md")
+    with pytest.raises(DataValidationError, match="image_file_found") as caught:
+        validate_data.python_func(dataset=dataset, config_json=config_json, report=report, summary=summary)
+    assert [c.check for c in caught.value.outcome.failures()] == ["image_file_found"]
+    html = Path(report.path).read_text(encoding="utf-8")
+    assert "image_file_found" in html and "does-not-exist.png" in html
+    record = json.loads(failure.read_text(encoding="utf-8"))
+    assert record["step"] == "validate"
+    assert record["type"] == "DataValidationError"
+    assert "image_file_found" in record["error"]
+    assert "1 of 240 rows" in record["error"]
+
+
+# Split and train ------------------------------------------------------------------------------------------
+def test_split_writes_the_table_and_counts(split):
+    table = pd.read_parquet(Path(split.path) / SPLITS_TABLE)
+    assert len(table) == 240
+    assert {k: split.metadata[k] for k in SPLITS} == table["split"].value_counts().to_dict()
+    assert sum(split.metadata[k] for k in SPLITS) == 240
+    assert split.metadata["test"] > 0 and split.metadata["validation"] > 0
+
+
+def test_train_writes_the_model_and_logs_metrics(workspace, ingested, trained, tiny_text_encoder):
+    dataset, _ = ingested
+    model, metrics, run_id = trained
+    folder = Path(model.path)
+    assert (folder / MODEL_WEIGHTS).is_file() and (folder / MODEL_SPEC).is_file()
+    assert (folder / "training_summary.json").is_file()
+    assert model.metadata == {"mlflow_run_id": run_id, "device": "cpu", "framework": "pytorch"}
+    assert metrics.metadata["epochs_run"] == 1.0
+    assert metrics.metadata["steps"] >= 1.0
+    assert metrics.metadata["best_epoch"] == 1.0
+    assert {"seconds", "train_samples_per_second"} <= set(metrics.metadata)
+
+    mlflow.set_tracking_uri(workspace["uri"])
+    run = MlflowClient().get_run(run_id)
+    assert run.data.tags["tns.git_commit"] == GIT_COMMIT
+    assert run.data.tags["tns.dataset_fingerprint"] == dataset.metadata["fingerprint"]
+    assert run.data.tags["tns.policies"] == ",".join(POLICIES)
+    assert run.data.params["train.epochs"] == "1"
+    assert run.data.params["train.text_encoder"] == str(tiny_text_encoder)
+    assert "validation_loss" in run.data.metrics
+    logged = {f.path for f in MlflowClient().list_artifacts(run_id, "model")}
+    assert f"model/{MODEL_WEIGHTS}" in logged and f"model/{MODEL_SPEC}" in logged
+
+
+# Evaluate and per-policy metrics --------------------------------------------------------------------------
+def test_evaluate_writes_reports_and_metrics(workspace, trained, evaluated):
+    artifacts, outputs = evaluated
+    assert outputs.policies == sorted(POLICIES)
+    folder = Path(artifacts["evaluation"].path)
+    for name in (EVALUATION_FILE, TEST_SCORES_FILE, "model_card.json"):
+        assert (folder / name).is_file(), name
+    evaluation = json.loads((folder / EVALUATION_FILE).read_text(encoding="utf-8"))
+    logged = artifacts["metrics"].metadata
+    assert 0.0 <= logged["test_macro_roc_auc"] <= 1.0
+    assert logged["test_macro_roc_auc"] == pytest.approx(evaluation["macro"]["roc_auc"])
+    for policy in POLICIES:
+        assert logged[f"test_roc_auc_{policy}"] == pytest.approx(evaluation["policies"][policy]["roc_auc"])
+    assert "<html" in Path(artifacts["report"].path).read_text(encoding="utf-8").lower()
+    assert GIT_COMMIT in Path(artifacts["model_card"].path).read_text(encoding="utf-8")
+
+    mlflow.set_tracking_uri(workspace["uri"])
+    run = MlflowClient().get_run(trained[2])
+    assert run.data.metrics["test_macro_roc_auc"] == pytest.approx(logged["test_macro_roc_auc"])
+    logged_files = {f.path for f in MlflowClient().list_artifacts(trained[2], "evaluation")}
+    assert "evaluation/evaluation.json" in logged_files
+
+
+def test_policy_metrics_publishes_roc_and_confusion_matrix(workspace, evaluated):
+    artifacts, _ = evaluated
+    evaluation = json.loads(
+        (Path(artifacts["evaluation"].path) / EVALUATION_FILE).read_text(encoding="utf-8")
+    )
+    roc = _artifact(ClassificationMetrics, workspace["root"] / "policy_metrics", "roc")
+    policy_metrics.python_func(evaluation=artifacts["evaluation"], policy="spam", roc=roc)
+    values = evaluation["policies"]["spam"]
+    assert roc.metadata["policy"] == "spam"
+    assert roc.metadata["roc_auc"] == values["roc_auc"]
+    assert roc.metadata["threshold"] == values["threshold"]
+    assert len(roc.metadata["confidenceMetrics"]) == len(values["roc_curve"]["fpr"]) > 0
+    matrix = roc.metadata["confusionMatrix"]
+    assert [c["displayName"] for c in matrix["annotationSpecs"]] == ["not spam", "spam"]
+    assert [row["row"] for row in matrix["rows"]] == values["confusion_matrix"]
+    assert sum(sum(row["row"]) for row in matrix["rows"]) == values["rows"]
+
+
+# Gate, register, reject -----------------------------------------------------------------------------------
+def test_gate_blesses_a_first_model_with_low_floors(gated):
+    verdict, decision, summary = gated
+    assert verdict == BLESSED
+    assert decision.metadata == {"decision": BLESSED, "forced": False}
+    record = json.loads((Path(decision.path) / DECISION_FILE).read_text(encoding="utf-8"))
+    assert record["decision"] == BLESSED
+    assert record["compared_to_champion"] is False
+    assert record["champion_evaluation"] is None
+    assert len(record["reasons"]) == 2 * len(POLICIES)  # roc and pr floors, no regression checks
+    assert Path(summary.path).read_text(encoding="utf-8").startswith(f"# Gate decision: {BLESSED}")
+
+
+def test_register_creates_version_one_as_champion(workspace, ingested, trained, registered):
+    version, summary = registered
+    assert version == "1"
+    mlflow.set_tracking_uri(workspace["uri"])
+    champion = get_alias(RunConfig().model_name, ALIAS_CHAMPION)
+    assert champion is not None and champion.version == "1"
+    assert champion.run_id == trained[2]
+    tags = MlflowClient().get_model_version(RunConfig().model_name, "1").tags
+    assert tags["tns.dataset_fingerprint"] == ingested[0].metadata["fingerprint"]
+    assert tags["tns.git_commit"] == GIT_COMMIT
+    assert tags["tns.gate_decision"] == BLESSED
+    text = Path(summary.path).read_text(encoding="utf-8")
+    assert "version **1**" in text and trained[2] in text
+
+
+def test_strict_gate_compares_with_the_champion_and_rejects(rejected):
+    verdict, decision, summary = rejected
+    assert verdict == NOT_BLESSED
+    assert decision.metadata["decision"] == NOT_BLESSED
+    record = json.loads((Path(decision.path) / DECISION_FILE).read_text(encoding="utf-8"))
+    assert record["compared_to_champion"] is True
+    assert record["champion_version"] == "1"
+    regression = [r for r in record["reasons"] if r["check"] == "non_regression"]
+    assert len(regression) == len(POLICIES)
+    # The champion is this very model, re-scored on the same test split: no regression.
+    assert all(r["passed"] for r in regression)
+    assert any(not r["passed"] and r["check"] == "floor" for r in record["reasons"])
+    assert "FAIL" in Path(summary.path).read_text(encoding="utf-8")
+
+
+def test_record_rejection_tags_the_run_and_moves_no_alias(workspace, trained, rejected):
+    _, decision, _ = rejected
+    run_id = trained[2]
+    summary = record_rejection.python_func(
+        decision=decision, mlflow_run_id=run_id, mlflow_tracking_uri=workspace["uri"]
+    )
+    assert summary.startswith(NOT_BLESSED)
+    tags = MlflowClient().get_run(run_id).data.tags
+    assert tags["tns.gate_decision"] == NOT_BLESSED
+    assert "floor" in tags["tns.gate_failed_checks"]
+    assert get_alias(RunConfig().model_name).version == "1"
+
+
+def test_force_promote_without_reason_fails_the_gate(
+    workspace, ingested, split, evaluated, strict_config, registered, tmp_path, monkeypatch
+):
+    failure = tmp_path / "failure.json"
+    monkeypatch.setenv("TNS_FAILURE_FILE", str(failure))
+    with pytest.raises(ValueError, match="force_reason"):
+        _gate(workspace, ingested, split, evaluated, "gate_forced", strict_config, force_promote=True)
+    record = json.loads(failure.read_text(encoding="utf-8"))
+    assert record["step"] == "gate"
