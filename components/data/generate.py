@@ -39,6 +39,7 @@ from components.common.constants import (
 
 IMAGE_SIDE = 64
 MISSED_LABEL_SHARE = 0.8
+GENERATOR_MARKER = "generator.json"  # marks a folder written by this generator (the model card says so)
 GRID_SIZE = 6
 LANGUAGES = ("en", "es", "fr", "de")
 
@@ -441,6 +442,9 @@ def generate_dataset(out_dir: str | Path, spec: GenerateSpec | None = None) -> P
         row[COL_CREATED_AT] = (start + timedelta(minutes=7 * number + rng.randint(0, 6))).isoformat()
         rows.append(row)
 
+    (out_dir / GENERATOR_MARKER).write_text(
+        json.dumps({"generator": "tns data generate", "rows": spec.rows, "seed": spec.seed}), encoding="utf-8"
+    )
     manifest = out_dir / "manifest.jsonl"
     with manifest.open("w", encoding="utf-8") as handle:
         for row in rows:

@@ -32,6 +32,7 @@ from components.common.constants import (
     MODALITY_TEXT,
 )
 from components.data.formats import load_dataset
+from components.data.generate import GENERATOR_MARKER
 
 COL_IMAGE_FILE_STATUS = "image_file_status"
 IMAGE_ABSENT = "absent"
@@ -49,6 +50,7 @@ class IngestResult:
     source: str
     policies: list[str]
     columns: list[str]
+    synthetic: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +150,7 @@ def ingest_dataset(source: str | Path, out_dir: str | Path, policies: Sequence[s
         source=str(Path(source).expanduser().resolve()),
         policies=list(policies),
         columns=list(frame.columns),
+        synthetic=(root / GENERATOR_MARKER).is_file(),
     )
     (out_dir / DATASET_FINGERPRINT).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     return result

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from components.common.config import RunConfig
 from components.common.constants import (
     COL_SPLIT,
@@ -14,12 +16,19 @@ from components.common.constants import (
     SPLIT_TEST,
     SPLIT_VALIDATION,
     TEST_SCORES_FILE,
+    TRAINING_SUMMARY_FILE,
 )
 from components.data.ingest import read_fingerprint
 from components.data.split import read_split_frame
-from components.evaluation.evaluate import evaluate_scores
+from components.evaluation.evaluate import evaluate_scores, score_column
 from components.evaluation.gate import GateDecision, decide
-from components.evaluation.report import ModelCardInfo, render_html, render_markdown
+from components.evaluation.report import (
+    DEFAULT_LIMITATIONS,
+    SYNTHETIC_DATA_LIMITATION,
+    ModelCardInfo,
+    render_html,
+    render_markdown,
+)
 from components.evaluation.scoring import score_frame
 
 CARD_FILE = "model_card.json"
@@ -36,19 +45,24 @@ METRIC_NAMES = {
 
 
 def evaluate_model_dir(
-    model_dir: str | Path, dataset_dir: str | Path, splits_dir: str | Path, config: RunConfig
+    model_dir: str | Path, dataset_dir: str | Path, frame: pd.DataFrame, config: RunConfig
 ):
     """Scores a model on the test split (with ablations) and the validation split, and evaluates it.
+
+    Args:
+        model_dir: Saved model folder.
+        dataset_dir: Ingested dataset the rows come from.
+        frame: Its rows with their split (`read_split_frame`).
+        config: Effective run configuration.
 
     Returns:
         The evaluation dict and the test score table.
     """
-    frame = read_split_frame(dataset_dir, splits_dir)
     test = score_frame(model_dir, dataset_dir, frame[frame[COL_SPLIT] == SPLIT_TEST])
     validation = score_frame(
         model_dir, dataset_dir, frame[frame[COL_SPLIT] == SPLIT_VALIDATION], ablations=False
     )
-    policies = [p for p in config.policies if f"score_{p}" in test.columns]
+    policies = [p for p in config.policies if score_column(p) in test.columns]
     return evaluate_scores(test, validation, policies, config.evaluation), test
 
 
@@ -68,14 +82,14 @@ def evaluation_step(
     Returns:
         The evaluation dict and the model card information.
     """
-    evaluation, scores = evaluate_model_dir(model_dir, dataset_dir, splits_dir, config)
+    frame = read_split_frame(dataset_dir, splits_dir)
+    evaluation, scores = evaluate_model_dir(model_dir, dataset_dir, frame, config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
     scores.to_parquet(out_dir / TEST_SCORES_FILE, index=False)
     fingerprint = read_fingerprint(dataset_dir)
-    frame = read_split_frame(dataset_dir, splits_dir)
-    training_file = Path(model_dir) / "training_summary.json"
+    training_file = Path(model_dir) / TRAINING_SUMMARY_FILE
     card = ModelCardInfo(
         model_name=config.model_name,
         run_id=run_id,
@@ -91,6 +105,8 @@ def evaluation_step(
         if training_file.is_file()
         else {},
         git_commit=git_commit,
+        limitations=([SYNTHETIC_DATA_LIMITATION] if fingerprint.get("synthetic") else [])
+        + list(DEFAULT_LIMITATIONS),
     )
     (out_dir / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2), encoding="utf-8")
     if run_id:
@@ -168,7 +184,8 @@ def gate_step(
     champion = None
     if champion_info is not None:
         champion_dir = download_model(champion_info)
-        champion, _ = evaluate_model_dir(champion_dir, dataset_dir, splits_dir, config)
+        frame = read_split_frame(dataset_dir, splits_dir)
+        champion, _ = evaluate_model_dir(champion_dir, dataset_dir, frame, config)
     decision = decide(
         challenger,
         champion,

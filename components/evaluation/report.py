@@ -15,9 +15,11 @@ from typing import Any
 
 from components.common.constants import BLESSED, DEFAULT_MODEL_NAME
 
+SYNTHETIC_DATA_LIMITATION = (
+    "The training data is the synthetic embedded dataset: these numbers show that the pipeline works end to "
+    "end, not that the model is fit to moderate real content."
+)
 DEFAULT_LIMITATIONS: tuple[str, ...] = (
-    "The default training data is synthetic: these numbers show that the pipeline works end to end, "
-    "not that the model is fit to moderate real content.",
     "The text encoder (all-MiniLM-L6-v2 by default) was trained mostly on English; expect weaker results "
     "on other languages and compare the language slices before relying on them.",
     "Operating thresholds were chosen on the validation split to reach each policy's target precision; "

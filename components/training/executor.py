@@ -7,10 +7,9 @@ import os
 from pathlib import Path
 
 from components.common.config import RunConfig
+from components.common.constants import TRAINING_SUMMARY_FILE
 from components.data.ingest import read_fingerprint
 from components.data.split import read_split_frame
-
-TRAINING_SUMMARY = "training_summary.json"
 
 
 def training_step(
@@ -62,7 +61,7 @@ def training_step(
             on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
         )
         summary = result.to_dict()
-        (Path(model_dir) / TRAINING_SUMMARY).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        (Path(model_dir) / TRAINING_SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
         mlflow.log_metrics(
             {
                 "best_epoch": result.best_epoch,
