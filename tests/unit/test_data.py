@@ -509,3 +509,13 @@ def test_split_dataset_counts(tmp_path: Path, tiny_dataset):
     assert sum(counts.values()) == len(read_ingested(dataset_dir))
     written = pd.read_parquet(tmp_path / "splits" / SPLITS_TABLE)
     assert written["split"].value_counts().to_dict() == {k: v for k, v in counts.items() if v}
+
+
+def test_ingest_marks_generated_data_as_synthetic_and_manifests_as_not(tmp_path: Path):
+    from components.data.generate import GenerateSpec, generate_dataset
+    from components.data.ingest import ingest_dataset
+
+    generate_dataset(tmp_path / "generated", GenerateSpec(rows=20, seed=1))
+    assert ingest_dataset(tmp_path / "generated", tmp_path / "a", list(POLICIES)).synthetic is True
+    (tmp_path / "generated" / "generator.json").unlink()
+    assert ingest_dataset(tmp_path / "generated", tmp_path / "b", list(POLICIES)).synthetic is False

@@ -28,7 +28,13 @@ from components.evaluation.evaluate import (
     score_column,
 )
 from components.evaluation.gate import decide
-from components.evaluation.report import ModelCardInfo, interpret_ablation, render_html, render_markdown
+from components.evaluation.report import (
+    SYNTHETIC_DATA_LIMITATION,
+    ModelCardInfo,
+    interpret_ablation,
+    render_html,
+    render_markdown,
+)
 
 POLICIES = ["hate", "spam"]
 CONFIG = EvaluationConfig(bootstrap_samples=50, min_slice_rows=20)
@@ -260,7 +266,10 @@ def test_markdown_card_has_every_section(evaluation):
     assert "1.000 [1.000, 1.000]" in text
     assert "**Decision: BLESSED**" in text
     assert "roc_auc[hate] 1.000 >= floor 0.850: pass" in text
-    assert "synthetic" in text
+    assert "trained mostly on English" in text and "synthetic" not in text
+    synthetic_card = _card()
+    synthetic_card.limitations = [SYNTHETIC_DATA_LIMITATION, *synthetic_card.limitations]
+    assert "synthetic embedded dataset" in render_markdown(evaluation, synthetic_card)
     assert "## Gate decision" not in render_markdown(evaluation, _card())
 
 
