@@ -89,7 +89,9 @@ def bench_training(folder: Path, rows: int, epochs: int, repeats: int) -> dict:
         items = encode_items(
             model, preprocessor, dataset, train_rows, config.policies, True, torch.device("cpu")
         )
-        pixels = (items.pixels.float() / 255.0 - 0.5) / 0.5 * items.has_image.view(-1, 1, 1, 1)
+        pixels = torch.from_numpy(preprocessor.normalize(items.pixels.numpy())) * items.has_image.view(
+            -1, 1, 1, 1
+        )
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate
         )

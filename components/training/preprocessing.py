@@ -115,8 +115,9 @@ class Preprocessor:
         """Scales `uint8` pixels (..., 3, S, S) to normalised `float32`."""
         return ((pixels.astype(np.float32) / 255.0) - self._mean) / self._std
 
-    def encode_images(self, images: Sequence[bytes | None]) -> dict[str, np.ndarray]:
-        """Decodes and normalises encoded images; None or empty bytes means no image (zeros)."""
+    def images_to_uint8(self, images: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Decodes a batch to `uint8` pixels (N, 3, S, S) and presence flags (N,); None or empty bytes means no
+        image (zeros, flag 0)."""
         side = self.spec.image_size
         pixels = np.zeros((len(images), 3, side, side), dtype=np.uint8)
         present = np.zeros(len(images), dtype=np.float32)
@@ -124,6 +125,11 @@ class Preprocessor:
             if data:
                 pixels[row] = self.image_to_uint8(data)
                 present[row] = 1.0
+        return pixels, present
+
+    def encode_images(self, images: Sequence[bytes | None]) -> dict[str, np.ndarray]:
+        """Decodes and normalises encoded images; None or empty bytes means no image (zeros)."""
+        pixels, present = self.images_to_uint8(images)
         values = self.normalize(pixels) * present.reshape(-1, 1, 1, 1)
         return {TENSOR_PIXEL_VALUES: values.astype(np.float32), TENSOR_HAS_IMAGE: present}
 

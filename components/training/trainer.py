@@ -28,6 +28,7 @@ from components.common.constants import (
     SPLIT_TRAIN,
     SPLIT_VALIDATION,
     TENSOR_ATTENTION_MASK,
+    TENSOR_HAS_TEXT,
     TENSOR_INPUT_IDS,
 )
 from components.common.env import apply_offline_environment
@@ -125,17 +126,11 @@ def encode_items(
     """Preprocesses rows once: decoded images as uint8, text as cached features or token ids."""
     texts, images = load_inputs(dataset_dir, frame)
     encoded_text = preprocessor.encode_texts(texts)
-    side = preprocessor.spec.image_size
-    pixels = np.zeros((len(images), 3, side, side), dtype=np.uint8)
-    has_image = np.zeros(len(images), dtype=np.float32)
-    for row, data in enumerate(images):
-        if data:
-            pixels[row] = preprocessor.image_to_uint8(data)
-            has_image[row] = 1.0
+    pixels, has_image = preprocessor.images_to_uint8(images)
     items = EncodedItems(
         ids=[str(i) for i in frame[COL_ID]],
         labels=torch.from_numpy(frame[policies].to_numpy(dtype=np.float32)),
-        has_text=torch.from_numpy(encoded_text["has_text"]),
+        has_text=torch.from_numpy(encoded_text[TENSOR_HAS_TEXT]),
         has_image=torch.from_numpy(has_image),
         pixels=torch.from_numpy(pixels),
     )
