@@ -200,10 +200,10 @@ def _sections(
                 "Training",
                 [
                     _Table(
-                        ["Epochs", "Best epoch", "Steps", "Seconds", "Device"],
+                        ["Epochs run", "Best epoch", "Steps", "Seconds", "Device"],
                         [
                             [
-                                _fmt(summary.get("epochs")),
+                                _fmt(summary.get("epochs_run")),
                                 _fmt(summary.get("best_epoch")),
                                 _fmt(summary.get("steps")),
                                 _fmt(summary.get("seconds"), 1),

@@ -278,9 +278,7 @@ def train_model(
     total_steps = steps_per_epoch * settings.epochs
     if settings.max_steps > 0:
         total_steps = min(total_steps, settings.max_steps)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=settings.learning_rate, total_steps=max(total_steps, 1), pct_start=0.1
-    )
+    scheduler = learning_rate_schedule(optimizer, settings.learning_rate, total_steps)
     scaler = torch.amp.GradScaler(enabled=runner.amp_dtype == torch.float16)
     loss_fn = nn.BCEWithLogitsLoss(
         pos_weight=positive_weights(train_items.labels, settings.class_weighting).to(device)
@@ -369,6 +367,20 @@ def train_model(
         best_validation_macro_roc_auc=None if best_score == -math.inf or best_score < 0 else best_score,
         stopped_early=stopped_early,
         history=history,
+    )
+
+
+def learning_rate_schedule(
+    optimizer: torch.optim.Optimizer, learning_rate: float, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """One-cycle schedule (10% warm-up, cosine decay); a constant rate for runs too short to have phases.
+
+    OneCycleLR divides by the length of its warm-up phase, so the warm-up is at least two steps.
+    """
+    if total_steps < 4:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=learning_rate, total_steps=total_steps, pct_start=max(0.1, 2.0 / total_steps)
     )
 
 

@@ -234,7 +234,7 @@ def _card(**changes) -> ModelCardInfo:
         "policies": POLICIES,
         "text_encoder": "minilm",
         "image_encoder": "cnn",
-        "training_summary": {"epochs": 5, "best_epoch": 4, "steps": 60, "seconds": 12.5, "device": "cpu"},
+        "training_summary": {"epochs_run": 5, "best_epoch": 4, "steps": 60, "seconds": 12.5, "device": "cpu"},
         "git_commit": "deadbeef",
         "created_at": "2024-01-01T00:00:00+00:00",
     }
@@ -263,6 +263,7 @@ def test_markdown_card_has_every_section(evaluation):
     ):
         assert heading in text
     assert "sha256:abc" in text and "| Rows (test) | 200 |" in text
+    assert "| 5 | 4 | 60 | 12.5 | cpu |" in text
     assert "1.000 [1.000, 1.000]" in text
     assert "**Decision: BLESSED**" in text
     assert "roc_auc[hate] 1.000 >= floor 0.850: pass" in text

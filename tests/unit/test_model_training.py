@@ -371,3 +371,20 @@ def test_modality_dropout_rate_zero_is_identity():
     has_text, has_image = torch.ones(10), torch.ones(10)
     text, image = _modality_dropout(has_text, has_image, 0.0, torch.Generator().manual_seed(0))
     assert torch.equal(text, has_text) and torch.equal(image, has_image)
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 3, 4, 5, 10, 11, 19, 40])
+def test_learning_rate_schedule_runs_every_step_of_short_runs(total_steps):
+    import torch
+
+    from components.training.trainer import learning_rate_schedule
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], lr=0.003)
+    schedule = learning_rate_schedule(optimizer, 0.003, total_steps)
+    rates = []
+    for _ in range(total_steps):
+        optimizer.step()
+        schedule.step()
+        rates.append(schedule.get_last_lr()[0])
+    assert all(rate > 0 for rate in rates[:-1]) and max(rates) <= 0.003 + 1e-12
