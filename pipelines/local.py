@@ -20,6 +20,7 @@ import yaml
 from components.common.config import ConfigError, RunConfig
 from components.common.constants import (
     BLESSED,
+    DATASET_FINGERPRINT,
     DECISION_FILE,
     ENV_FAILURE_FILE,
     EVALUATION_FILE,
@@ -90,6 +91,18 @@ def _newest_run_dir(root: Path, name: str, after: float) -> Path | None:
     return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
 
 
+def _task_names() -> dict[str, str]:
+    """Local task folder names, which KFP derives from the component names."""
+    from components.data.component import ingest_data
+    from components.evaluation.component import evaluate_model, gate_model
+    from components.registry.component import register_model
+    from components.training.component import train_model
+    from components.validation.component import validate_data
+
+    components = (ingest_data, validate_data, train_model, evaluate_model, gate_model, register_model)
+    return {component.python_func.__name__: component.name for component in components}
+
+
 def _task_output(run_dir: Path, task: str, output: str) -> Path | None:
     path = run_dir / task / output
     return path if path.exists() else None
@@ -155,7 +168,7 @@ def run_training(request: TrainingRequest) -> int:
         else:
             print(f"FAILED: {error}")
         run_dir = _newest_run_dir(home / "kfp", PIPELINE_NAME, started)
-        report = run_dir and _task_output(run_dir, "validate-data", "report")
+        report = run_dir and _task_output(run_dir, _task_names()["validate_data"], "report")
         if report:
             print(f"validation report: {report}")
         print("=" * 78)
@@ -174,15 +187,16 @@ def run_training(request: TrainingRequest) -> int:
 
 def summarize(run_dir: Path, seconds: float) -> dict[str, Any]:
     """Builds the end-of-run summary from the run's artifacts."""
-    decision_dir = _task_output(run_dir, "gate-model", "decision")
+    task = _task_names()
+    decision_dir = _task_output(run_dir, task["gate_model"], "decision")
     decision = json.loads((decision_dir / DECISION_FILE).read_text(encoding="utf-8"))
-    evaluation_dir = _task_output(run_dir, "evaluate-model", "evaluation")
+    evaluation_dir = _task_output(run_dir, task["evaluate_model"], "evaluation")
     evaluation = json.loads((evaluation_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
     fingerprint = json.loads(
-        (run_dir / "ingest-data" / "dataset" / "fingerprint.json").read_text(encoding="utf-8")
+        (run_dir / task["ingest_data"] / "dataset" / DATASET_FINGERPRINT).read_text(encoding="utf-8")
     )
-    run_id = _task_parameter(run_dir, "train-model", "mlflow_run_id")
-    version = _task_parameter(run_dir, "register-model")
+    run_id = _task_parameter(run_dir, task["train_model"], "mlflow_run_id")
+    version = _task_parameter(run_dir, task["register_model"])
     macro, ablation = evaluation["macro"], evaluation.get("ablation") or {}
 
     def fmt(value: Any) -> str:
@@ -227,8 +241,8 @@ def summarize(run_dir: Path, seconds: float) -> dict[str, Any]:
         f"  MLflow       run {run_id}"
         + (f", registered version {version} (alias champion)" if version else ", nothing registered")
     )
-    lines.append(f"  reports      model card {_task_output(run_dir, 'evaluate-model', 'report')}")
-    lines.append(f"               validation {_task_output(run_dir, 'validate-data', 'report')}")
+    lines.append(f"  reports      model card {_task_output(run_dir, task['evaluate_model'], 'report')}")
+    lines.append(f"               validation {_task_output(run_dir, task['validate_data'], 'report')}")
     lines.append(f"               decision   {decision_dir / DECISION_FILE}")
     lines.append(f"  took         {seconds:.0f} s; outputs in {run_dir}")
     lines.append("=" * 78)
