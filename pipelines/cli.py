@@ -61,16 +61,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from components.data.generate import GenerateSpec, generate_dataset
-
-    spec = GenerateSpec()
-    changes = {k: v for k, v in (("rows", args.rows), ("seed", args.seed)) if v is not None}
-    if changes.get("rows", 1) < 1:
-        raise UsageError("--rows must be positive")
     from dataclasses import replace
 
-    manifest = generate_dataset(args.out, replace(spec, **changes))
-    print(f"wrote {manifest} ({replace(spec, **changes).rows} rows)")
+    from components.data.generate import GenerateSpec, generate_dataset
+
+    changes = {name: value for name, value in (("rows", args.rows), ("seed", args.seed)) if value is not None}
+    if changes.get("rows", 1) < 1:
+        raise UsageError("--rows must be positive")
+    spec = replace(GenerateSpec(), **changes)
+    manifest = generate_dataset(args.out, spec)
+    print(f"wrote {manifest} ({spec.rows} rows, seed {spec.seed})")
     return EXIT_OK
 
 
@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0) and EXIT_USAGE
+    except SystemExit as exit_:  # argparse exits 0 for --help and 2 for bad usage
+        return EXIT_OK if not exit_.code else EXIT_USAGE
     handlers = {"data": _generate, "compile": _compile, "run": _run_training}
     try:
         return handlers[args.command](args)
