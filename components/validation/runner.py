@@ -16,7 +16,8 @@ The expectations live in `suite.json` next to this module, as Great Expectations
 * Columns whose names start with `_` are derived here before validation, from properties GX cannot
   compute: `_image_decodable` and `_image_size` (outcome of bounded decoding of each image, "ok",
   "absent", "not_checked" or the failure reason), `_split_leak` (the row's item also appears in another
-  split). `_row` (the row number) identifies failing rows in GX results.
+  split), `_text_language` (the language of rows with text; "no_text" otherwise). `_row` (the row number)
+  identifies failing rows in GX results.
 * An expectation whose column is absent is skipped and listed in `ValidationOutcome.skipped`: either the
   column is optional (`split`, `language`) or its absence already fails a `column_exists[...]` check.
 """
@@ -39,6 +40,7 @@ from components.common.constants import (
     COL_ID,
     COL_IMAGE,
     COL_ITEM_HASH,
+    COL_LANGUAGE,
     COL_SPLIT,
     COL_TEXT,
 )
@@ -52,6 +54,8 @@ ROW_COLUMN = "_row"
 COL_IMAGE_DECODABLE = "_image_decodable"
 COL_IMAGE_SIZE = "_image_size"
 COL_SPLIT_LEAK = "_split_leak"
+COL_TEXT_LANGUAGE = "_text_language"
+NO_TEXT = "no_text"
 IMAGE_NOT_CHECKED = "not_checked"
 IMAGE_TOO_MANY_BYTES = "too_many_bytes"
 IMAGE_UNREADABLE = "unreadable"
@@ -228,6 +232,8 @@ def _derive(
         frame[COL_IMAGE_SIZE] = pd.Series(size, dtype=object)
     if {COL_SPLIT, COL_ITEM_HASH} <= set(frame.columns):
         frame[COL_SPLIT_LEAK] = _split_leak(frame)
+    if {COL_LANGUAGE, COL_TEXT} <= set(frame.columns):  # a language is expected of rows with text only
+        frame[COL_TEXT_LANGUAGE] = frame[COL_LANGUAGE].astype(object).where(frame[COL_TEXT].notna(), NO_TEXT)
     return frame, details
 
 

@@ -447,3 +447,13 @@ def test_passing_report(tmp_path):
     html = render_html(outcome)
     assert "PASS: all critical checks passed" in html and "10 rows" in html
     assert markdown_summary(outcome).startswith("## Data validation: PASS\n")
+
+
+def test_language_is_expected_of_rows_with_text_only(tmp_path):
+    rows = clean_rows()
+    image_only = next(r for r in rows if r["text"] is None)
+    image_only["language"] = None
+    rows[0]["language"] = None
+    check = by_name(run(build(tmp_path, rows)))["language_present"]
+    assert check.success and check.unexpected_count == 1
+    assert check.examples == ["id=0 language=None"] or "id=0" in check.message
