@@ -20,6 +20,7 @@ from components.common.constants import (
     COL_TEXT,
     HATEFUL_MEMES_FILES,
     HATEFUL_MEMES_POLICY,
+    MANIFEST_NAMES,
 )
 
 
@@ -33,8 +34,6 @@ def find_manifest(source: Path) -> Path | None:
         return source
     if not source.is_dir():
         raise DatasetFormatError(f"dataset path {source} does not exist")
-    from components.common.constants import MANIFEST_NAMES
-
     for name in MANIFEST_NAMES:
         if (source / name).is_file():
             return source / name
