@@ -67,6 +67,7 @@ BLESSED = "BLESSED"
 NOT_BLESSED = "NOT_BLESSED"
 ALIAS_CHAMPION = "champion"
 ALIAS_PREVIOUS = "previous"
+ALIAS_CHALLENGER = "challenger"
 DEFAULT_MODEL_NAME = "content-safety"
 MLFLOW_EXPERIMENT = "tns-training"
 
@@ -78,6 +79,30 @@ TENSOR_HAS_TEXT = "has_text"
 TENSOR_HAS_IMAGE = "has_image"
 TENSOR_PROBABILITIES = "probabilities"
 
+# ONNX export.
+ONNX_MODEL_FILE = "model.onnx"
+# Opset 17: the newest that the legacy TorchScript exporter emits reliably, and supported by the onnxruntime
+# of every Triton release since 22.x (Triton 24.x ships onnxruntime 1.19+, which reads opsets up to 21).
+ONNX_OPSET = 17
+EXPORT_REPORT_FILE = "export_report.json"
+GOLDEN_DIR = "golden"
+REPOSITORY_DIR = "model_repository"
+
+# Triton model repository: model names and the ensemble's raw inputs and outputs.
+TRITON_ENSEMBLE = "content_safety"
+TRITON_PREPROCESS = "preprocess"
+TRITON_CLASSIFIER = "classifier"
+TRITON_POSTPROCESS = "postprocess"
+TRITON_INPUT_TEXT = "TEXT"
+TRITON_INPUT_IMAGE = "IMAGE"
+TRITON_OUTPUT_SCORES = "SCORES"
+TRITON_OUTPUT_FLAGS = "FLAGS"
+TRITON_OUTPUT_DECISION = "DECISION"
+TRITON_CPU_CONFIG = "cpu"  # configs/cpu.pbtxt, selected with --model-config-name=cpu
+SERVING_METADATA_FILE = "serving_metadata.json"
+PREPROCESSING_FILE = "preprocessing.json"
+SERVING_IMAGE = f"{IMAGE_REGISTRY}/tns-pipelines-triton:{PACKAGE_VERSION}"
+
 # CLI exit codes.
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -88,6 +113,9 @@ EXIT_NOT_BLESSED = 3
 ENV_HOME = "TNS_HOME"
 DEFAULT_HOME = ".tns"
 ENV_FAILURE_FILE = "TNS_FAILURE_FILE"
+ENV_SERVING_ENV = "TNS_SERVING_ENV"  # Python env of the python-backend models (numpy<2, tokenizers, ...)
+ENV_TRITONSERVER = "TNS_TRITONSERVER"  # a tritonserver binary to use instead of the nvidia-pytriton one
+ENV_TRITON_BACKENDS = "TNS_TRITON_BACKENDS"  # a backend directory to use instead of the generated one
 OFFLINE_ENVIRONMENT: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
