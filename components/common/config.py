@@ -176,6 +176,68 @@ class GateConfig:
 
 
 @dataclass
+class ExportConfig:
+    opset: int = field(
+        default=17,
+        metadata={"help": "ONNX opset; 17 is read by the onnxruntime of every Triton release since 22.x."},
+    )
+    parity_tolerance: float = field(
+        default=1e-4,
+        metadata={"help": "Largest absolute probability difference allowed between PyTorch and ONNX/Triton."},
+    )
+    golden_items: int = field(
+        default=24, metadata={"help": "Test-split items in the golden batch (text-only, image-only, both)."}
+    )
+    parity_batch_sizes: list[int] = field(
+        default_factory=lambda: [1, 4, 16],
+        metadata={"help": "Batch sizes at which PyTorch and onnxruntime are compared."},
+    )
+
+    def __post_init__(self) -> None:
+        if not 11 <= self.opset <= 21:
+            raise ConfigError(f"export.opset must be in [11, 21], got {self.opset}")
+        if not 0.0 < self.parity_tolerance <= 0.1:
+            raise ConfigError(f"export.parity_tolerance must be in (0, 0.1], got {self.parity_tolerance}")
+        if self.golden_items < 3:
+            raise ConfigError("export.golden_items must be at least 3 (one per modality)")
+        if not self.parity_batch_sizes or any(b < 1 for b in self.parity_batch_sizes):
+            raise ConfigError(f"export.parity_batch_sizes must be positive, got {self.parity_batch_sizes}")
+
+
+@dataclass
+class ServingConfig:
+    max_batch_size: int = field(default=64, metadata={"help": "Triton max_batch_size of every model."})
+    preferred_batch_sizes: list[int] = field(
+        default_factory=lambda: [8, 16, 32],
+        metadata={"help": "Dynamic batching preferred batch sizes of the classifier."},
+    )
+    max_queue_delay_microseconds: int = field(
+        default=2000, metadata={"help": "How long the dynamic batcher waits to fill a batch."}
+    )
+    gpu_instances: int = field(default=1, metadata={"help": "Classifier instances per GPU."})
+    cpu_instances: int = field(default=1, metadata={"help": "Classifier instances in the CPU config."})
+    python_instances: int = field(
+        default=2, metadata={"help": "Instances of the preprocess and postprocess python models."}
+    )
+    tensorrt_fp16: bool = field(
+        default=False,
+        metadata={"help": "Opt in to onnxruntime's TensorRT execution accelerator in FP16 on GPU."},
+    )
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_batch_size <= 1024:
+            raise ConfigError(f"serving.max_batch_size must be in [1, 1024], got {self.max_batch_size}")
+        bad = [b for b in self.preferred_batch_sizes if not 1 <= b <= self.max_batch_size]
+        if bad:
+            raise ConfigError(f"serving.preferred_batch_sizes {bad} must be in [1, max_batch_size]")
+        if self.max_queue_delay_microseconds < 0:
+            raise ConfigError("serving.max_queue_delay_microseconds must be >= 0")
+        for name in ("gpu_instances", "cpu_instances", "python_instances"):
+            if not 1 <= getattr(self, name) <= 64:
+                raise ConfigError(f"serving.{name} must be in [1, 64]")
+
+
+@dataclass
 class RunConfig:
     policies: list[str] = field(
         default_factory=lambda: list(DEFAULT_POLICIES),
@@ -187,6 +249,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     gate: GateConfig = field(default_factory=GateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     def __post_init__(self) -> None:
         if not self.policies:
@@ -292,9 +356,25 @@ def _coerce(name: str, spec: dataclasses.Field, value: Any) -> Any:
             raise ConfigError(f"{name} must be a string, got {value!r}")
         return value
     if spec.default_factory is not dataclasses.MISSING and isinstance(spec.default_factory(), list):
+        if all(isinstance(v, int) for v in spec.default_factory()):
+            if isinstance(value, str):
+                value = [_parse_int(v, name) for v in value.split(",") if v.strip()]
+            if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value
+            ):
+                raise ConfigError(f"{name} must be a list of integers, got {value!r}")
+            return list(value)
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{name} must be a list of strings, got {value!r}")
         return list(value)
     return value
+
+
+def _parse_int(text: str, name: str) -> int:
+    """Parses one integer of a comma-separated list given on the command line."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a list of integers, got {text!r}") from None

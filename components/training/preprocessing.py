@@ -22,7 +22,7 @@ from components.common.constants import (
     TENSOR_INPUT_IDS,
     TENSOR_PIXEL_VALUES,
 )
-from components.common.images import DEFAULT_MAX_PIXELS, decode_image
+from components.common.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -81,8 +81,11 @@ class Preprocessor:
         )
 
     # Text -------------------------------------------------------------------------------------------------
-    def encode_texts(self, texts: Sequence[str | None]) -> dict[str, np.ndarray]:
-        """Tokenizes texts (None or blank means no text), padding to the longest in the batch.
+    def encode_texts(
+        self, texts: Sequence[str | None], pad_to_length: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Tokenizes texts (None or blank means no text), padding to the longest in the batch or to
+        `pad_to_length`.
 
         Texts longer than `max_text_length` tokens are truncated.
         """
@@ -90,7 +93,7 @@ class Preprocessor:
         encodings = self.tokenizer.encode_batch(
             [text if ok else "" for text, ok in zip(texts, present, strict=True)]
         )
-        length = max((len(e.ids) for e in encodings), default=2)
+        length = pad_to_length or max((len(e.ids) for e in encodings), default=2)
         input_ids = np.full((len(texts), length), self.spec.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(texts), length), dtype=np.int64)
         for row, encoding in enumerate(encodings):
@@ -117,13 +120,21 @@ class Preprocessor:
 
     def images_to_uint8(self, images: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
         """Decodes a batch to `uint8` pixels (N, 3, S, S) and presence flags (N,); None or empty bytes means no
-        image (zeros, flag 0)."""
+        image (zeros, flag 0).
+
+        Raises:
+            InvalidItem: Naming the first item whose image is undecodable or too large (`reason` from
+                `ImageDecodeError`).
+        """
         side = self.spec.image_size
         pixels = np.zeros((len(images), 3, side, side), dtype=np.uint8)
         present = np.zeros(len(images), dtype=np.float32)
         for row, data in enumerate(images):
             if data:
-                pixels[row] = self.image_to_uint8(data)
+                try:
+                    pixels[row] = self.image_to_uint8(data)
+                except ImageDecodeError as error:
+                    raise InvalidItem(row, f"image rejected: {error}", reason=error.reason) from error
                 present[row] = 1.0
         return pixels, present
 
@@ -138,3 +149,36 @@ class Preprocessor:
         if len(texts) != len(images):
             raise ValueError(f"got {len(texts)} texts and {len(images)} images")
         return {**self.encode_texts(texts), **self.encode_images(images)}
+
+    # Serving ----------------------------------------------------------------------------------------------
+    def serving_inputs(
+        self, texts: Sequence[str | None], images: Sequence[bytes | None]
+    ) -> dict[str, np.ndarray]:
+        """The classifier's inputs as served: what `__call__` returns, with token arrays padded to
+        `max_text_length` (equal shapes let Triton's dynamic batcher join requests) and the presence flags
+        shaped (N, 1) (Triton dims exclude the batch axis and cannot be empty).
+
+        Raises:
+            InvalidItem: When an item has neither text nor image, or its image cannot be used.
+        """
+        if len(texts) != len(images):
+            raise ValueError(f"got {len(texts)} texts and {len(images)} images")
+        for index, (text, image) in enumerate(zip(texts, images, strict=True)):
+            if (text is None or text.strip() == "") and not image:
+                raise InvalidItem(
+                    index, "has neither text nor image (empty text and no image bytes)", "empty"
+                )
+        image_tensors = self.encode_images(images)
+        tensors = {**self.encode_texts(texts, pad_to_length=self.spec.max_text_length), **image_tensors}
+        for name in (TENSOR_HAS_TEXT, TENSOR_HAS_IMAGE):
+            tensors[name] = tensors[name].reshape(-1, 1)
+        return tensors
+
+
+class InvalidItem(ValueError):
+    """One item of a serving request cannot be scored; `index` is its position in the request."""
+
+    def __init__(self, index: int, problem: str, reason: str = "invalid") -> None:
+        super().__init__(f"item {index}: {problem}")
+        self.index = index
+        self.reason = reason

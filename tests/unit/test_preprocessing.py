@@ -32,7 +32,7 @@ from components.common.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decod
 from components.data.split import read_split_frame
 from components.training import trainer
 from components.training.model import load_model
-from components.training.preprocessing import PreprocessingSpec, Preprocessor
+from components.training.preprocessing import InvalidItem, PreprocessingSpec, Preprocessor
 from components.training.trainer import BatchRunner, encode_items
 
 MAX_TEXT_LENGTH = 16
@@ -287,10 +287,36 @@ def test_call_checks_lengths_and_handles_empty_batches(small_preprocessor):
     assert empty[TENSOR_PIXEL_VALUES].shape == (0, 3, 16, 16)
 
 
-def test_preprocessor_rejects_a_decompression_bomb(small_preprocessor):
-    with pytest.raises(ImageDecodeError) as caught:
-        small_preprocessor([None], [_png_header_only(6000, 6000)])
-    assert caught.value.reason == "too_large"
+def test_preprocessor_rejects_a_decompression_bomb_naming_the_item(small_preprocessor):
+    with pytest.raises(InvalidItem, match="item 1: image rejected: too_large") as caught:
+        small_preprocessor([None, "x"], [b"", _png_header_only(6000, 6000)])
+    assert caught.value.reason == "too_large" and caught.value.index == 1
+
+
+def test_serving_inputs_pad_to_the_text_limit_and_shape_flags_for_triton(small_preprocessor):
+    texts, images = (
+        ["short", "a much longer text " * 40, None],
+        [None, _encode(_noise((20, 10))), _encode(_noise((9, 9)))],
+    )
+    served = small_preprocessor.serving_inputs(texts, images)
+    trained = small_preprocessor(texts, images)
+    limit = small_preprocessor.spec.max_text_length
+    assert served[TENSOR_INPUT_IDS].shape == (3, limit)
+    width = trained[TENSOR_INPUT_IDS].shape[1]
+    # Same tokens as training (long text truncated to the limit), padding only added on the right.
+    assert width == limit
+    np.testing.assert_array_equal(served[TENSOR_INPUT_IDS][:, :width], trained[TENSOR_INPUT_IDS])
+    np.testing.assert_array_equal(served[TENSOR_PIXEL_VALUES], trained[TENSOR_PIXEL_VALUES])
+    assert served[TENSOR_HAS_TEXT].shape == (3, 1) and served[TENSOR_HAS_TEXT].ravel().tolist() == [1, 1, 0]
+    assert served[TENSOR_HAS_IMAGE].ravel().tolist() == [0, 1, 1]
+
+
+def test_serving_inputs_name_the_item_without_text_or_image(small_preprocessor):
+    with pytest.raises(InvalidItem, match="item 1: has neither text nor image") as caught:
+        small_preprocessor.serving_inputs(["ok", "  "], [None, b""])
+    assert caught.value.reason == "empty"
+    with pytest.raises(InvalidItem, match="item 0: image rejected: undecodable"):
+        small_preprocessor.serving_inputs(["text"], [b"not an image"])
 
 
 # Bounded decoding -----------------------------------------------------------------------------------------
