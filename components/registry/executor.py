@@ -1,4 +1,5 @@
-"""Register step: a new registered-model version for a blessed model, with lineage, and alias moves."""
+"""Register and promote steps: a blessed model becomes a `challenger` version with lineage; after its export
+passed infra validation it is promoted to `champion`."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ from components.common.constants import BLESSED
 from components.registry.mlflow_registry import (
     ModelVersionInfo,
     configure,
+    promote_version,
     record_forced_promotion,
-    register_version,
+    register_challenger,
+    set_version_tags,
 )
 
 
 def register_step(
     run_id: str, decision: dict, config: RunConfig, lineage: dict[str, str], tracking_uri: str = ""
 ) -> ModelVersionInfo:
-    """Registers the run's logged model folder and moves `champion` (old champion becomes `previous`).
+    """Registers the run's logged model folder as a new version under the alias `challenger`.
 
     Args:
         run_id: MLflow run that logged the model folder.
@@ -41,7 +44,35 @@ def register_step(
         "tns.gate_decision": decision["decision"],
         "tns.forced": str(bool(decision.get("forced"))).lower(),
     }
-    return register_version(config.model_name, run_id, source, tags, description=decision.get("summary", ""))
+    return register_challenger(
+        config.model_name, run_id, source, tags, description=decision.get("summary", "")
+    )
+
+
+def promote_step(model_name: str, version: str, infra_validation: dict, tracking_uri: str = "") -> str:
+    """Moves `champion` to a version whose export passed infra validation.
+
+    Args:
+        model_name: Registered-model name.
+        version: The challenger version.
+        infra_validation: The infra validation report (must have passed).
+        tracking_uri: MLflow tracking URI ('' = default).
+
+    Returns:
+        The replaced champion version, or ''.
+
+    Raises:
+        ValueError: When the report did not pass (nothing moves).
+    """
+    if not infra_validation.get("passed"):
+        raise ValueError(
+            f"refusing to promote version {version}: infra validation did not pass "
+            f"({infra_validation.get('reason', 'no report')})"
+        )
+    configure(tracking_uri)
+    set_version_tags(model_name, version, {"tns.promotion": "PROMOTED", "tns.infra_validation": "PASSED"})
+    old = promote_version(model_name, version)
+    return old.version if old else ""
 
 
 def record_rejection_step(run_id: str, decision: dict, tracking_uri: str = "") -> None:

@@ -1,8 +1,9 @@
 """MLflow tracking and registry: where runs are logged, where the champion lives, how aliases move.
 
 Models are logged as plain artifact folders (safetensors + JSON spec), never as pickled MLflow flavours, and
-registered with `create_model_version(source=...)`. The alias `champion` names the serving model and
-`previous` the one it replaced; nothing here moves an alias unless asked to register a blessed model.
+registered with `create_model_version(source=...)`. A blessed model is registered as `challenger`; only after
+its export loaded and answered correctly in a real Triton server does `champion` move to it (the old one
+becomes `previous`). A version whose export or infra validation failed is tagged with the reason.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.common.constants import ALIAS_CHAMPION, ALIAS_PREVIOUS, MLFLOW_EXPERIMENT
+from components.common.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, ALIAS_PREVIOUS, MLFLOW_EXPERIMENT
 from components.common.env import apply_offline_environment, tns_home
 
 MODEL_ARTIFACT_PATH = "model"
@@ -110,13 +111,12 @@ def log_model_folder(run_id: str, model_dir: str | Path) -> str:
     return f"{mlflow.get_run(run_id).info.artifact_uri}/{MODEL_ARTIFACT_PATH}"
 
 
-def register_version(
+def register_challenger(
     model_name: str, run_id: str, source: str, tags: dict[str, str], description: str = ""
 ) -> ModelVersionInfo:
-    """Creates a registered-model version and moves `champion` to it, keeping the old one as `previous`.
+    """Creates a registered-model version under the alias `challenger`; `champion` does not move.
 
-    The new version is created first; aliases move only after it exists, `previous` before `champion`, so a
-    failure part-way leaves `champion` on a complete version.
+    The challenger becomes champion only through `promote_version`, after its export was proven to serve.
     """
     from mlflow.exceptions import MlflowException
 
@@ -130,11 +130,50 @@ def register_version(
     created = client.create_model_version(
         model_name, source=source, run_id=run_id, tags=tags, description=description or None
     )
-    old = get_alias(model_name, ALIAS_CHAMPION)
-    if old is not None:
-        client.set_registered_model_alias(model_name, ALIAS_PREVIOUS, old.version)
-    client.set_registered_model_alias(model_name, ALIAS_CHAMPION, str(created.version))
+    client.set_registered_model_alias(model_name, ALIAS_CHALLENGER, str(created.version))
     return ModelVersionInfo(model_name, str(created.version), source, run_id)
+
+
+def promote_version(model_name: str, version: str) -> ModelVersionInfo | None:
+    """Moves `champion` to `version`, keeping the old champion as `previous`, and drops `challenger` from it.
+
+    `previous` moves before `champion`, so a failure part-way leaves `champion` on a complete version.
+
+    Returns:
+        The champion that was replaced, or None.
+    """
+    client = _client()
+    old = get_alias(model_name, ALIAS_CHAMPION)
+    if old is not None and old.version != str(version):
+        client.set_registered_model_alias(model_name, ALIAS_PREVIOUS, old.version)
+    client.set_registered_model_alias(model_name, ALIAS_CHAMPION, str(version))
+    _drop_challenger(model_name, version)
+    return old
+
+
+def mark_version_failed(model_name: str, version: str, stage: str, reason: str) -> None:
+    """Tags a version whose export or infra validation failed, and drops its `challenger` alias.
+
+    No alias moves to it; `champion` stays where it was.
+    """
+    client = _client()
+    client.set_model_version_tag(model_name, str(version), "tns.promotion", "BLOCKED")
+    client.set_model_version_tag(model_name, str(version), "tns.blocked_at", stage)
+    client.set_model_version_tag(model_name, str(version), "tns.blocked_reason", reason[:5000])
+    _drop_challenger(model_name, version)
+
+
+def _drop_challenger(model_name: str, version: str) -> None:
+    current = get_alias(model_name, ALIAS_CHALLENGER)
+    if current is not None and current.version == str(version):
+        _client().delete_registered_model_alias(model_name, ALIAS_CHALLENGER)
+
+
+def set_version_tags(model_name: str, version: str, tags: dict[str, str]) -> None:
+    """Sets tags on a registered-model version."""
+    client = _client()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, str(version), key, str(value)[:5000])
 
 
 def record_forced_promotion(run_id: str, reason: str) -> None:

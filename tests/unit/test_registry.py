@@ -11,13 +11,14 @@ from mlflow import MlflowClient
 
 from components.common.config import RunConfig
 from components.common.constants import (
+    ALIAS_CHALLENGER,
     ALIAS_CHAMPION,
     ALIAS_PREVIOUS,
     BLESSED,
     MLFLOW_EXPERIMENT,
     NOT_BLESSED,
 )
-from components.registry.executor import record_rejection_step, register_step
+from components.registry.executor import promote_step, record_rejection_step, register_step
 from components.registry.mlflow_registry import (
     ModelVersionInfo,
     configure,
@@ -27,8 +28,10 @@ from components.registry.mlflow_registry import (
     get_alias,
     latest_versions,
     log_model_folder,
+    mark_version_failed,
+    promote_version,
     record_forced_promotion,
-    register_version,
+    register_challenger,
 )
 
 
@@ -98,19 +101,25 @@ def test_get_alias_of_a_missing_model_is_none(registry):
     assert latest_versions("no-such-model") == []
 
 
-def test_register_twice_moves_champion_and_keeps_previous(registry, tmp_path: Path):
+def test_challenger_becomes_champion_only_when_promoted_and_keeps_previous(registry, tmp_path: Path):
     name = "two-versions"
     run1, source1 = _logged_run(_model_folder(tmp_path / "m1", b"1"))
     run2, source2 = _logged_run(_model_folder(tmp_path / "m2", b"2"))
     assert source1.endswith("/model")
 
-    first = register_version(name, run1, source1, {"tns.git_commit": "abc"}, description="first")
+    first = register_challenger(name, run1, source1, {"tns.git_commit": "abc"}, description="first")
     assert first == ModelVersionInfo(name, "1", source1, run1)
+    assert get_alias(name, ALIAS_CHALLENGER).version == "1"
+    assert get_alias(name) is None  # registered, not promoted
+    assert promote_version(name, "1") is None  # no champion was replaced
     assert get_alias(name).version == "1"
-    assert get_alias(name, ALIAS_PREVIOUS) is None  # nothing was replaced yet
+    assert get_alias(name, ALIAS_CHALLENGER) is None
+    assert get_alias(name, ALIAS_PREVIOUS) is None
 
-    second = register_version(name, run2, source2, {"tns.git_commit": "def"})
+    second = register_challenger(name, run2, source2, {"tns.git_commit": "def"})
     assert second.version == "2"
+    assert get_alias(name).version == "1"  # champion stays until promotion
+    assert promote_version(name, "2").version == "1"
     champion, previous = get_alias(name, ALIAS_CHAMPION), get_alias(name, ALIAS_PREVIOUS)
     assert (champion.version, champion.run_id, champion.source) == ("2", run2, source2)
     assert (previous.version, previous.run_id, previous.source) == ("1", run1, source1)
@@ -121,10 +130,35 @@ def test_register_twice_moves_champion_and_keeps_previous(registry, tmp_path: Pa
     assert MlflowClient().get_model_version(name, "1").description == "first"
 
 
+def test_a_failed_export_blocks_promotion_and_leaves_champion(registry, tmp_path: Path):
+    name = "blocked"
+    run1, source1 = _logged_run(_model_folder(tmp_path / "m1", b"1"))
+    run2, source2 = _logged_run(_model_folder(tmp_path / "m2", b"2"))
+    register_challenger(name, run1, source1, {})
+    promote_version(name, "1")
+    register_challenger(name, run2, source2, {})
+    mark_version_failed(name, "2", "infra_validation", "http batch: max |Triton - PyTorch| 3e-02 > 1e-04")
+    assert get_alias(name).version == "1"
+    assert get_alias(name, ALIAS_CHALLENGER) is None
+    tags = MlflowClient().get_model_version(name, "2").tags
+    assert tags["tns.promotion"] == "BLOCKED"
+    assert tags["tns.blocked_at"] == "infra_validation"
+    assert "3e-02 > 1e-04" in tags["tns.blocked_reason"]
+    with pytest.raises(ValueError, match="infra validation did not pass"):
+        promote_step(
+            name, "2", {"passed": False, "reason": "server ready: model classifier failed"}, registry
+        )
+    assert get_alias(name).version == "1"
+    promote_step(name, "2", {"passed": True}, registry)
+    assert get_alias(name).version == "2" and get_alias(name, ALIAS_PREVIOUS).version == "1"
+    assert MlflowClient().get_model_version(name, "2").tags["tns.infra_validation"] == "PASSED"
+
+
 def test_download_model_gets_the_files_back(registry, tmp_path: Path):
     folder = _model_folder(tmp_path / "original", b"download-me")
     run_id, source = _logged_run(folder)
-    info = register_version("downloadable", run_id, source, {})
+    info = register_challenger("downloadable", run_id, source, {})
+    promote_version("downloadable", info.version)
     target = download_model(get_alias("downloadable"), tmp_path / "downloaded")
     assert target.is_dir()
     for relative in ("model.safetensors", "model_spec.json", "text_encoder/tokenizer.json"):
@@ -184,7 +218,8 @@ def test_register_step_records_lineage_and_forced_promotion(registry, tmp_path: 
     )
     assert info.version == "1"
     assert info.source == source
-    assert get_alias("forced-model").version == "1"
+    assert get_alias("forced-model", ALIAS_CHALLENGER).version == "1"
+    assert get_alias("forced-model") is None  # champion moves only after infra validation
     version = MlflowClient().get_model_version("forced-model", "1")
     assert version.tags["tns.dataset_fingerprint"] == "f00d"
     assert version.tags["tns.git_commit"] == "c0"

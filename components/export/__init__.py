@@ -1,0 +1,1 @@
+"""Export: ONNX conversion with a parity check, golden requests, and the Triton model repository."""

@@ -1,0 +1,120 @@
+"""The golden batch: raw test-split items and the probabilities PyTorch gives them.
+
+Export and infra validation both compare against it, so the check that a served model answers like the trained
+one starts from the same raw bytes a client would send.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from components.common.constants import (
+    COL_ID,
+    COL_IMAGE,
+    COL_MODALITY,
+    COL_SPLIT,
+    COL_TEXT,
+    MODALITIES,
+    MODALITY_BOTH,
+    SPLIT_TEST,
+)
+
+GOLDEN_ITEMS_FILE = "items.json"
+GOLDEN_IMAGES_DIR = "images"
+
+
+@dataclass
+class GoldenSet:
+    """Raw items (text or None, encoded image bytes or None) with the reference probabilities."""
+
+    ids: list[str]
+    modalities: list[str]
+    texts: list[str | None]
+    images: list[bytes | None]
+    policies: list[str]
+    probabilities: np.ndarray | None = None  # (N, len(policies)), float32, from the PyTorch model
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def indices(self, modality: str) -> list[int]:
+        """Positions of the items of one modality."""
+        return [i for i, m in enumerate(self.modalities) if m == modality]
+
+    def save(self, folder: str | Path) -> None:
+        """Writes `items.json` and the image files under `folder`."""
+        folder = Path(folder)
+        (folder / GOLDEN_IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+        records = []
+        for row, item_id in enumerate(self.ids):
+            image_file = None
+            if self.images[row]:
+                image_file = f"{GOLDEN_IMAGES_DIR}/{row:04d}.bin"
+                (folder / image_file).write_bytes(self.images[row])
+            records.append(
+                {
+                    "id": item_id,
+                    "modality": self.modalities[row],
+                    "text": self.texts[row],
+                    "image": image_file,
+                    "probabilities": None
+                    if self.probabilities is None
+                    else [float(p) for p in self.probabilities[row]],
+                }
+            )
+        document = {"policies": self.policies, "items": records}
+        (folder / GOLDEN_ITEMS_FILE).write_text(json.dumps(document, indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> GoldenSet:
+        """Reads a golden set written by `save`."""
+        folder = Path(folder)
+        document = json.loads((folder / GOLDEN_ITEMS_FILE).read_text(encoding="utf-8"))
+        items = document["items"]
+        probabilities = None
+        if items and all(item["probabilities"] is not None for item in items):
+            probabilities = np.asarray([item["probabilities"] for item in items], dtype=np.float32)
+        return cls(
+            ids=[item["id"] for item in items],
+            modalities=[item["modality"] for item in items],
+            texts=[item["text"] for item in items],
+            images=[(folder / item["image"]).read_bytes() if item["image"] else None for item in items],
+            policies=list(document["policies"]),
+            probabilities=probabilities,
+        )
+
+
+def select_golden(dataset_dir: str | Path, frame: pd.DataFrame, policies: list[str], size: int) -> GoldenSet:
+    """Picks up to `size` test-split items, a third of each modality where available, deterministically.
+
+    Args:
+        dataset_dir: The ingested dataset (image paths are relative to it).
+        frame: The split frame (with `split` and `modality` columns).
+        policies: The model's policies, in output order.
+        size: How many items to pick.
+
+    Raises:
+        ValueError: When the test split has no item of some modality (the golden batch must cover all three).
+    """
+    test = frame[frame[COL_SPLIT] == SPLIT_TEST].sort_values(COL_ID, kind="stable")
+    missing = [m for m in MODALITIES if not (test[COL_MODALITY] == m).any()]
+    if missing:
+        raise ValueError(f"the test split has no {', '.join(missing)} items for the golden batch")
+    share = max(1, size // len(MODALITIES))
+    chosen = [test[test[COL_MODALITY] == m].head(share) for m in MODALITIES]
+    picked = pd.concat(chosen)
+    rest = test[~test[COL_ID].isin(picked[COL_ID]) & (test[COL_MODALITY] == MODALITY_BOTH)]
+    picked = pd.concat([picked, rest.head(max(0, size - len(picked)))])
+    dataset_dir = Path(dataset_dir)
+    return GoldenSet(
+        ids=picked[COL_ID].astype(str).tolist(),
+        modalities=picked[COL_MODALITY].tolist(),
+        texts=[t if isinstance(t, str) else None for t in picked[COL_TEXT]],
+        images=[(dataset_dir / p).read_bytes() if isinstance(p, str) else None for p in picked[COL_IMAGE]],
+        policies=list(policies),
+    )

@@ -1,0 +1,342 @@
+"""`ContentSafetyClient`: a typed client of the `content_safety` ensemble over Triton's HTTP or gRPC API.
+
+    from serving.client import ContentSafetyClient, InferenceLog
+
+    with ContentSafetyClient("127.0.0.1:8000", inference_log=InferenceLog("inference.jsonl")) as client:
+        prediction = client.classify_one(text="buy followers now", image=open("meme.png", "rb").read())
+        prediction.action, prediction.flagged_policies, prediction.scores["spam"]
+
+Requests larger than `max_batch_size` items are split. Unavailable servers, timeouts and server errors (5xx,
+UNAVAILABLE, DEADLINE_EXCEEDED) are retried with exponential backoff and jitter; a request the server rejects
+(bad input) is not retried and raises `BadRequestError` with the server's message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.common.constants import (
+    TRITON_ENSEMBLE,
+    TRITON_INPUT_IMAGE,
+    TRITON_INPUT_TEXT,
+    TRITON_OUTPUT_DECISION,
+    TRITON_OUTPUT_FLAGS,
+    TRITON_OUTPUT_SCORES,
+)
+
+PROTOCOLS = ("http", "grpc")
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+
+
+class ContentSafetyError(Exception):
+    """Base class of the client's errors."""
+
+
+class BadRequestError(ContentSafetyError):
+    """The server rejected the request (e.g. an item with neither text nor image, a corrupt image)."""
+
+
+class ServerUnavailableError(ContentSafetyError):
+    """The server could not be reached or kept failing after all retries."""
+
+
+class RequestTimeoutError(ServerUnavailableError):
+    """The server did not answer within the timeout, after all retries."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The ensemble's answer for one item."""
+
+    scores: dict[str, float]
+    flags: dict[str, bool]
+    action: str
+    model_name: str
+    model_version: str
+    decision: dict[str, Any] = field(repr=False)
+
+    @property
+    def flagged_policies(self) -> list[str]:
+        return [policy for policy, flagged in self.flags.items() if flagged]
+
+
+class InferenceLog:
+    """Appends one JSON line per scored item, for drift monitoring. Thread-safe.
+
+    Each record holds the time, request id, model version, text (unless `log_text=False`), the image's size and
+    SHA-256 (never its bytes), per-policy scores and flags, the action, latency, or the error of a failed
+    request.
+    """
+
+    def __init__(self, path: str | Path, log_text: bool = True) -> None:
+        self.path = Path(path)
+        self.log_text = log_text
+        self._lock = threading.Lock()
+
+    def __call__(self, records: list[dict[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for record in records:
+            if not self.log_text:
+                record = {**record, "text": None}
+            lines.append(json.dumps(record, sort_keys=True, ensure_ascii=False))
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write("".join(line + "\n" for line in lines))
+
+
+def _bytes_array(values: Sequence[bytes]) -> np.ndarray:
+    array = np.empty((len(values), 1), dtype=object)
+    for row, value in enumerate(values):
+        array[row, 0] = value
+    return array
+
+
+def _image_record(image: bytes | None) -> dict[str, Any]:
+    if not image:
+        return {"image_bytes": 0, "image_sha256": None}
+    return {"image_bytes": len(image), "image_sha256": hashlib.sha256(image).hexdigest()}
+
+
+class ContentSafetyClient:
+    """Scores (text, image) items with the `content_safety` ensemble of a Triton server.
+
+    Args:
+        url: `host:port` of the server's HTTP or gRPC endpoint.
+        protocol: "http" or "grpc".
+        model_name: The ensemble's name.
+        model_version: A version to pin ('' = the server's choice).
+        timeout_s: Per-attempt timeout.
+        retries: Further attempts after a failed one (not for bad requests).
+        backoff_s: First retry delay; doubles per attempt, with up to 50% jitter.
+        max_batch_size: Largest number of items per request (the ensemble's `max_batch_size`).
+        inference_log: Called with one record per item after every request (see `InferenceLog`).
+    """
+
+    def __init__(
+        self,
+        url: str = f"127.0.0.1:{DEFAULT_PORTS['http']}",
+        protocol: str = "http",
+        model_name: str = TRITON_ENSEMBLE,
+        model_version: str = "",
+        timeout_s: float = 10.0,
+        retries: int = 3,
+        backoff_s: float = 0.1,
+        max_batch_size: int = 64,
+        inference_log: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if max_batch_size < 1 or retries < 0 or timeout_s <= 0:
+            raise ValueError("max_batch_size >= 1, retries >= 0 and timeout_s > 0 are required")
+        self.url = url.removeprefix("http://").removeprefix("grpc://")
+        self.protocol = protocol
+        self.model_name = model_name
+        self.model_version = model_version
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_batch_size = max_batch_size
+        self.inference_log = inference_log
+        self._module = self._client_module()
+        if protocol == "http":
+            self._client = self._module.InferenceServerClient(
+                self.url, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
+        else:
+            self._client = self._module.InferenceServerClient(self.url)
+
+    def _client_module(self):
+        if self.protocol == "http":
+            import tritonclient.http as module
+        else:
+            import tritonclient.grpc as module
+        return module
+
+    # Lifecycle ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> ContentSafetyClient:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def is_ready(self) -> bool:
+        """Whether the server is up and the ensemble is ready to serve."""
+        try:
+            return bool(self._client.is_server_ready()) and bool(
+                self._client.is_model_ready(self.model_name, self.model_version)
+            )
+        except Exception:  # noqa: BLE001 (any transport error means "not ready")
+            return False
+
+    # Scoring --------------------------------------------------------------------------------------------
+    def classify_one(self, text: str | None = None, image: bytes | None = None) -> Prediction:
+        """Scores one item; at least one of `text` and `image` must be given."""
+        return self.classify([text], [image])[0]
+
+    def classify(
+        self, texts: Sequence[str | None], images: Sequence[bytes | None] | None = None
+    ) -> list[Prediction]:
+        """Scores items in requests of at most `max_batch_size` items.
+
+        Raises:
+            BadRequestError: The server rejected a request (the message names the item and the problem).
+            ServerUnavailableError: The server could not answer after all retries.
+        """
+        images = list(images) if images is not None else [None] * len(texts)
+        if len(images) != len(texts):
+            raise ValueError(f"got {len(texts)} texts and {len(images)} images")
+        predictions: list[Prediction] = []
+        for start in range(0, len(texts), self.max_batch_size):
+            chunk = slice(start, start + self.max_batch_size)
+            predictions.extend(self._classify_batch(list(texts[chunk]), list(images[chunk])))
+        return predictions
+
+    def scores(self, texts: Sequence[str | None], images: Sequence[bytes | None] | None = None) -> np.ndarray:
+        """The (N, P) float32 score matrix, in the model's policy order."""
+        predictions = self.classify(texts, images)
+        return np.asarray([list(p.scores.values()) for p in predictions], dtype=np.float32)
+
+    def _classify_batch(self, texts: list[str | None], images: list[bytes | None]) -> list[Prediction]:
+        request_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        try:
+            result = self._infer_with_retries(texts, images, request_id)
+        except ContentSafetyError as error:
+            self._log(request_id, texts, images, None, started, error)
+            raise
+        scores = result.as_numpy(TRITON_OUTPUT_SCORES)
+        flags = result.as_numpy(TRITON_OUTPUT_FLAGS)
+        decisions = result.as_numpy(TRITON_OUTPUT_DECISION).reshape(-1)
+        predictions = []
+        for row, raw in enumerate(decisions):
+            decision = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+            policies = list(decision["policies"])
+            predictions.append(
+                Prediction(
+                    scores={p: float(scores[row, j]) for j, p in enumerate(policies)},
+                    flags={p: bool(flags[row, j]) for j, p in enumerate(policies)},
+                    action=decision["action"],
+                    model_name=decision["model_name"],
+                    model_version=str(decision["model_version"]),
+                    decision=decision,
+                )
+            )
+        self._log(request_id, texts, images, predictions, started, None)
+        return predictions
+
+    def _inputs(self, texts: list[str | None], images: list[bytes | None]) -> list:
+        text_input = self._module.InferInput(TRITON_INPUT_TEXT, [len(texts), 1], "BYTES")
+        text_input.set_data_from_numpy(_bytes_array([(t or "").encode("utf-8") for t in texts]))
+        image_input = self._module.InferInput(TRITON_INPUT_IMAGE, [len(images), 1], "BYTES")
+        image_input.set_data_from_numpy(_bytes_array([i or b"" for i in images]))
+        return [text_input, image_input]
+
+    def _infer_once(self, texts: list[str | None], images: list[bytes | None], request_id: str):
+        outputs = [
+            self._module.InferRequestedOutput(name)
+            for name in (TRITON_OUTPUT_SCORES, TRITON_OUTPUT_FLAGS, TRITON_OUTPUT_DECISION)
+        ]
+        kwargs: dict[str, Any] = {
+            "model_version": self.model_version,
+            "outputs": outputs,
+            "request_id": request_id,
+        }
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = self.timeout_s
+        return self._client.infer(self.model_name, self._inputs(texts, images), **kwargs)
+
+    def _infer_with_retries(self, texts: list[str | None], images: list[bytes | None], request_id: str):
+        from tritonclient.utils import InferenceServerException
+
+        attempt = 0
+        while True:
+            try:
+                return self._infer_once(texts, images, request_id)
+            except InferenceServerException as error:
+                failure = _classify_server_error(error)
+            except (OSError, TimeoutError) as error:  # HTTP transport: refused, reset, timed out
+                failure = (
+                    RequestTimeoutError(f"no answer from {self.url} within {self.timeout_s} s: {error}")
+                    if isinstance(error, TimeoutError) or "timed out" in str(error).lower()
+                    else ServerUnavailableError(f"cannot reach {self.url} ({self.protocol}): {error}")
+                )
+            if isinstance(failure, BadRequestError) or attempt >= self.retries:
+                if not isinstance(failure, BadRequestError):
+                    failure = type(failure)(f"{failure} (after {attempt + 1} attempts)")
+                raise failure
+            time.sleep(self.backoff_s * (2**attempt) * (1 + random.random() / 2))  # noqa: S311 (jitter)
+            attempt += 1
+
+    def _log(
+        self,
+        request_id: str,
+        texts: list[str | None],
+        images: list[bytes | None],
+        predictions: list[Prediction] | None,
+        started: float,
+        error: Exception | None,
+    ) -> None:
+        if self.inference_log is None:
+            return
+        now = datetime.now(UTC).isoformat()
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        records = []
+        for row, (text, image) in enumerate(zip(texts, images, strict=True)):
+            record: dict[str, Any] = {
+                "timestamp": now,
+                "request_id": request_id,
+                "item": row,
+                "model_name": self.model_name,
+                "text": text,
+                **_image_record(image),
+                "latency_ms": round(latency_ms, 3),
+            }
+            if predictions is not None:
+                prediction = predictions[row]
+                record.update(
+                    model_version=prediction.model_version,
+                    scores=prediction.scores,
+                    flags=prediction.flags,
+                    action=prediction.action,
+                )
+            else:
+                record["error"] = f"{type(error).__name__}: {error}"
+            records.append(record)
+        self.inference_log(records)
+
+
+def _classify_server_error(error) -> ContentSafetyError:
+    """Maps a tritonclient error to BadRequestError (not retried) or ServerUnavailableError (retried)."""
+    status = str(error.status() or "")
+    message = error.message() or str(error)
+    if status in {"StatusCode.DEADLINE_EXCEEDED"} or "Deadline Exceeded" in message:
+        return RequestTimeoutError(f"timed out: {message}")
+    if status in {"StatusCode.UNAVAILABLE", "StatusCode.INTERNAL"} or status.startswith("5"):
+        return ServerUnavailableError(f"server error ({status}): {message}")
+    if status.startswith("4") or status in {"StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND"}:
+        return BadRequestError(message)
+    if not status:  # transport-level failure reported by tritonclient without a status
+        return ServerUnavailableError(message)
+    return BadRequestError(f"{status}: {message}")
+
+
+def prediction_dict(prediction: Prediction) -> dict[str, Any]:
+    """A JSON-friendly view of a prediction (for `tns predict --json`)."""
+    data = asdict(prediction)
+    data["flagged_policies"] = prediction.flagged_policies
+    return data

@@ -1,0 +1,188 @@
+"""Infra validation: prove an exported repository loads in a real tritonserver and answers like PyTorch.
+
+Like TFX's InfraValidator, but it also checks the answers: golden requests (text only, image only, both, a
+batch) go through the `content_safety` ensemble over HTTP and gRPC and every score must equal the PyTorch
+model's within the tolerance. Load time and per-protocol latency are recorded. Nothing here promotes anything;
+the caller does that only when `passed` is true.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from components.common.constants import MODALITIES, MODALITY_BOTH, TRITON_CPU_CONFIG
+from components.export.golden import GoldenSet
+
+
+class InfraValidationError(RuntimeError):
+    """The exported repository did not load, or did not answer like the PyTorch model."""
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class InfraValidationReport:
+    """What infra validation measured; `passed` is true only when every check passed."""
+
+    version: str
+    tolerance: float
+    model_config_name: str
+    load_seconds: float | None = None
+    max_abs_diff: float | None = None
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(check.passed for check in self.checks)
+
+    @property
+    def reason(self) -> str:
+        failed = [f"{c.name}: {c.detail}" for c in self.checks if not c.passed]
+        return "; ".join(failed) if failed else "all checks passed"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed, "reason": self.reason}
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"## Infra validation: {'PASSED' if self.passed else 'FAILED'}",
+            "",
+            f"Version {self.version}, config `{self.model_config_name or 'config.pbtxt'}`, tolerance "
+            f"{self.tolerance:.0e}; load {_fmt(self.load_seconds, 's')}; max |Triton - PyTorch| "
+            f"{_fmt(self.max_abs_diff, '')}.",
+            "",
+            "| check | result | detail |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |" for c in self.checks]
+        if self.latency_ms:
+            lines += ["", "| protocol | p50 ms | p99 ms | requests |", "|---|---|---|---|"]
+            for protocol, values in self.latency_ms.items():
+                lines.append(
+                    f"| {protocol} | {values['p50']:.2f} | {values['p99']:.2f} | {int(values['requests'])} |"
+                )
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f} {unit}".strip() if unit else f"{value:.2e}"
+
+
+def golden_requests(golden: GoldenSet, max_batch_size: int) -> dict[str, list[int]]:
+    """Named requests as lists of golden-item positions: one item per modality, and a batch of all items."""
+    requests = {}
+    for modality in MODALITIES:
+        rows = golden.indices(modality)
+        if rows:
+            requests[f"single {modality}"] = rows[:1]
+    requests["batch"] = list(range(min(len(golden), max_batch_size)))
+    return requests
+
+
+def infra_validate(
+    repository: str | Path,
+    golden: GoldenSet,
+    version: str,
+    tolerance: float,
+    model_config_name: str | None = TRITON_CPU_CONFIG,
+    latency_requests: int = 50,
+    max_batch_size: int = 64,
+    log_file: str | Path | None = None,
+) -> InfraValidationReport:
+    """Starts tritonserver on `repository`, sends the golden requests over HTTP and gRPC and compares.
+
+    Args:
+        repository: The exported model repository.
+        golden: Golden items with PyTorch reference probabilities.
+        version: The version the ensemble must report (the registered-model version).
+        tolerance: Largest allowed absolute difference between Triton's and PyTorch's scores.
+        model_config_name: `cpu` on hosts without a GPU, None for the production `config.pbtxt`.
+        latency_requests: Single-item requests per protocol for the latency figures.
+        max_batch_size: Largest batch to send.
+        log_file: Where the server log goes (kept for the report).
+
+    Returns:
+        The report; the server is stopped whatever happened.
+    """
+    from serving.client import ContentSafetyClient, ContentSafetyError
+    from serving.triton import TritonServer, TritonStartError
+
+    if golden.probabilities is None:
+        raise ValueError("the golden set has no reference probabilities")
+    report = InfraValidationReport(
+        version=str(version), tolerance=tolerance, model_config_name=model_config_name or ""
+    )
+    server = TritonServer(
+        Path(repository).resolve(),
+        model_config_name=model_config_name,
+        log_file=Path(log_file) if log_file else None,
+    )
+    try:
+        server.start()
+    except TritonStartError as error:
+        report.checks.append(Check("server ready", False, str(error)[-2000:]))
+        return report
+    try:
+        report.load_seconds = server.load_seconds
+        report.checks.append(Check("server ready", True, f"ready in {server.load_seconds:.2f} s"))
+        worst = 0.0
+        for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
+            with ContentSafetyClient(url, protocol=protocol, retries=0, timeout_s=60.0) as client:
+                for name, rows in golden_requests(golden, max_batch_size).items():
+                    check_name = f"{protocol} {name} ({len(rows)} items)"
+                    try:
+                        predictions = client.classify(
+                            [golden.texts[i] for i in rows], [golden.images[i] for i in rows]
+                        )
+                    except ContentSafetyError as error:
+                        report.checks.append(Check(check_name, False, f"request failed: {error}"))
+                        continue
+                    scores = np.asarray([list(p.scores.values()) for p in predictions], dtype=np.float32)
+                    diff = float(np.abs(scores - golden.probabilities[rows]).max())
+                    worst = max(worst, diff)
+                    versions = sorted({p.model_version for p in predictions})
+                    problems = []
+                    if diff > tolerance:
+                        problems.append(f"max |Triton - PyTorch| {diff:.2e} > {tolerance:.0e}")
+                    if versions != [str(version)]:
+                        problems.append(f"answered as version {versions}, expected {version}")
+                    if any(list(p.scores) != golden.policies for p in predictions):
+                        problems.append(f"policies differ from {golden.policies}")
+                    report.checks.append(
+                        Check(check_name, not problems, "; ".join(problems) or f"max diff {diff:.2e}")
+                    )
+                report.latency_ms[protocol] = _latency(client, golden, latency_requests)
+        report.max_abs_diff = worst
+    finally:
+        server.stop()
+    return report
+
+
+def _latency(client, golden: GoldenSet, requests: int) -> dict[str, float]:
+    """p50/p99 round-trip latency of single multimodal items, after a warm-up request."""
+    row = (golden.indices(MODALITY_BOTH) or [0])[0]
+    text, image = golden.texts[row], golden.images[row]
+    client.classify_one(text, image)
+    timings = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        client.classify_one(text, image)
+        timings.append((time.perf_counter() - started) * 1000.0)
+    return {
+        "p50": float(np.percentile(timings, 50)),
+        "p99": float(np.percentile(timings, 99)),
+        "requests": float(requests),
+    }
+
