@@ -87,6 +87,8 @@ ONNX_OPSET = 17
 EXPORT_REPORT_FILE = "export_report.json"
 GOLDEN_DIR = "golden"
 REPOSITORY_DIR = "model_repository"
+TRITON_REPOSITORY_ARTIFACT = "triton_repository"  # MLflow run artifact path of the exported repository
+INFRA_VALIDATION_FILE = "infra_validation.json"
 
 # Triton model repository: model names and the ensemble's raw inputs and outputs.
 TRITON_ENSEMBLE = "content_safety"
