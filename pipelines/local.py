@@ -27,6 +27,8 @@ from components.common.constants import (
     EXIT_FAILED,
     EXIT_NOT_BLESSED,
     EXIT_OK,
+    EXPORT_REPORT_FILE,
+    INFRA_VALIDATION_FILE,
 )
 from components.common.env import tns_home
 from components.common.failure import read_failure
@@ -95,11 +97,22 @@ def _task_names() -> dict[str, str]:
     """Local task folder names, which KFP derives from the component names."""
     from components.data.component import ingest_data
     from components.evaluation.component import evaluate_model, gate_model
-    from components.registry.component import register_model
+    from components.export.component import export_model, infra_validate
+    from components.registry.component import promote_model, register_model
     from components.training.component import train_model
     from components.validation.component import validate_data
 
-    components = (ingest_data, validate_data, train_model, evaluate_model, gate_model, register_model)
+    components = (
+        ingest_data,
+        validate_data,
+        train_model,
+        evaluate_model,
+        gate_model,
+        register_model,
+        export_model,
+        infra_validate,
+        promote_model,
+    )
     return {component.python_func.__name__: component.name for component in components}
 
 
@@ -165,6 +178,10 @@ def run_training(request: TrainingRequest) -> int:
         print("\n" + "=" * 78)
         if failure:
             print(f"FAILED at step '{failure['step']}' ({failure['type']}):\n{failure['error']}")
+            if failure["step"] in {"export", "infra_validate"}:
+                print(
+                    "champion alias unchanged; the new version is tagged tns.promotion=BLOCKED with the reason"
+                )
         else:
             print(f"FAILED: {error}")
         run_dir = _newest_run_dir(home / "kfp", PIPELINE_NAME, started)
@@ -197,6 +214,15 @@ def summarize(run_dir: Path, seconds: float) -> dict[str, Any]:
     )
     run_id = _task_parameter(run_dir, task["train_model"], "mlflow_run_id")
     version = _task_parameter(run_dir, task["register_model"])
+    promoted = _task_parameter(run_dir, task["promote_model"])
+    export_dir = _task_output(run_dir, task["export_model"], "export")
+    export = json.loads((export_dir / EXPORT_REPORT_FILE).read_text(encoding="utf-8")) if export_dir else None
+    validation_dir = _task_output(run_dir, task["infra_validate"], "validation")
+    infra = (
+        json.loads((validation_dir / INFRA_VALIDATION_FILE).read_text(encoding="utf-8"))
+        if validation_dir
+        else None
+    )
     macro, ablation = evaluation["macro"], evaluation.get("ablation") or {}
 
     def fmt(value: Any) -> str:
@@ -237,13 +263,41 @@ def summarize(run_dir: Path, seconds: float) -> dict[str, Any]:
     for reason in decision["reasons"]:
         if not reason["passed"]:
             lines.append(f"    - {reason['message']}")
-    lines.append(
-        f"  MLflow       run {run_id}"
-        + (f", registered version {version} (alias champion)" if version else ", nothing registered")
-    )
+    if export:
+        parity = export["parity"]
+        lines.append(
+            f"  export       {export['repository']}\n"
+            f"               version {export['version']}, ONNX opset {export['onnx_opset']}, "
+            f"{export['onnx_bytes'] / 1e6:.1f} MB; parity max |PyTorch - onnxruntime| "
+            f"{parity['max_abs_diff']:.1e} on {parity['items']} golden items at batch sizes "
+            f"{', '.join(parity['by_batch_size'])}"
+        )
+    if infra:
+        latency = ", ".join(
+            f"{protocol} p50 {v['p50']:.1f} ms / p99 {v['p99']:.1f} ms"
+            for protocol, v in infra["latency_ms"].items()
+        )
+        lines.append(
+            f"  triton       loaded in {infra['load_seconds']:.2f} s ({infra['model_config_name'] or 'GPU'} config); "
+            f"HTTP+gRPC answers within {infra['max_abs_diff']:.1e} of PyTorch\n"
+            f"               latency {latency}"
+        )
+    registered = ", nothing registered"
+    if version:
+        registered = f", registered version {version}" + (
+            " -> champion (export infra-validated)" if promoted else " (challenger, not promoted)"
+        )
+    lines.append(f"  MLflow       run {run_id}{registered}")
     lines.append(f"  reports      model card {_task_output(run_dir, task['evaluate_model'], 'report')}")
     lines.append(f"               validation {_task_output(run_dir, task['validate_data'], 'report')}")
     lines.append(f"               decision   {decision_dir / DECISION_FILE}")
     lines.append(f"  took         {seconds:.0f} s; outputs in {run_dir}")
     lines.append("=" * 78)
-    return {"text": "\n".join(lines), "decision": decision["decision"], "version": version, "run_id": run_id}
+    return {
+        "text": "\n".join(lines),
+        "decision": decision["decision"],
+        "version": version,
+        "promoted": promoted,
+        "run_id": run_id,
+        "repository": export["repository"] if export else None,
+    }

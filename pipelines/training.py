@@ -1,11 +1,13 @@
-"""The training pipeline: ingest, validate, split, train, evaluate, gate, register. Wiring only."""
+"""The training pipeline: ingest, validate, split, train, evaluate, gate, register as challenger, export,
+infra-validate, promote. Wiring only."""
 
 from kfp import dsl, kubernetes
 
 from components.common.constants import BLESSED, DEFAULT_POLICIES, TRAINING_ACCELERATOR
 from components.data.component import ingest_data, split_data
 from components.evaluation.component import evaluate_model, gate_model, policy_metrics
-from components.registry.component import record_rejection, register_model
+from components.export.component import export_model, infra_validate
+from components.registry.component import promote_model, record_rejection, register_model
 from components.training.component import train_model
 from components.validation.component import validate_data
 
@@ -36,7 +38,9 @@ def training_pipeline(
     mlflow_tracking_uri: str = "",
     git_commit: str = "",
 ):
-    """Turns a labeled multimodal dataset into a gated, registered content-safety model.
+    """Turns a labeled multimodal dataset into a gated content-safety model served by Triton: a blessed model
+    is registered as `challenger`, exported (ONNX parity checked) and infra-validated in a real tritonserver
+    before `champion` moves to it.
 
     Args:
         data_uri: Dataset folder or manifest (jsonl, csv, parquet) or Hateful Memes folder; empty generates the
@@ -112,8 +116,42 @@ def training_pipeline(
             mlflow_tracking_uri=mlflow_tracking_uri,
             git_commit=git_commit,
         )
-        register.set_display_name("Register and promote to champion")
+        register.set_display_name("Register as challenger")
         _with_mlflow_secret(register)
+        version = register.outputs["Output"]
+
+        export = export_model(
+            model=train.outputs["model"],
+            evaluation=evaluate.outputs["evaluation"],
+            dataset=dataset,
+            splits=splits,
+            config_json=config,
+            model_version=version,
+            mlflow_run_id=run_id,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        )
+        export.set_display_name("Export ONNX + Triton repository (parity check)")
+        _with_mlflow_secret(export)
+
+        infra = infra_validate(
+            export=export.outputs["export"],
+            config_json=config,
+            model_version=version,
+            mlflow_run_id=run_id,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        )
+        infra.set_display_name("Infra-validate in tritonserver")
+        infra.set_accelerator_type(TRAINING_ACCELERATOR).set_accelerator_limit(1)
+        _with_mlflow_secret(infra)
+
+        promote = promote_model(
+            validation=infra.outputs["validation"],
+            config_json=config,
+            model_version=version,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        )
+        promote.set_display_name("Promote to champion")
+        _with_mlflow_secret(promote)
     with dsl.Else(name="not-blessed"):
         rejection = record_rejection(
             decision=gate.outputs["decision"], mlflow_run_id=run_id, mlflow_tracking_uri=mlflow_tracking_uri

@@ -53,6 +53,11 @@ class InfraValidationReport:
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed, "reason": self.reason}
 
+    @classmethod
+    def from_dict(cls, record: dict) -> InfraValidationReport:
+        fields = {k: v for k, v in record.items() if k not in {"passed", "reason", "checks"}}
+        return cls(**fields, checks=[Check(**c) for c in record.get("checks", [])])
+
     def to_markdown(self) -> str:
         lines = [
             f"## Infra validation: {'PASSED' if self.passed else 'FAILED'}",
@@ -78,6 +83,21 @@ def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
     return f"{value:.2f} {unit}".strip() if unit else f"{value:.2e}"
+
+
+def default_model_config_name() -> str | None:
+    """'cpu' (configs/cpu.pbtxt) unless an NVIDIA GPU is visible, then None (the production config.pbtxt)."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return TRITON_CPU_CONFIG
+    try:
+        found = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return TRITON_CPU_CONFIG
+    return None if found.returncode == 0 and "GPU" in found.stdout else TRITON_CPU_CONFIG
 
 
 def golden_requests(golden: GoldenSet, max_batch_size: int) -> dict[str, list[int]]:
@@ -185,4 +205,3 @@ def _latency(client, golden: GoldenSet, requests: int) -> dict[str, float]:
         "p99": float(np.percentile(timings, 99)),
         "requests": float(requests),
     }
-

@@ -16,8 +16,8 @@ def register_model(
     git_commit: str,
     summary: Output[Markdown],
 ) -> str:
-    """Creates a registered-model version with lineage tags; `champion` moves to it, the old one becomes
-    `previous`.
+    """Creates a registered-model version with lineage tags under the alias `challenger`; `champion` moves
+    only after export and infra validation (promote_model).
 
     Args:
         decision: Gate decision (must be BLESSED).
@@ -51,7 +51,7 @@ def register_model(
         )
     with open(summary.path, "w", encoding="utf-8") as handle:
         handle.write(
-            f"Registered **{info.name}** version **{info.version}** as `champion` (run `{mlflow_run_id}`).\n"
+            f"Registered **{info.name}** version **{info.version}** as `challenger` (run `{mlflow_run_id}`).\n"
         )
     return info.version
 
@@ -74,3 +74,42 @@ def record_rejection(decision: Input[Artifact], mlflow_run_id: str, mlflow_track
     record = read_decision(decision.path)
     record_rejection_step(mlflow_run_id, record, mlflow_tracking_uri)
     return record["summary"]
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def promote_model(
+    validation: Input[Artifact],
+    config_json: str,
+    model_version: str,
+    mlflow_tracking_uri: str,
+    summary: Output[Markdown],
+) -> str:
+    """Moves `champion` to the challenger whose export passed infra validation; the old champion becomes
+    `previous`.
+
+    Args:
+        validation: Infra validation folder (must record a pass).
+        config_json: Effective run configuration as JSON.
+        model_version: The challenger's registered-model version.
+        mlflow_tracking_uri: MLflow tracking URI ('' = default).
+        summary: What moved, as Markdown.
+
+    Returns:
+        The new champion version.
+    """
+    from components.common.failure import reported
+    from components.data.executor import resolve_config
+    from components.export.executor import read_infra_validation
+    from components.registry.executor import promote_step
+
+    with reported("promote"):
+        config = resolve_config(config_json)
+        replaced = promote_step(
+            config.model_name, model_version, read_infra_validation(validation.path), mlflow_tracking_uri
+        )
+    with open(summary.path, "w", encoding="utf-8") as handle:
+        handle.write(
+            f"Promoted **{config.model_name}** version **{model_version}** to `champion`"
+            + (f"; version {replaced} is now `previous`.\n" if replaced else ".\n")
+        )
+    return model_version
