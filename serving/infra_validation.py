@@ -85,6 +85,20 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:.2f} {unit}".strip() if unit else f"{value:.2e}"
 
 
+def startup_problem(message: str, limit: int = 2000) -> str:
+    """The useful lines of a failed start: models that did not load and error lines, whitespace collapsed."""
+    import re
+
+    lines = [re.sub(r"\s+", " ", line).strip(" |") for line in message.splitlines()]
+    useful = [
+        line
+        for line in lines
+        if "UNAVAILABLE" in line or "failed to load" in line.lower() or line.lower().startswith("error")
+    ]
+    text = " / ".join(dict.fromkeys(useful)) or " ".join(lines)
+    return text[:limit]
+
+
 def default_model_config_name() -> str | None:
     """'cpu' (configs/cpu.pbtxt) unless an NVIDIA GPU is visible, then None (the production config.pbtxt)."""
     import shutil
@@ -152,7 +166,7 @@ def infra_validate(
     try:
         server.start()
     except TritonStartError as error:
-        report.checks.append(Check("server ready", False, str(error)[-2000:]))
+        report.checks.append(Check("server ready", False, startup_problem(str(error))))
         return report
     try:
         report.load_seconds = server.load_seconds

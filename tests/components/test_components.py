@@ -19,27 +19,41 @@ from mlflow import MlflowClient
 
 from components.common.config import RunConfig
 from components.common.constants import (
+    ALIAS_CHALLENGER,
     ALIAS_CHAMPION,
     BLESSED,
     DATASET_FINGERPRINT,
     DATASET_TABLE,
     DECISION_FILE,
     EVALUATION_FILE,
+    EXPORT_REPORT_FILE,
+    INFRA_VALIDATION_FILE,
+    MODALITIES,
     MODEL_SPEC,
     MODEL_WEIGHTS,
     NOT_BLESSED,
+    ONNX_MODEL_FILE,
+    REPOSITORY_DIR,
     SPLITS,
     SPLITS_TABLE,
     TEST_SCORES_FILE,
+    TRITON_CLASSIFIER,
+    TRITON_ENSEMBLE,
+    TRITON_POSTPROCESS,
+    TRITON_PREPROCESS,
+    TRITON_REPOSITORY_ARTIFACT,
 )
 from components.data.component import ingest_data, split_data
 from components.data.ingest import read_fingerprint
 from components.evaluation.component import evaluate_model, gate_model, policy_metrics
-from components.registry.component import record_rejection, register_model
+from components.export.component import export_model, infra_validate
+from components.export.onnx_export import ExportError
+from components.registry.component import promote_model, record_rejection, register_model
 from components.registry.mlflow_registry import get_alias
 from components.training.component import train_model
 from components.validation.component import validate_data
 from components.validation.runner import DataValidationError
+from serving.infra_validation import InfraValidationError
 
 GIT_COMMIT = "0123abcd"
 POLICIES = list(RunConfig().policies)
@@ -179,13 +193,76 @@ def registered(workspace, ingested, trained, gated):
     return version, summary
 
 
+def _export(
+    workspace, ingested, split, trained, evaluated, version: str, config_json: str, name: str = "export"
+):
+    dataset, _ = ingested
+    root = workspace["root"] / name
+    export = _artifact(Model, root, "export")
+    parity = _artifact(Metrics, root, "parity")
+    repository = export_model.python_func(
+        model=trained[0],
+        evaluation=evaluated[0]["evaluation"],
+        dataset=dataset,
+        splits=split,
+        config_json=config_json,
+        model_version=version,
+        mlflow_run_id=trained[2],
+        mlflow_tracking_uri=workspace["uri"],
+        export=export,
+        parity=parity,
+    )
+    return repository, export, parity
+
+
+@pytest.fixture(scope="module")
+def exported(workspace, ingested, split, trained, evaluated, registered):
+    return _export(workspace, ingested, split, trained, evaluated, registered[0], ingested[1])
+
+
+def _infra_validate(workspace, ingested, trained, export, version: str, name: str = "infra"):
+    root = workspace["root"] / name
+    artifacts = {
+        "validation": _artifact(Artifact, root, "validation"),
+        "latency": _artifact(Metrics, root, "latency"),
+        "report": _artifact(Markdown, root, "report", ".md"),
+    }
+    verdict = infra_validate.python_func(
+        export=export,
+        config_json=ingested[1],
+        model_version=version,
+        mlflow_run_id=trained[2],
+        mlflow_tracking_uri=workspace["uri"],
+        **artifacts,
+    )
+    return verdict, artifacts
+
+
+@pytest.fixture(scope="module")
+def infra_validated(workspace, ingested, trained, registered, exported):
+    return _infra_validate(workspace, ingested, trained, exported[1], registered[0])
+
+
+@pytest.fixture(scope="module")
+def promoted(workspace, ingested, registered, infra_validated):
+    summary = _artifact(Markdown, workspace["root"] / "promote", "summary", ".md")
+    version = promote_model.python_func(
+        validation=infra_validated[1]["validation"],
+        config_json=ingested[1],
+        model_version=registered[0],
+        mlflow_tracking_uri=workspace["uri"],
+        summary=summary,
+    )
+    return version, summary
+
+
 @pytest.fixture(scope="module")
 def strict_config(ingested, tiny_text_encoder) -> str:
     return json.dumps(_config(tiny_text_encoder, roc=0.999, pr=1.0))
 
 
 @pytest.fixture(scope="module")
-def rejected(workspace, ingested, split, evaluated, registered, strict_config):
+def rejected(workspace, ingested, split, evaluated, promoted, strict_config):
     """A second gate with floors no model reaches, after version 1 became champion."""
     return _gate(workspace, ingested, split, evaluated, "gate_strict", strict_config)
 
@@ -389,19 +466,136 @@ def test_gate_blesses_a_first_model_with_low_floors(gated):
     assert Path(summary.path).read_text(encoding="utf-8").startswith(f"# Gate decision: {BLESSED}")
 
 
-def test_register_creates_version_one_as_champion(workspace, ingested, trained, registered):
+def test_register_creates_version_one_as_challenger(workspace, ingested, trained, registered):
     version, summary = registered
     assert version == "1"
     mlflow.set_tracking_uri(workspace["uri"])
-    champion = get_alias(RunConfig().model_name, ALIAS_CHAMPION)
-    assert champion is not None and champion.version == "1"
-    assert champion.run_id == trained[2]
+    challenger = get_alias(RunConfig().model_name, ALIAS_CHALLENGER)
+    assert challenger is not None and challenger.version == "1"
+    assert challenger.run_id == trained[2]
     tags = MlflowClient().get_model_version(RunConfig().model_name, "1").tags
     assert tags["tns.dataset_fingerprint"] == ingested[0].metadata["fingerprint"]
     assert tags["tns.git_commit"] == GIT_COMMIT
     assert tags["tns.gate_decision"] == BLESSED
     text = Path(summary.path).read_text(encoding="utf-8")
-    assert "version **1**" in text and trained[2] in text
+    assert "version **1**" in text and "`challenger`" in text and trained[2] in text
+
+
+# Export, infra validation, promotion ----------------------------------------------------------------------
+def test_export_writes_the_repository_golden_batch_and_logs_to_mlflow(workspace, trained, exported):
+    repository, export, parity = exported
+    folder = Path(export.path)
+    assert Path(repository) == folder / REPOSITORY_DIR
+    for model in (TRITON_PREPROCESS, TRITON_CLASSIFIER, TRITON_POSTPROCESS, TRITON_ENSEMBLE):
+        assert (folder / REPOSITORY_DIR / model / "config.pbtxt").is_file()
+        assert (folder / REPOSITORY_DIR / model / "1").is_dir()  # version folder = registered version
+    assert (folder / REPOSITORY_DIR / TRITON_CLASSIFIER / "1" / ONNX_MODEL_FILE).stat().st_size > 0
+    report = json.loads((folder / EXPORT_REPORT_FILE).read_text(encoding="utf-8"))
+    assert report["version"] == "1" and report["onnx_opset"] == 17
+    assert report["parity"]["passed"] and 0 <= report["parity"]["max_abs_diff"] <= 1e-4
+    assert set(report["parity"]["by_modality"]) == set(MODALITIES)
+    assert parity.metadata["parity_max_abs_diff"] == report["parity"]["max_abs_diff"]
+    assert export.metadata["version"] == "1"
+    logged = {a.path for a in MlflowClient().list_artifacts(trained[2], TRITON_REPOSITORY_ARTIFACT)}
+    assert {f"{TRITON_REPOSITORY_ARTIFACT}/{m}" for m in (TRITON_CLASSIFIER, TRITON_ENSEMBLE)} <= logged
+    tags = MlflowClient().get_model_version(RunConfig().model_name, "1").tags
+    assert tags["tns.export.onnx_sha256"] == report["onnx_sha256"]
+
+
+def test_infra_validation_passes_and_records_latency(infra_validated):
+    verdict, artifacts = infra_validated
+    assert verdict == "PASSED"
+    record = json.loads(
+        (Path(artifacts["validation"].path) / INFRA_VALIDATION_FILE).read_text(encoding="utf-8")
+    )
+    assert record["passed"] and record["version"] == "1"
+    names = [c["name"] for c in record["checks"]]
+    for protocol in ("http", "grpc"):
+        assert any(n.startswith(f"{protocol} single text-only") for n in names)
+        assert any(n.startswith(f"{protocol} single image-only") for n in names)
+        assert any(n.startswith(f"{protocol} batch") for n in names)
+    assert record["max_abs_diff"] <= 1e-4
+    metrics = artifacts["latency"].metadata
+    assert metrics["load_seconds"] > 0 and metrics["grpc_p99_ms"] >= metrics["grpc_p50_ms"] > 0
+    assert "PASSED" in Path(artifacts["report"].path).read_text(encoding="utf-8")
+
+
+def test_promote_moves_champion_only_after_infra_validation(workspace, trained, promoted):
+    version, summary = promoted
+    assert version == "1"
+    champion = get_alias(RunConfig().model_name, ALIAS_CHAMPION)
+    assert champion.version == "1" and champion.run_id == trained[2]
+    assert get_alias(RunConfig().model_name, ALIAS_CHALLENGER) is None
+    assert "`champion`" in Path(summary.path).read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def broken_backends(tmp_path: Path) -> Path:
+    """A Triton backend directory whose onnxruntime backend cannot load any model (an incompatible runtime)."""
+    from serving.triton import prepare_backend_dir
+
+    backends = prepare_backend_dir(tmp_path / "backends")
+    stand_in = backends / "onnxruntime" / "model.py"
+    stand_in.unlink()
+    stand_in.write_text(
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        raise RuntimeError('this onnxruntime cannot read the model (injected failure)')\n",
+        encoding="utf-8",
+    )
+    return backends
+
+
+def _second_challenger(workspace, ingested, trained, gated, name: str) -> str:
+    """Registers the same model again as a new challenger version (champion stays at version 1)."""
+    _, decision, _ = gated
+    summary = _artifact(Markdown, workspace["root"] / name, "register_summary", ".md")
+    return register_model.python_func(
+        decision=decision,
+        dataset=ingested[0],
+        config_json=ingested[1],
+        mlflow_run_id=trained[2],
+        mlflow_tracking_uri=workspace["uri"],
+        git_commit=GIT_COMMIT,
+        summary=summary,
+    )
+
+
+def test_failed_parity_blocks_promotion_and_leaves_no_export(
+    workspace, ingested, split, trained, evaluated, gated, promoted, tmp_path, monkeypatch
+):
+    version = _second_challenger(workspace, ingested, trained, gated, "parity_failure")
+    strict = json.loads(ingested[1])
+    strict["export"] = {"parity_tolerance": 1e-12}  # no real export is that close to PyTorch
+    monkeypatch.setenv("TNS_FAILURE_FILE", str(tmp_path / "failure.json"))
+    with pytest.raises(
+        ExportError, match=r"parity check failed: max \|PyTorch - onnxruntime\| = .* > tolerance"
+    ):
+        _export(workspace, ingested, split, trained, evaluated, version, json.dumps(strict), "parity_failure")
+    assert list((workspace["root"] / "parity_failure" / "export").iterdir()) == []
+    assert json.loads((tmp_path / "failure.json").read_text(encoding="utf-8"))["step"] == "export"
+    assert get_alias(RunConfig().model_name, ALIAS_CHAMPION).version == "1"
+    assert get_alias(RunConfig().model_name, ALIAS_CHALLENGER) is None
+    tags = MlflowClient().get_model_version(RunConfig().model_name, version).tags
+    assert tags["tns.promotion"] == "BLOCKED" and tags["tns.blocked_at"] == "export"
+    assert "parity check failed" in tags["tns.blocked_reason"]
+
+
+def test_failed_infra_validation_blocks_promotion(
+    workspace, ingested, split, trained, evaluated, gated, promoted, broken_backends, monkeypatch
+):
+    version = _second_challenger(workspace, ingested, trained, gated, "infra_failure")
+    _, export, _ = _export(
+        workspace, ingested, split, trained, evaluated, version, ingested[1], "infra_failure"
+    )
+    monkeypatch.setenv("TNS_TRITON_BACKENDS", str(broken_backends))
+    with pytest.raises(InfraValidationError, match="server ready"):
+        _infra_validate(workspace, ingested, trained, export, version, "infra_failure_validate")
+    assert get_alias(RunConfig().model_name, ALIAS_CHAMPION).version == "1"
+    assert get_alias(RunConfig().model_name, ALIAS_CHALLENGER) is None
+    tags = MlflowClient().get_model_version(RunConfig().model_name, version).tags
+    assert tags["tns.promotion"] == "BLOCKED" and tags["tns.blocked_at"] == "infra_validation"
+    assert "classifier" in tags["tns.blocked_reason"]
 
 
 def test_strict_gate_compares_with_the_champion_and_rejects(rejected):

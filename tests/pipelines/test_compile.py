@@ -8,7 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from components.common.constants import COMPONENT_IMAGE, TRAINING_ACCELERATOR, TRAINING_GPU_IMAGE
+from components.common.constants import (
+    COMPONENT_IMAGE,
+    SERVING_IMAGE,
+    TRAINING_ACCELERATOR,
+    TRAINING_GPU_IMAGE,
+)
 from pipelines.compile import COMPILED_DIR, check_all, compile_all
 
 
@@ -46,14 +51,33 @@ def _spec() -> dict:
     return documents[0], documents[1:]
 
 
-def test_yaml_names_images_and_requests_gpu_for_training():
+def test_yaml_names_images_and_requests_gpus_for_training_and_infra_validation():
     spec, platform = _spec()
     executors = spec["deploymentSpec"]["executors"]
     images = {name: executor["container"]["image"] for name, executor in executors.items()}
     assert images["exec-train-model"] == TRAINING_GPU_IMAGE
-    assert {image for name, image in images.items() if name != "exec-train-model"} == {COMPONENT_IMAGE}
-    accelerator = executors["exec-train-model"]["container"]["resources"]["accelerator"]
-    assert accelerator["resourceType"] == TRAINING_ACCELERATOR and int(accelerator["resourceCount"]) == 1
+    assert images["exec-infra-validate"] == SERVING_IMAGE  # tritonserver with the project installed
+    special = {"exec-train-model", "exec-infra-validate"}
+    assert {image for name, image in images.items() if name not in special} == {COMPONENT_IMAGE}
+    for name in special:
+        accelerator = executors[name]["container"]["resources"]["accelerator"]
+        assert accelerator["resourceType"] == TRAINING_ACCELERATOR and int(accelerator["resourceCount"]) == 1
+
+
+def test_promotion_waits_for_export_and_infra_validation_inside_the_blessed_branch():
+    spec, _ = _spec()
+    blessed = next(
+        c
+        for name, c in spec["components"].items()
+        if name.startswith("comp-condition") and "promote-model" in c.get("dag", {}).get("tasks", {})
+    )
+    tasks = blessed["dag"]["tasks"]
+    assert set(tasks) >= {"register-model", "export-model", "infra-validate", "promote-model"}
+    assert "register-model" in tasks["export-model"]["dependentTasks"]
+    assert "export-model" in tasks["infra-validate"]["dependentTasks"]
+    assert set(tasks["promote-model"]["dependentTasks"]) == {"infra-validate", "register-model"}
+    validation = tasks["promote-model"]["inputs"]["artifacts"]["validation"]["taskOutputArtifact"]
+    assert validation == {"outputArtifactKey": "validation", "producerTask": "infra-validate"}
 
 
 def test_parameters_have_defaults_and_descriptions_and_tasks_have_display_names():
