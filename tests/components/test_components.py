@@ -54,6 +54,7 @@ from components.training.component import train_model
 from components.validation.component import validate_data
 from components.validation.runner import DataValidationError
 from serving.infra_validation import InfraValidationError
+from tests.fault_injection import broken_onnxruntime_backends
 
 GIT_COMMIT = "0123abcd"
 POLICIES = list(RunConfig().policies)
@@ -531,19 +532,7 @@ def test_promote_moves_champion_only_after_infra_validation(workspace, trained, 
 
 @pytest.fixture
 def broken_backends(tmp_path: Path) -> Path:
-    """A Triton backend directory whose onnxruntime backend cannot load any model (an incompatible runtime)."""
-    from serving.triton import prepare_backend_dir
-
-    backends = prepare_backend_dir(tmp_path / "backends")
-    stand_in = backends / "onnxruntime" / "model.py"
-    stand_in.unlink()
-    stand_in.write_text(
-        "class TritonPythonModel:\n"
-        "    def initialize(self, args):\n"
-        "        raise RuntimeError('this onnxruntime cannot read the model (injected failure)')\n",
-        encoding="utf-8",
-    )
-    return backends
+    return broken_onnxruntime_backends(tmp_path / "backends")
 
 
 def _second_challenger(workspace, ingested, trained, gated, name: str) -> str:

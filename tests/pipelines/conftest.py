@@ -28,8 +28,8 @@ def tns_home(tmp_path: Path) -> Path:
 def run_tns(tns_home: Path):
     """Runs `tns ARGS...` in a subprocess with its own state folder; returns exit code and combined output."""
 
-    def run(*args: str, timeout: int = 900) -> CliResult:
-        env = {**os.environ, "TNS_HOME": str(tns_home), "TMPDIR": str(tns_home / "tmp")}
+    def run(*args: str, timeout: int = 900, extra_env: dict[str, str] | None = None) -> CliResult:
+        env = {**os.environ, "TNS_HOME": str(tns_home), "TMPDIR": str(tns_home / "tmp"), **(extra_env or {})}
         env.pop("MLFLOW_TRACKING_URI", None)
         done = subprocess.run(
             [sys.executable, "-m", "pipelines.cli", *args],

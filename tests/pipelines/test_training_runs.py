@@ -15,8 +15,11 @@ from components.common.constants import (
     EXIT_NOT_BLESSED,
     EXIT_OK,
     EXIT_USAGE,
+    ONNX_MODEL_FILE,
+    TRITON_CLASSIFIER,
 )
 from components.data.generate import GenerateSpec, generate_dataset
+from tests.fault_injection import broken_onnxruntime_backends
 from tests.pipelines.helpers import model_versions, registry
 
 pytestmark = pytest.mark.slow
@@ -62,6 +65,14 @@ def test_blessed_then_degraded_not_blessed_then_forced(run_tns, tns_home, small_
     run = client.get_run(champion.run_id)
     assert "test_macro_roc_auc" in run.data.metrics and "train_loss" in run.data.metrics
     assert run.data.tags["tns.dataset_fingerprint"] == champion.tags["tns.dataset_fingerprint"]
+    # Promotion came after export and infra validation in a real tritonserver.
+    assert champion.tags["tns.infra_validation"] == "PASSED"
+    assert "infra_grpc_p50_ms" in run.data.metrics and run.data.metrics["export_parity_max_abs_diff"] <= 1e-4
+    repository = Path(_summary_value(first.output, "export").split(maxsplit=1)[1])
+    assert (repository / TRITON_CLASSIFIER / "1" / ONNX_MODEL_FILE).is_file()
+    assert "parity max |PyTorch - onnxruntime|" in first.output
+    assert "HTTP+gRPC answers within" in _summary_value(first.output, "triton")
+    assert "-> champion (export infra-validated)" in _summary_value(first.output, "MLflow")
 
     degraded = run_tns(
         "run", "training", "--data", str(small_dataset), *FAST, *NO_FLOORS, "--set", "train.max_steps=1"
@@ -91,6 +102,26 @@ def test_blessed_then_degraded_not_blessed_then_forced(run_tns, tns_home, small_
     assert forced_run.data.tags["tns.forced_promotion"] == "true"
     assert forced_run.data.tags["tns.force_reason"] == "hotfix approved by policy team"
     assert forced_run.data.tags["tns.forced_by"]
+
+    # The same (degraded, hence not regressing) model again, with an export that fails each check in turn:
+    # the champion stays at version 2 and the blocked version says why.
+    same = ["run", "training", "--data", str(small_dataset), *FAST, *NO_FLOORS, "--set", "train.max_steps=1"]
+    parity = run_tns(*same, "--set", "export.parity_tolerance=1e-12")
+    assert parity.returncode == EXIT_FAILED, parity.output[-4000:]
+    assert "FAILED at step 'export'" in parity.output and "parity check failed" in parity.output
+    assert "champion alias unchanged" in parity.output
+    infra = run_tns(
+        *same,
+        extra_env={"TNS_TRITON_BACKENDS": str(broken_onnxruntime_backends(tns_home / "broken-backends"))},
+    )
+    assert infra.returncode == EXIT_FAILED, infra.output[-4000:]
+    assert "FAILED at step 'infra_validate'" in infra.output and "classifier" in infra.output
+    assert model_versions(tns_home) == ["1", "2", "3", "4"]
+    assert str(client.get_model_version_by_alias("content-safety", ALIAS_CHAMPION).version) == "2"
+    assert str(client.get_model_version_by_alias("content-safety", ALIAS_PREVIOUS).version) == "1"
+    for version, stage in (("3", "export"), ("4", "infra_validation")):
+        tags = client.get_model_version("content-safety", version).tags
+        assert (tags["tns.promotion"], tags["tns.blocked_at"]) == ("BLOCKED", stage)
 
 
 def _strip(folder: Path, out: Path, drop: str) -> Path:
