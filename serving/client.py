@@ -7,13 +7,18 @@
         prediction.action, prediction.flagged_policies, prediction.scores["spam"]
 
 Requests larger than `max_batch_size` items are split. Unavailable servers, timeouts and server errors (5xx,
-UNAVAILABLE, DEADLINE_EXCEEDED) are retried with exponential backoff and jitter; a request the server rejects
-(bad input) is not retried and raises `BadRequestError` with the server's message.
+429, UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED) are retried with exponential backoff and jitter; a
+request the server rejects (bad input) is not retried and raises `BadRequestError` with the server's message.
+
+One client may be shared by threads: over gRPC they share one channel (tritonclient's gRPC client is
+thread-safe), over HTTP each thread gets its own connection (tritonclient's HTTP client is not thread-safe).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
 import json
 import random
 import threading
@@ -37,6 +42,11 @@ from components.common.constants import (
 )
 
 PROTOCOLS = ("http", "grpc")
+# Failures worth another attempt (besides HTTP 5xx): the server is down, overloaded or failed internally.
+RETRIED_GRPC_STATUSES = frozenset(
+    {"StatusCode.UNAVAILABLE", "StatusCode.INTERNAL", "StatusCode.RESOURCE_EXHAUSTED"}
+)
+RETRIED_HTTP_STATUSES = frozenset({"429"})
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 
 
@@ -75,9 +85,9 @@ class Prediction:
 class InferenceLog:
     """Appends one JSON line per scored item, for drift monitoring. Thread-safe.
 
-    Each record holds the time, request id, model version, text (unless `log_text=False`), the image's size and
-    SHA-256 (never its bytes), per-policy scores and flags, the action, latency, or the error of a failed
-    request.
+    Each record holds the time, request id, item position in the request, model name and version, the text
+    (None with `log_text=False`) and its length, the image's size and SHA-256 (never its bytes), per-policy
+    scores and flags, the action and the request's latency, or the error of a failed request.
     """
 
     def __init__(self, path: str | Path, log_text: bool = True) -> None:
@@ -150,12 +160,12 @@ class ContentSafetyClient:
         self.max_batch_size = max_batch_size
         self.inference_log = inference_log
         self._module = self._client_module()
-        if protocol == "http":
-            self._client = self._module.InferenceServerClient(
-                self.url, connection_timeout=timeout_s, network_timeout=timeout_s
-            )
-        else:
-            self._client = self._module.InferenceServerClient(self.url)
+        self._lock = threading.Lock()
+        self._closed = False
+        # gRPC: one thread-safe client. HTTP: one client per thread (tritonclient.http is not thread-safe).
+        self._grpc_client = self._module.InferenceServerClient(self.url) if protocol == "grpc" else None
+        self._local = threading.local()
+        self._http_clients: list[Any] = []
 
     def _client_module(self):
         if self.protocol == "http":
@@ -164,9 +174,38 @@ class ContentSafetyClient:
             import tritonclient.grpc as module
         return module
 
+    @property
+    def _client(self):
+        """The tritonclient client of the calling thread."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        if self._grpc_client is not None:
+            return self._grpc_client
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._module.InferenceServerClient(
+                self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+            )
+            self._local.client = client
+            with self._lock:
+                self._http_clients.append(client)
+        return client
+
+    def _timeout_kwargs(self) -> dict[str, Any]:
+        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
     # Lifecycle ------------------------------------------------------------------------------------------
     def close(self) -> None:
-        self._client.close()
+        """Closes the connections (of every thread); the client cannot be used afterwards."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            clients = [self._grpc_client] if self._grpc_client is not None else self._http_clients
+            self._http_clients = []
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.close()
 
     def __enter__(self) -> ContentSafetyClient:
         return self
@@ -175,13 +214,25 @@ class ContentSafetyClient:
         self.close()
 
     def is_ready(self) -> bool:
-        """Whether the server is up and the ensemble is ready to serve."""
+        """Whether the server is up and the ensemble is ready to serve (answers within `timeout_s`)."""
         try:
-            return bool(self._client.is_server_ready()) and bool(
-                self._client.is_model_ready(self.model_name, self.model_version)
+            client = self._client
+            timeout = self._timeout_kwargs()
+            return bool(client.is_server_ready(**timeout)) and bool(
+                client.is_model_ready(self.model_name, self.model_version, **timeout)
             )
         except Exception:  # noqa: BLE001 (any transport error means "not ready")
             return False
+
+    def wait_until_ready(self, timeout_s: float = 30.0, poll_s: float = 0.1) -> bool:
+        """Polls `is_ready` until it is true or `timeout_s` passed; returns the last answer."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.is_ready():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s)
 
     # Scoring --------------------------------------------------------------------------------------------
     def classify_one(self, text: str | None = None, image: bytes | None = None) -> Prediction:
@@ -240,45 +291,56 @@ class ContentSafetyClient:
         return predictions
 
     def _inputs(self, texts: list[str | None], images: list[bytes | None]) -> list:
+        encoded = []
+        for index, text in enumerate(texts):
+            try:
+                encoded.append((text or "").encode("utf-8"))
+            except UnicodeEncodeError as error:  # lone surrogates: not sendable as UTF-8
+                raise BadRequestError(f"item {index}: text is not valid Unicode ({error.reason})") from None
         text_input = self._module.InferInput(TRITON_INPUT_TEXT, [len(texts), 1], "BYTES")
-        text_input.set_data_from_numpy(_bytes_array([(t or "").encode("utf-8") for t in texts]))
+        text_input.set_data_from_numpy(_bytes_array(encoded))
         image_input = self._module.InferInput(TRITON_INPUT_IMAGE, [len(images), 1], "BYTES")
         image_input.set_data_from_numpy(_bytes_array([i or b"" for i in images]))
         return [text_input, image_input]
 
-    def _infer_once(self, texts: list[str | None], images: list[bytes | None], request_id: str):
+    def _infer_once(self, inputs: list, request_id: str):
         outputs = [
             self._module.InferRequestedOutput(name)
             for name in (TRITON_OUTPUT_SCORES, TRITON_OUTPUT_FLAGS, TRITON_OUTPUT_DECISION)
         ]
-        kwargs: dict[str, Any] = {
-            "model_version": self.model_version,
-            "outputs": outputs,
-            "request_id": request_id,
-        }
-        if self.protocol == "grpc":
-            kwargs["client_timeout"] = self.timeout_s
-        return self._client.infer(self.model_name, self._inputs(texts, images), **kwargs)
+        return self._client.infer(
+            self.model_name,
+            inputs,
+            model_version=self.model_version,
+            outputs=outputs,
+            request_id=request_id,
+            **self._timeout_kwargs(),
+        )
 
     def _infer_with_retries(self, texts: list[str | None], images: list[bytes | None], request_id: str):
         from tritonclient.utils import InferenceServerException
 
+        inputs = self._inputs(texts, images)
         attempt = 0
         while True:
             try:
-                return self._infer_once(texts, images, request_id)
+                return self._infer_once(inputs, request_id)
             except InferenceServerException as error:
-                failure = _classify_server_error(error)
-            except (OSError, TimeoutError) as error:  # HTTP transport: refused, reset, timed out
+                failure, cause = _classify_server_error(error), error
+            except (OSError, http.client.HTTPException) as error:  # HTTP transport: refused, reset, timed out
+                timed_out = isinstance(error, TimeoutError) or "timed out" in str(error).lower()
                 failure = (
                     RequestTimeoutError(f"no answer from {self.url} within {self.timeout_s} s: {error}")
-                    if isinstance(error, TimeoutError) or "timed out" in str(error).lower()
-                    else ServerUnavailableError(f"cannot reach {self.url} ({self.protocol}): {error}")
+                    if timed_out
+                    else ServerUnavailableError(
+                        f"cannot reach {self.url} ({self.protocol}): {type(error).__name__}: {error}"
+                    )
                 )
-            if isinstance(failure, BadRequestError) or attempt >= self.retries:
-                if not isinstance(failure, BadRequestError):
-                    failure = type(failure)(f"{failure} (after {attempt + 1} attempts)")
-                raise failure
+                cause = error
+            if isinstance(failure, BadRequestError):
+                raise failure from cause
+            if attempt >= self.retries:
+                raise type(failure)(f"{failure} (after {attempt + 1} attempts)") from cause
             time.sleep(self.backoff_s * (2**attempt) * (1 + random.random() / 2))  # noqa: S311 (jitter)
             attempt += 1
 
@@ -303,6 +365,7 @@ class ContentSafetyClient:
                 "item": row,
                 "model_name": self.model_name,
                 "text": text,
+                "text_chars": len(text) if text else 0,
                 **_image_record(image),
                 "latency_ms": round(latency_ms, 3),
             }
@@ -324,14 +387,14 @@ def _classify_server_error(error) -> ContentSafetyError:
     """Maps a tritonclient error to BadRequestError (not retried) or ServerUnavailableError (retried)."""
     status = str(error.status() or "")
     message = error.message() or str(error)
-    if status in {"StatusCode.DEADLINE_EXCEEDED"} or "Deadline Exceeded" in message:
-        return RequestTimeoutError(f"timed out: {message}")
-    if status in {"StatusCode.UNAVAILABLE", "StatusCode.INTERNAL"} or status.startswith("5"):
+    if status == "StatusCode.DEADLINE_EXCEEDED" or "Deadline Exceeded" in message:
+        return RequestTimeoutError(f"no answer within the timeout: {message}")
+    if status in RETRIED_GRPC_STATUSES or status.startswith("5") or status in RETRIED_HTTP_STATUSES:
         return ServerUnavailableError(f"server error ({status}): {message}")
-    if status.startswith("4") or status in {"StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND"}:
-        return BadRequestError(message)
     if not status:  # transport-level failure reported by tritonclient without a status
         return ServerUnavailableError(message)
+    if status.startswith("4") or status == "StatusCode.INVALID_ARGUMENT":
+        return BadRequestError(message)
     return BadRequestError(f"{status}: {message}")
 
 
