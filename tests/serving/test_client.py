@@ -1,0 +1,362 @@
+"""`ContentSafetyClient` and `InferenceLog`: batching, logging, retries, timeouts, thread safety.
+
+Batching, logging and bad requests run against the session's real tritonserver. Retry and timeout behaviour is
+tested against a port where nothing listens, a loopback socket that accepts connections and never answers, and
+a loopback HTTP server that answers with chosen error statuses.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import socket
+import threading
+import time
+import types
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import serving.client as client_module
+from serving.client import (
+    BadRequestError,
+    ContentSafetyClient,
+    InferenceLog,
+    RequestTimeoutError,
+    ServerUnavailableError,
+    prediction_dict,
+)
+from serving.triton import free_port
+from tests.serving.helpers import TOLERANCE
+
+PROTOCOLS = ("http", "grpc")
+SUCCESS_FIELDS = {
+    "timestamp",
+    "request_id",
+    "item",
+    "model_name",
+    "text",
+    "text_chars",
+    "image_bytes",
+    "image_sha256",
+    "latency_ms",
+    "model_version",
+    "scores",
+    "flags",
+    "action",
+}
+ERROR_FIELDS = SUCCESS_FIELDS - {"model_version", "scores", "flags", "action"} | {"error"}
+
+
+def _url(server, protocol: str) -> str:
+    return server.http_url if protocol == "http" else server.grpc_url
+
+
+def _scores(predictions) -> np.ndarray:
+    return np.asarray([list(p.scores.values()) for p in predictions], dtype=np.float32)
+
+
+def _count_attempts(client: ContentSafetyClient) -> list[float]:
+    """Wraps the client's single-attempt call; returns the list of attempt start times it fills."""
+    attempts: list[float] = []
+    original = client._infer_once
+
+    def counted(*args, **kwargs):
+        attempts.append(time.monotonic())
+        return original(*args, **kwargs)
+
+    client._infer_once = counted
+    return attempts
+
+
+@pytest.fixture
+def no_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backoff without jitter: delays are exactly backoff_s * 2**attempt."""
+    monkeypatch.setattr(client_module, "random", types.SimpleNamespace(random=lambda: 0.0))
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts TCP connections and never sends a byte."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listener.close()
+
+
+class _StatusServer(ThreadingHTTPServer):
+    """Answers every POST with the next status of `statuses` (the last one repeats) and a Triton error body."""
+
+    daemon_threads = True
+
+    def __init__(self, statuses: list[int]) -> None:
+        super().__init__(("127.0.0.1", 0), _StatusHandler)
+        self.statuses = list(statuses)
+        self.requests = 0
+
+
+class _StatusHandler(BaseHTTPRequestHandler):
+    server: _StatusServer
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        server = self.server
+        status = server.statuses[min(server.requests, len(server.statuses) - 1)]
+        server.requests += 1
+        body = json.dumps({"error": f"fake error {status}"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def status_server():
+    servers: list[_StatusServer] = []
+
+    def start(statuses: list[int]) -> _StatusServer:
+        server = _StatusServer(statuses)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+# Construction -----------------------------------------------------------------------------------------------
+def test_invalid_arguments_are_refused():
+    with pytest.raises(ValueError, match="protocol"):
+        ContentSafetyClient(protocol="websocket")
+    with pytest.raises(ValueError, match="max_batch_size"):
+        ContentSafetyClient(max_batch_size=0)
+    with pytest.raises(ValueError, match="timeout_s"):
+        ContentSafetyClient(timeout_s=0)
+    client = ContentSafetyClient(f"http://127.0.0.1:{free_port()}")
+    assert client.url.startswith("127.0.0.1:")
+    with pytest.raises(ValueError, match="2 texts and 1 images"):
+        client.classify(["a", "b"], [None])
+    assert client.classify([]) == []
+    client.close()
+    client.close()  # closing twice is harmless
+    with pytest.raises(RuntimeError, match="closed"):
+        client.classify_one("late")
+
+
+# Against the real server ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_large_inputs_are_split_into_max_batch_size_requests(triton_server, exported_repository, protocol):
+    golden = exported_repository.golden
+    records: list[dict] = []
+    with ContentSafetyClient(
+        _url(triton_server, protocol), protocol=protocol, max_batch_size=3, inference_log=records.extend
+    ) as client:
+        attempts = _count_attempts(client)
+        predictions = client.classify(golden.texts, golden.images)
+
+    assert len(attempts) == 4  # 10 items: 3 + 3 + 3 + 1
+    np.testing.assert_allclose(_scores(predictions), golden.probabilities, rtol=0, atol=TOLERANCE)
+    by_request: dict[str, list[int]] = {}
+    for record in records:
+        by_request.setdefault(record["request_id"], []).append(record["item"])
+    assert sorted(by_request.values(), key=len, reverse=True) == [[0, 1, 2]] * 3 + [[0]]
+
+
+def test_client_default_batch_matches_the_server_limit(triton_server, exported_repository):
+    """130 items go as 64 + 64 + 2; one request over the server's max_batch_size is a bad request."""
+    golden = exported_repository.golden
+    rows = [i % len(golden) for i in range(130)]
+    texts, images = [golden.texts[i] for i in rows], [golden.images[i] for i in rows]
+    with ContentSafetyClient(triton_server.grpc_url, protocol="grpc") as client:
+        attempts = _count_attempts(client)
+        scores = client.scores(texts, images)
+    assert len(attempts) == 3
+    np.testing.assert_allclose(scores, golden.probabilities[rows], rtol=0, atol=TOLERANCE)
+    with ContentSafetyClient(triton_server.http_url, max_batch_size=100, retries=3, backoff_s=5) as client:
+        attempts = _count_attempts(client)
+        with pytest.raises(BadRequestError, match="batch"):
+            client.classify(texts[:65], images[:65])
+    assert len(attempts) == 1
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_bad_request_is_not_retried(triton_server, protocol):
+    with ContentSafetyClient(
+        _url(triton_server, protocol), protocol=protocol, retries=3, backoff_s=5.0
+    ) as client:
+        attempts = _count_attempts(client)
+        started = time.monotonic()
+        with pytest.raises(BadRequestError, match="neither text nor image") as caught:
+            client.classify_one("", None)
+    assert len(attempts) == 1 and time.monotonic() - started < 2.0
+    assert "attempts" not in str(caught.value)
+
+
+def test_text_that_is_not_unicode_is_refused_before_sending():
+    with ContentSafetyClient(f"127.0.0.1:{free_port()}", retries=3, backoff_s=5.0) as client:
+        attempts = _count_attempts(client)
+        with pytest.raises(BadRequestError, match="item 1: text is not valid Unicode"):
+            client.classify(["fine", "lone surrogate \udc80"])
+    assert attempts == []
+
+
+def test_one_http_client_shared_by_threads(triton_server, exported_repository):
+    golden = exported_repository.golden
+    with ContentSafetyClient(triton_server.http_url, protocol="http") as client:
+
+        def ask(index: int) -> tuple[int, np.ndarray]:
+            row = index % len(golden)
+            prediction = client.classify_one(golden.texts[row], golden.images[row])
+            return row, np.asarray(list(prediction.scores.values()), dtype=np.float32)
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(ask, range(120)))
+        assert client.is_ready()
+    for row, scores in answers:
+        np.testing.assert_allclose(scores, golden.probabilities[row], rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.parametrize("log_text", [True, False])
+def test_inference_log_records(triton_server, exported_repository, tmp_path: Path, log_text: bool):
+    golden = exported_repository.golden
+    rows = [0, golden.indices("image-only")[0], golden.indices("text+image")[0]]
+    log = InferenceLog(tmp_path / "logs" / "inference.jsonl", log_text=log_text)
+    with ContentSafetyClient(triton_server.grpc_url, protocol="grpc", inference_log=log) as client:
+        predictions = client.classify([golden.texts[i] for i in rows], [golden.images[i] for i in rows])
+        with pytest.raises(BadRequestError):
+            client.classify_one("", None)
+
+    raw = log.path.read_text(encoding="utf-8")
+    records = [json.loads(line) for line in raw.splitlines()]
+    assert len(records) == 4
+    for record, row, prediction in zip(records, rows, predictions, strict=False):
+        assert set(record) == SUCCESS_FIELDS
+        image = golden.images[row]
+        assert record["image_bytes"] == (len(image) if image else 0)
+        assert record["image_sha256"] == (hashlib.sha256(image).hexdigest() if image else None)
+        assert record["text"] == (golden.texts[row] if log_text else None)
+        assert record["text_chars"] == len(golden.texts[row] or "")
+        assert record["model_name"] == "content_safety" and record["model_version"] == "3"
+        assert record["scores"] == prediction.scores and record["flags"] == prediction.flags
+        assert record["action"] == prediction.action and record["latency_ms"] > 0
+    assert len({r["request_id"] for r in records[:3]}) == 1
+    assert [r["item"] for r in records[:3]] == [0, 1, 2]
+    failed = records[3]
+    assert set(failed) == ERROR_FIELDS
+    assert failed["error"].startswith("BadRequestError: ") and "neither text nor image" in failed["error"]
+    # Never the image itself, in any encoding; the texts only when asked for.
+    for image in filter(None, (golden.images[i] for i in rows)):
+        assert base64.b64encode(image[:48]).decode() not in raw
+        assert image[:48].decode("latin-1") not in raw
+    assert (golden.texts[0] in raw) == log_text
+
+
+def test_prediction_dict_is_json_friendly(triton_server, exported_repository):
+    with ContentSafetyClient(triton_server.http_url) as client:
+        prediction = client.classify_one("hello there")
+    data = json.loads(json.dumps(prediction_dict(prediction)))
+    assert data["model_version"] == "3" and data["flagged_policies"] == prediction.flagged_policies
+    assert data["scores"] == prediction.scores
+
+
+# Failures: nothing listening, no answer, error statuses -----------------------------------------------------
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_unreachable_server_is_retried_with_backoff(protocol, no_jitter):
+    backoff = 0.2
+    with ContentSafetyClient(
+        f"127.0.0.1:{free_port()}", protocol=protocol, retries=2, backoff_s=backoff, timeout_s=2.0
+    ) as client:
+        attempts = _count_attempts(client)
+        started = time.monotonic()
+        with pytest.raises(ServerUnavailableError, match=r"after 3 attempts") as caught:
+            client.classify_one("hello")
+        elapsed = time.monotonic() - started
+        assert not client.is_ready()
+    assert not isinstance(caught.value, RequestTimeoutError)
+    assert len(attempts) == 3
+    gaps = np.diff(attempts)
+    # Waits of backoff, then 2 * backoff (no jitter here); connection refusals themselves are immediate.
+    assert gaps[0] == pytest.approx(backoff, abs=0.15) and gaps[1] == pytest.approx(2 * backoff, abs=0.15)
+    assert 3 * backoff <= elapsed < 3 * backoff + 1.0
+
+
+def test_backoff_jitter_adds_at_most_half(monkeypatch: pytest.MonkeyPatch):
+    delays: list[float] = []
+    fake_time = types.SimpleNamespace(
+        sleep=delays.append, monotonic=time.monotonic, perf_counter=time.perf_counter
+    )
+    monkeypatch.setattr(client_module, "time", fake_time)
+    monkeypatch.setattr(client_module, "random", types.SimpleNamespace(random=lambda: 0.999))
+    client = ContentSafetyClient(f"127.0.0.1:{free_port()}", retries=3, backoff_s=0.1)
+    with client, pytest.raises(ServerUnavailableError, match="after 4 attempts"):
+        client.classify_one("hello")
+    assert delays == pytest.approx([0.1 * 1.4995, 0.2 * 1.4995, 0.4 * 1.4995])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_no_answer_times_out_per_attempt(silent_port: int, protocol, no_jitter):
+    timeout, backoff = 0.4, 0.1
+    with ContentSafetyClient(
+        f"127.0.0.1:{silent_port}", protocol=protocol, retries=1, backoff_s=backoff, timeout_s=timeout
+    ) as client:
+        attempts = _count_attempts(client)
+        started = time.monotonic()
+        with pytest.raises(RequestTimeoutError, match="after 2 attempts"):
+            client.classify_one("hello")
+        elapsed = time.monotonic() - started
+        assert len(attempts) == 2
+        assert 2 * timeout + backoff - 0.05 <= elapsed < 2 * timeout + backoff + 1.5
+        started = time.monotonic()
+        assert not client.is_ready()  # answers within the timeout, not after gRPC's own minutes-long wait
+        assert time.monotonic() - started < 2 * timeout + 1.0
+
+
+@pytest.mark.parametrize(
+    ("statuses", "error", "attempts"),
+    [
+        ([503], ServerUnavailableError, 3),
+        ([500, 502], ServerUnavailableError, 3),
+        ([429], ServerUnavailableError, 3),
+        ([400], BadRequestError, 1),
+        ([404], BadRequestError, 1),
+    ],
+)
+def test_http_error_statuses(status_server, no_jitter, statuses, error, attempts):
+    server = status_server(statuses)
+    url = f"127.0.0.1:{server.server_address[1]}"
+    client = ContentSafetyClient(url, retries=2, backoff_s=0.01)
+    with client, pytest.raises(error, match="fake error") as caught:
+        client.classify_one("hello")
+    assert server.requests == attempts
+    assert type(caught.value) is error
