@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Python env of the Triton python-backend models and the tritonserver binary (numpy<2: see serving/requirements.txt).
+SERVING_ENV ?= .venv-serving
+SERVING_STAMP := $(SERVING_ENV)/.installed
+export TNS_SERVING_ENV := $(abspath $(SERVING_ENV))
 export TNS_HOME ?= $(CURDIR)/.tns
 export TMPDIR := $(TNS_HOME)/tmp
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -10,9 +14,9 @@ export DO_NOT_TRACK := true
 export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: setup run test test-fast lint format compile compile-check bench clean
+.PHONY: setup run serve test test-fast lint format compile compile-check bench clean clean-envs
 
-setup: $(STAMP)
+setup: $(STAMP) $(SERVING_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,11 +24,24 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+# The Triton wheels go in with --no-deps (see serving/requirements-triton.txt): only their binaries are used, and
+# their dependency lists would add the PyTriton and client Python stacks (pyzmq, grpcio, typer, ...) to the env.
+$(SERVING_STAMP): serving/requirements.txt serving/requirements-triton.txt
+	test -x $(SERVING_ENV)/bin/python || $(PYTHON) -m venv $(SERVING_ENV)
+	$(SERVING_ENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
+	$(SERVING_ENV)/bin/python -m pip install --quiet --disable-pip-version-check -r serving/requirements.txt
+	$(SERVING_ENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		-r serving/requirements-triton.txt
+	touch $(SERVING_STAMP)
+
 $(TMPDIR):
 	mkdir -p $(TMPDIR)
 
 run: setup $(TMPDIR)
 	$(BIN)/tns run training
+
+serve: setup $(TMPDIR)
+	$(BIN)/tns serve
 
 test: setup $(TMPDIR)
 	$(BIN)/ruff check .
@@ -53,3 +70,6 @@ bench: setup $(TMPDIR)
 
 clean:
 	rm -rf $(TNS_HOME)
+
+clean-envs:
+	rm -rf $(VENV) $(SERVING_ENV)
