@@ -56,10 +56,20 @@ def load_config(request: TrainingRequest) -> RunConfig:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        changes[key.strip()] = yaml.safe_load(value)
+        changes[key.strip()] = parse_value(value)
     if request.policies.strip():
         changes["policies"] = [p.strip() for p in request.policies.split(",") if p.strip()]
     return config.with_overrides(**changes) if changes else config
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value as YAML, except that `1e-12` is a number (YAML 1.1 would read a string)."""
+    import re
+
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        return float(value)
+    return value
 
 
 def default_dataset(home: Path) -> Path:

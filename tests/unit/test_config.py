@@ -331,3 +331,29 @@ def test_boundary_values_are_accepted(dotted, value):
 def test_unchecked_ranges_raise_config_error(dotted, value):
     with pytest.raises(ConfigError):
         RunConfig.from_dict(_nested(dotted, value))
+
+
+def test_set_values_parse_scientific_notation_and_lists():
+    from pipelines.local import TrainingRequest, load_config, parse_value
+
+    assert parse_value("1e-12") == 1e-12 and parse_value("-2.5E3") == -2500.0
+    assert parse_value("abc") == "abc" and parse_value("3") == 3 and parse_value("[1, 2]") == [1, 2]
+    request = TrainingRequest(
+        overrides=["export.parity_tolerance=1e-6", "serving.preferred_batch_sizes=[4, 8]"]
+    )
+    config = load_config(request)
+    assert config.export.parity_tolerance == 1e-6
+    assert config.serving.preferred_batch_sizes == [4, 8]
+
+
+def test_export_and_serving_settings_are_validated():
+    with pytest.raises(ConfigError, match="parity_tolerance"):
+        RunConfig().with_overrides(**{"export.parity_tolerance": 0.0})
+    with pytest.raises(ConfigError, match="preferred_batch_sizes"):
+        RunConfig().with_overrides(**{"serving.preferred_batch_sizes": [128]})
+    with pytest.raises(ConfigError, match="list of integers"):
+        RunConfig().with_overrides(**{"export.parity_batch_sizes": ["a"]})
+    assert RunConfig().with_overrides(**{"export.parity_batch_sizes": "2, 8"}).export.parity_batch_sizes == [
+        2,
+        8,
+    ]
