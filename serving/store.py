@@ -92,8 +92,12 @@ def champion_repository(
     """
     from components.registry.mlflow_registry import configure, get_alias
 
-    uri = configure(tracking_uri)
-    champion = get_alias(model_name, ALIAS_CHAMPION)
+    try:
+        uri = configure(tracking_uri)
+        champion = get_alias(model_name, ALIAS_CHAMPION)
+    except Exception as error:  # noqa: BLE001 (an unreachable or broken tracking store: name it and stop)
+        where = tracking_uri or "the default tracking URI"
+        raise ServingStoreError(f"cannot read the MLflow registry at {where}: {error}") from error
     if champion is None:
         raise ChampionNotFoundError(
             f"Registered model '{model_name}' has no '{ALIAS_CHAMPION}' version in MLflow at {uri}: train and "
