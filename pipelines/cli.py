@@ -1,16 +1,29 @@
-"""The `tns` command line: generate data, run pipelines locally, compile pipelines.
+"""The `tns` command line: generate data, run pipelines locally, compile pipelines, serve and query models.
 
-Heavy libraries (torch, kfp's local runner, MLflow) are imported inside the commands that need them, so
-`tns --help` and `tns compile` stay fast and never import torch.
+Heavy libraries (torch, kfp's local runner, MLflow, tritonclient) are imported inside the commands that need
+them, so `tns --help` and `tns compile` stay fast and never import torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
-from components.common.constants import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from components.common.constants import (
+    DEFAULT_MODEL_NAME,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    TRITON_CPU_CONFIG,
+    TRITON_ENSEMBLE,
+)
+
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_GRPC_PORT = 8001
 
 
 class UsageError(Exception):
@@ -57,7 +70,57 @@ def _build_parser() -> argparse.ArgumentParser:
     compile_.add_argument(
         "--out", type=Path, default=None, help="Output folder (default pipelines/compiled)."
     )
+
+    serve = commands.add_parser(
+        "serve",
+        help="Serve the champion model (or an exported repository) with Triton until Ctrl-C.",
+        description="Starts tritonserver on 127.0.0.1 with the champion's exported repository from MLflow "
+        "(downloaded once into $TNS_HOME/serving/) or the folder given with --repository.",
+    )
+    serve.add_argument(
+        "--repository", type=Path, default=None, help="Exported Triton repository (default: the champion's)."
+    )
+    serve.add_argument(
+        "--model-name", default=DEFAULT_MODEL_NAME, help=f"Registered model (default {DEFAULT_MODEL_NAME})."
+    )
+    serve.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: the local store).")
+    serve.add_argument(
+        "--http-port", type=_port, default=DEFAULT_HTTP_PORT, help="HTTP port (default 8000; 0: any free)."
+    )
+    serve.add_argument(
+        "--grpc-port", type=_port, default=DEFAULT_GRPC_PORT, help="gRPC port (default 8001; 0: any free)."
+    )
+    serve.add_argument(
+        "--config",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="Model configs: cpu (configs/cpu.pbtxt, default) or gpu (the production config.pbtxt).",
+    )
+
+    predict = commands.add_parser(
+        "predict",
+        help="Score one text and/or image with a running server (`tns serve`).",
+        description="Prints per-policy scores, thresholds and flags, and the decision of the served model.",
+    )
+    predict.add_argument("--text", default=None, help="The text to score.")
+    predict.add_argument("--image", type=Path, default=None, help="An image file (PNG, JPEG, ...) to score.")
+    predict.add_argument(
+        "--url", default=None, help="Server host:port (default 127.0.0.1:8000 for http, :8001 for grpc)."
+    )
+    predict.add_argument("--protocol", choices=("http", "grpc"), default="http", help="Default http.")
+    predict.add_argument("--timeout", type=float, default=10.0, help="Seconds per attempt (default 10).")
+    predict.add_argument("--json", action="store_true", help="Print the prediction as JSON.")
     return parser
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in [0, 65535], got {port}")
+    return port
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -109,6 +172,125 @@ def _run_training(args: argparse.Namespace) -> int:
     return run_training(request)
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.store import ServingStoreError, champion_repository, repository_metadata
+    from serving.triton import TritonNotAvailable, TritonServer, TritonStartError
+
+    if args.http_port and args.http_port == args.grpc_port:
+        raise UsageError(f"--http-port and --grpc-port are both {args.http_port}")
+    try:
+        if args.repository is not None:
+            repository = args.repository.expanduser().resolve()
+            if not repository.is_dir():
+                raise UsageError(f"--repository {args.repository}: no such folder")
+        else:
+            print(f"fetching the champion of '{args.model_name}' from MLflow ...", flush=True)
+            repository = champion_repository(args.model_name, args.tracking_uri)
+        metadata = repository_metadata(repository)
+    except ServingStoreError as error:
+        print(f"tns: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+    server = TritonServer(
+        repository,
+        model_config_name=TRITON_CPU_CONFIG if args.config == "cpu" else None,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+    )
+    # SIGTERM while starting or serving stops the server like Ctrl-C (TritonServer.wait handles it afterwards).
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+    try:
+        try:
+            server.start()
+        except (TritonNotAvailable, TritonStartError) as error:
+            print(f"tns: error: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        example = ["tns", "predict", "--url", server.http_url, "--text", "buy followers now"]
+        print(
+            f"serving '{metadata.get('model_name')}' version {metadata.get('model_version')} as Triton model "
+            f"'{TRITON_ENSEMBLE}' from {repository} ({args.config} config, ready in {server.load_seconds:.1f} s)\n"
+            f"  HTTP  http://{server.http_url}\n"
+            f"  gRPC  {server.grpc_url}\n"
+            f"  log   {server.log_file}\n"
+            f"try:  {shlex.join(example)}\n"
+            "Ctrl-C stops the server.",
+            flush=True,
+        )
+        exit_code = server.wait()
+    except KeyboardInterrupt:
+        exit_code = server.stop() or 0
+    finally:
+        server.stop()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if exit_code:
+        print(
+            f"tns: error: tritonserver exited with code {exit_code} (log {server.log_file})", file=sys.stderr
+        )
+        return EXIT_FAILED
+    print("tritonserver stopped", flush=True)
+    return EXIT_OK
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from serving.client import (
+        DEFAULT_PORTS,
+        BadRequestError,
+        ContentSafetyClient,
+        ContentSafetyError,
+        prediction_dict,
+    )
+
+    if args.text is None and args.image is None:
+        raise UsageError("give --text TEXT, --image PATH or both")
+    if args.timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    image = None
+    if args.image is not None:
+        try:
+            image = args.image.expanduser().read_bytes()
+        except OSError as error:
+            raise UsageError(f"--image {args.image}: {error.strerror or error}") from None
+    url = args.url or f"127.0.0.1:{DEFAULT_PORTS[args.protocol]}"
+    try:
+        with ContentSafetyClient(
+            url, protocol=args.protocol, timeout_s=args.timeout, retries=2, backoff_s=0.2
+        ) as client:
+            prediction = client.classify_one(args.text, image)
+    except BadRequestError as error:
+        print(f"tns: bad request: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except ContentSafetyError as error:
+        print(
+            f"tns: error: no answer from a Triton server at {url} ({args.protocol}): {error}\n"
+            "Is `tns serve` running there?",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(prediction_dict(prediction), indent=2))
+        return EXIT_OK
+    flagged = ", ".join(prediction.flagged_policies)
+    print(
+        f"decision: {prediction.action.upper()}{f' ({flagged})' if flagged else ''} - "
+        f"model '{prediction.model_name}' version {prediction.model_version}"
+    )
+    width = max(len("policy"), *(len(p) for p in prediction.scores))
+    print(f"{'policy':<{width}}  {'score':>6}  {'threshold':>9}  flagged")
+    for policy, score in prediction.scores.items():
+        threshold = prediction.decision["policies"][policy]["threshold"]
+        mark = "yes" if prediction.flags[policy] else "no"
+        print(f"{policy:<{width}}  {score:6.4f}  {threshold:9.4f}  {mark}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tns` command; returns the process exit code."""
     from components.common.config import ConfigError
@@ -120,7 +302,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits 0 for --help and 2 for bad usage
         return EXIT_OK if not exit_.code else EXIT_USAGE
-    handlers = {"data": _generate, "compile": _compile, "run": _run_training}
+    handlers = {
+        "data": _generate,
+        "compile": _compile,
+        "run": _run_training,
+        "serve": _serve,
+        "predict": _predict,
+    }
     try:
         return handlers[args.command](args)
     except (UsageError, ConfigError) as error:
