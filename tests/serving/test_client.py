@@ -307,7 +307,7 @@ def test_unreachable_server_is_retried_with_backoff(protocol, no_jitter):
     assert len(attempts) == 3
     gaps = np.diff(attempts)
     # Waits of backoff, then 2 * backoff (no jitter here); connection refusals themselves are immediate.
-    assert gaps[0] == pytest.approx(backoff, abs=0.15) and gaps[1] == pytest.approx(2 * backoff, abs=0.15)
+    assert backoff <= gaps[0] < backoff + 0.3 and 2 * backoff <= gaps[1] < 2 * backoff + 0.3
     assert 3 * backoff <= elapsed < 3 * backoff + 1.0
 
 

@@ -1,0 +1,280 @@
+"""End to end: `tns serve` as a subprocess, queried with `tns predict`, stopped with Ctrl-C (SIGINT) or SIGTERM.
+
+One run serves the exported fixture repository with `--repository`; the other finds it as the champion in MLflow
+(logged as the run artifact `triton_repository`, as the export step does), downloads it and serves it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from components.common.constants import DEFAULT_MODEL_NAME, EXIT_FAILED, EXIT_OK, TRITON_REPOSITORY_ARTIFACT
+from components.export.golden import GoldenSet
+from serving.triton import free_port
+from tests.serving.helpers import TOLERANCE
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 120
+ENDPOINT_LINES = {
+    "http": re.compile(r"^\s+HTTP\s+http://127\.0\.0\.1:(\d+)\s*$"),
+    "grpc": re.compile(r"^\s+gRPC\s+127\.0\.0\.1:(\d+)\s*$"),
+}
+
+
+@dataclass
+class ServeProcess:
+    process: subprocess.Popen
+    lines: list[str]
+    http_port: int
+    grpc_port: int
+
+
+def _tns(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pipelines.cli", *args]
+
+
+def _environment(home: Path, tracking_uri: str = "") -> dict[str, str]:
+    environment = {**os.environ, "TNS_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    environment.pop("MLFLOW_TRACKING_URI", None)
+    if tracking_uri:
+        environment["MLFLOW_TRACKING_URI"] = tracking_uri
+    return environment
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _start_serve(args: list[str], environment: dict[str, str]) -> ServeProcess:
+    """Starts `tns serve ARGS` and waits for both endpoint lines (the output is read by a thread)."""
+    process = subprocess.Popen(
+        _tns("serve", *args),
+        cwd=REPO_ROOT,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    arrived: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            arrived.put(line)
+        arrived.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    ports: dict[str, int] = {}
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while len(ports) < 2:
+        try:
+            line = arrived.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            process.kill()
+            pytest.fail(f"`tns serve` printed no endpoints in {START_TIMEOUT_S} s:\n{''.join(lines)}")
+        if line is None:
+            pytest.fail(f"`tns serve` exited with {process.wait()} before serving:\n{''.join(lines)}")
+        for protocol, pattern in ENDPOINT_LINES.items():
+            if match := pattern.match(line):
+                ports[protocol] = int(match.group(1))
+    return ServeProcess(process, lines, ports["http"], ports["grpc"])
+
+
+def _stop(serve: ServeProcess, signum: int) -> tuple[int, str]:
+    servers = _children(serve.process.pid)
+    assert servers, "no tritonserver child process"
+    serve.process.send_signal(signum)
+    code = serve.process.wait(timeout=60)
+    time.sleep(0.1)  # the reader thread drains the last lines
+    for pid in servers:
+        assert not Path(f"/proc/{pid}").exists(), f"tritonserver {pid} outlived `tns serve`"
+    return code, "".join(serve.lines)
+
+
+@pytest.fixture
+def stop_on_failure() -> Iterator[list[ServeProcess]]:
+    """Kills `tns serve` processes a failing test left running (the server follows on SIGTERM)."""
+    started: list[ServeProcess] = []
+    yield started
+    for serve in started:
+        if serve.process.poll() is None:
+            serve.process.terminate()
+            try:
+                serve.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                serve.process.kill()
+
+
+def _reference(exported_repository, text: str | None, image: bytes | None) -> np.ndarray:
+    from components.export.onnx_export import reference_probabilities
+
+    modality = "text+image" if text and image else ("text-only" if text else "image-only")
+    golden = GoldenSet(["x"], [modality], [text], [image], exported_repository.policies)
+    return reference_probabilities(exported_repository.model_dir, golden)[0]
+
+
+def test_serve_repository_predict_and_ctrl_c(exported_repository, tmp_path: Path, stop_on_failure):
+    environment = _environment(tmp_path / "home")
+    http_port, grpc_port = free_port(), free_port()
+    while grpc_port == http_port:
+        grpc_port = free_port()
+    serve = _start_serve(
+        [
+            "--repository",
+            str(exported_repository.path),
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+        ],
+        environment,
+    )
+    stop_on_failure.append(serve)
+    assert (serve.http_port, serve.grpc_port) == (http_port, grpc_port)
+    banner = "".join(serve.lines)
+    assert "version 3" in banner and "cpu config" in banner
+    assert f"tns predict --url 127.0.0.1:{http_port} --text" in banner
+
+    # JSON over HTTP, text only: PyTorch's scores.
+    text = "buy followers now, cheap!!!"
+    result = subprocess.run(
+        _tns("predict", "--url", f"127.0.0.1:{http_port}", "--text", text, "--json"),
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["model_version"] == "3" and list(answer["scores"]) == exported_repository.policies
+    scores = np.asarray(list(answer["scores"].values()), dtype=np.float32)
+    np.testing.assert_allclose(scores, _reference(exported_repository, text, None), rtol=0, atol=TOLERANCE)
+
+    # Table over gRPC, text and image from a file.
+    golden = exported_repository.golden
+    row = golden.indices("text+image")[0]
+    image_file = tmp_path / "item.png"
+    image_file.write_bytes(golden.images[row])
+    result = subprocess.run(
+        _tns(
+            "predict",
+            "--protocol",
+            "grpc",
+            "--url",
+            f"127.0.0.1:{grpc_port}",
+            "--text",
+            golden.texts[row],
+            "--image",
+            str(image_file),
+        ),
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("decision: ") and "version 3" in lines[0]
+    assert lines[1].split() == ["policy", "score", "threshold", "flagged"]
+    printed = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert list(printed) == golden.policies
+    for j, policy in enumerate(golden.policies):
+        score, threshold, flagged = printed[policy]
+        assert abs(float(score) - golden.probabilities[row, j]) < 1e-4 + 5e-5  # printed with 4 decimals
+        assert float(threshold) == pytest.approx(exported_repository.thresholds[policy], abs=5e-5)
+        assert flagged in ("yes", "no")
+
+    # A bad request: exit 1 with the server's reason.
+    result = subprocess.run(
+        _tns("predict", "--url", f"127.0.0.1:{http_port}", "--text", ""),
+        cwd=REPO_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == EXIT_FAILED
+    assert "bad request" in result.stderr and "neither text nor image" in result.stderr
+
+    code, output = _stop(serve, signal.SIGINT)
+    assert code == EXIT_OK, output
+    assert "tritonserver stopped" in output and "Traceback" not in output
+    assert not _listening(http_port) and not _listening(grpc_port)
+
+
+def test_serve_champion_from_mlflow_and_sigterm(exported_repository, tmp_path: Path, stop_on_failure):
+    """The champion's logged `triton_repository` is downloaded into TNS_HOME/serving and served."""
+    import mlflow
+
+    from components.registry.mlflow_registry import configure, promote_version
+
+    home = tmp_path / "home"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TNS_HOME", str(home))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        try:
+            configure(uri)
+            client = mlflow.MlflowClient()
+            client.create_registered_model(DEFAULT_MODEL_NAME)
+            with mlflow.start_run() as run:
+                mlflow.log_artifacts(str(exported_repository.path), TRITON_REPOSITORY_ARTIFACT)
+            for _ in range(exported_repository.version):  # the fixture repository serves version 3
+                version = client.create_model_version(
+                    DEFAULT_MODEL_NAME, source=run.info.artifact_uri, run_id=run.info.run_id
+                ).version
+            promote_version(DEFAULT_MODEL_NAME, str(version))
+        finally:
+            mlflow.set_tracking_uri(None)
+    assert str(version) == "3"
+
+    serve = _start_serve(["--http-port", "0", "--grpc-port", "0"], _environment(home, uri))
+    stop_on_failure.append(serve)
+    cached = home / "serving" / DEFAULT_MODEL_NAME / "3"
+    assert str(cached) in "".join(serve.lines)
+    assert (cached / "content_safety" / "3").is_dir()
+
+    from serving.client import ContentSafetyClient
+
+    golden = exported_repository.golden
+    with ContentSafetyClient(f"127.0.0.1:{serve.http_port}") as client:
+        scores = client.scores(golden.texts, golden.images)
+    np.testing.assert_allclose(scores, golden.probabilities, rtol=0, atol=TOLERANCE)
+
+    code, output = _stop(serve, signal.SIGTERM)
+    assert code == EXIT_OK, output
+    assert not _listening(serve.http_port) and not _listening(serve.grpc_port)
