@@ -30,6 +30,7 @@ from tests.serving.helpers import TOLERANCE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120
+MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 ENDPOINT_LINES = {
     "http": re.compile(r"^\s+HTTP\s+http://127\.0\.0\.1:(\d+)\s*$"),
     "grpc": re.compile(r"^\s+gRPC\s+127\.0\.0\.1:(\d+)\s*$"),
@@ -50,9 +51,10 @@ def _tns(*args: str) -> list[str]:
 
 def _environment(home: Path, tracking_uri: str = "") -> dict[str, str]:
     environment = {**os.environ, "TNS_HOME": str(home), "PYTHONUNBUFFERED": "1"}
-    environment.pop("MLFLOW_TRACKING_URI", None)
-    if tracking_uri:
-        environment["MLFLOW_TRACKING_URI"] = tracking_uri
+    for name in MLFLOW_URI_VARIABLES:  # MLflow exports both when a URI is set in process; none may leak in
+        environment.pop(name, None)
+        if tracking_uri:
+            environment[name] = tracking_uri
     return environment
 
 
@@ -246,7 +248,8 @@ def test_serve_champion_from_mlflow_and_sigterm(exported_repository, tmp_path: P
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TNS_HOME", str(home))
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        for name in MLFLOW_URI_VARIABLES:  # set here so that leaving the context removes them again
+            patch.setenv(name, uri)
         try:
             configure(uri)
             client = mlflow.MlflowClient()
@@ -260,6 +263,7 @@ def test_serve_champion_from_mlflow_and_sigterm(exported_repository, tmp_path: P
             promote_version(DEFAULT_MODEL_NAME, str(version))
         finally:
             mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
     assert str(version) == "3"
 
     serve = _start_serve(["--http-port", "0", "--grpc-port", "0"], _environment(home, uri))
