@@ -483,6 +483,27 @@ def _terminate(process: subprocess.Popen, grace_s: float) -> int:
     return process.returncode
 
 
+def _stop_with_parent(parent_pid: int):
+    """A `preexec_fn` that makes Linux send the server SIGINT when the process that started it dies.
+
+    The server runs in its own session (so Ctrl-C in a terminal does not reach it directly), and a finalizer
+    does not run when the parent is killed by a signal; without this a killed `tns serve` or test run would
+    leave tritonserver and its stubs behind.
+    """
+
+    def stop_with_parent() -> None:
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+        except OSError:  # not Linux/glibc: the finalizer and stop() still apply
+            return
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return stop_with_parent
+
+
 class TritonServer:
     """A tritonserver process serving one model repository on 127.0.0.1, as a context manager.
 
@@ -629,6 +650,7 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 env=environment,
                 start_new_session=True,  # Ctrl-C reaches us, not the server; stop() forwards it
+                preexec_fn=_stop_with_parent(os.getpid()),
             )
         self._finalizer = weakref.finalize(self, _terminate, self._process, STOP_GRACE_S)
         try:

@@ -6,6 +6,7 @@ installed all-MiniLM-L6-v2 package, the tiny ViT needs no files at all.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,5 +103,8 @@ def mlflow_isolation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterato
     home = tmp_path / "tns_home"
     monkeypatch.setenv("TNS_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # set_registry_uri exports it too
     yield home
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)

@@ -53,5 +53,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: in
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageDecodeError("too_large", str(error)) from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:
+        raise ImageDecodeError("undecodable", "not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError("undecodable", f"{type(error).__name__}: {error}") from error
