@@ -23,6 +23,7 @@ from tests.serving.helpers import (
     TOLERANCE,
     ExportedRepository,
     golden_items,
+    url_of,
 )
 
 
@@ -101,3 +102,14 @@ def triton_server(exported_repository: ExportedRepository, serving_tns_home: Pat
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=("http", "grpc"))
+def client(request, triton_server):
+    """A ContentSafetyClient of the session server, once per protocol (no retries: errors surface at once)."""
+    from serving.client import ContentSafetyClient
+
+    with ContentSafetyClient(
+        url_of(triton_server, request.param), protocol=request.param, retries=0
+    ) as client:
+        yield client

@@ -73,3 +73,8 @@ class ExportedRepository:
     @property
     def max_text_length(self) -> int:
         return MAX_TEXT_LENGTH
+
+
+def url_of(server, protocol: str) -> str:
+    """The server's endpoint for a protocol ("http" or "grpc")."""
+    return server.http_url if protocol == "http" else server.grpc_url

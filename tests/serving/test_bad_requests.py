@@ -9,9 +9,7 @@ good answer right.
 from __future__ import annotations
 
 import random
-import struct
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,28 +17,13 @@ import pytest
 
 from components.export.golden import GoldenSet
 from serving.client import BadRequestError, ContentSafetyClient
+from tests.images import png_header_only
 from tests.serving.helpers import TOLERANCE, png_bytes
 
-PROTOCOLS = ("http", "grpc")
 LONG_TEXT_CHARS = 20_000
 MIXED_REQUESTS = 1000
 BAD_SHARE = 0.05
 THREADS = 8
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height pixels, with a tiny IDAT (it must never be decoded in full)."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-        + _png_chunk(b"IEND", b"")
-    )
 
 
 CORRUPT_IMAGES = {
@@ -48,16 +31,6 @@ CORRUPT_IMAGES = {
     "truncated png": png_bytes(40, 40, 21)[:60],
     "png signature only": b"\x89PNG\r\n\x1a\n",
 }
-
-
-def _url(server, protocol: str) -> str:
-    return server.http_url if protocol == "http" else server.grpc_url
-
-
-@pytest.fixture(params=PROTOCOLS)
-def client(request, triton_server):
-    with ContentSafetyClient(_url(triton_server, request.param), protocol=request.param, retries=0) as client:
-        yield client
 
 
 def _assert_matches_golden(client: ContentSafetyClient, golden: GoldenSet, row: int) -> None:

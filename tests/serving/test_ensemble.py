@@ -37,9 +37,8 @@ from components.common.constants import (
     TRITON_POSTPROCESS,
     TRITON_PREPROCESS,
 )
-from serving.client import ContentSafetyClient
 from serving.repository import ServedModel, parse, write_model_repository
-from tests.serving.helpers import MODEL_NAME, TOLERANCE, png_bytes
+from tests.serving.helpers import MODEL_NAME, TOLERANCE, png_bytes, url_of
 
 CLASSIFIER_INPUTS = [
     TENSOR_INPUT_IDS,
@@ -49,16 +48,6 @@ CLASSIFIER_INPUTS = [
     TENSOR_HAS_IMAGE,
 ]
 PROTOCOLS = ("http", "grpc")
-
-
-def _url(server, protocol: str) -> str:
-    return server.http_url if protocol == "http" else server.grpc_url
-
-
-@pytest.fixture(params=PROTOCOLS)
-def client(request, triton_server):
-    with ContentSafetyClient(_url(triton_server, request.param), protocol=request.param, retries=0) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +169,7 @@ def test_preprocess_model_tensors_are_identical_to_training_preprocessing(
         tensor = module.InferInput(name, [len(texts), 1], "BYTES")
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    client = module.InferenceServerClient(_url(triton_server, protocol))
+    client = module.InferenceServerClient(url_of(triton_server, protocol))
     try:
         result = client.infer(
             TRITON_PREPROCESS,

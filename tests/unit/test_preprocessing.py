@@ -9,8 +9,6 @@ same raw (text, image bytes) pairs.
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from components.training import trainer
 from components.training.model import load_model
 from components.training.preprocessing import InvalidItem, PreprocessingSpec, Preprocessor
 from components.training.trainer import BatchRunner, encode_items
+from tests.images import png_header_only
 
 MAX_TEXT_LENGTH = 16
 CNN_IMAGE_SIZE = 48
@@ -52,23 +51,6 @@ def _noise(size: tuple[int, int], mode: str = "RGB", seed: int = 0) -> Image.Ima
     channels = {"RGB": 3, "RGBA": 4, "CMYK": 4}.get(mode)
     shape = (size[1], size[0]) if channels is None else (size[1], size[0], channels)
     return Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8), mode=mode)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    )
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height pixels, with almost no data (never decoded in full)."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-        + _png_chunk(b"IEND", b"")
-    )
 
 
 def _parity_pairs() -> list[tuple[str | None, bytes | None]]:
@@ -289,7 +271,7 @@ def test_call_checks_lengths_and_handles_empty_batches(small_preprocessor):
 
 def test_preprocessor_rejects_a_decompression_bomb_naming_the_item(small_preprocessor):
     with pytest.raises(InvalidItem, match="item 1: image rejected: too_large") as caught:
-        small_preprocessor([None, "x"], [b"", _png_header_only(6000, 6000)])
+        small_preprocessor([None, "x"], [b"", png_header_only(6000, 6000)])
     assert caught.value.reason == "too_large" and caught.value.index == 1
 
 
@@ -340,7 +322,7 @@ def test_real_decompression_bomb_is_rejected_before_decoding():
 )
 def test_oversized_headers_are_too_large(width, height, max_pixels):
     with pytest.raises(ImageDecodeError) as caught:
-        decode_image(_png_header_only(width, height), max_pixels=max_pixels)
+        decode_image(png_header_only(width, height), max_pixels=max_pixels)
     assert caught.value.reason == "too_large"
     assert str(caught.value).startswith("too_large: ")
 
