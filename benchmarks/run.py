@@ -1,8 +1,10 @@
-"""Benchmarks: training throughput against a bare PyTorch loop, and pipeline orchestration overhead against
-calling the same step functions directly. Both baselines are measured in the same run, and results are
-reported as ratios, because shared machines are noisy.
+"""Benchmarks: training throughput against a bare PyTorch loop, pipeline orchestration overhead against
+calling the same step functions directly, and the Triton serving ensemble against in-process onnxruntime and
+PyTorch eager (`benchmarks/serving.py`). Every baseline is measured in the same run, and results are reported
+as ratios, because shared machines are noisy.
 
     python -m benchmarks.run --out docs/benchmarks.md      (what `make bench` runs)
+    python -m benchmarks.run --only serving                (one section, printed; add --out to write it)
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from pathlib import Path
 
 from components.common.config import RunConfig
 from components.common.env import apply_offline_environment
+
+SECTIONS = ("training", "orchestration", "serving")
+DEFAULT_OUT = Path("docs/benchmarks.md")
 
 
 def _machine() -> str:
@@ -118,12 +123,17 @@ def bench_training(folder: Path, rows: int, epochs: int, repeats: int) -> dict:
 
 
 def bench_orchestration(folder: Path, rows: int, epochs: int) -> dict:
-    """Wall time of the KFP local pipeline vs the same step functions called in one process."""
+    """Wall time of the KFP local pipeline vs the same step functions called directly in one process.
+
+    Both run every step of a blessed run: ingest, validate, split, train, evaluate, gate, register, export,
+    infra-validate in tritonserver, promote (the pipeline's per-policy ROC tasks only read a JSON file).
+    """
     from kfp import local
 
     from components.data.executor import ingest_step, split_step
     from components.evaluation.executor import evaluation_step, gate_step, read_decision
-    from components.registry.executor import register_step
+    from components.export.executor import export_step, infra_validation_step
+    from components.registry.executor import promote_step, register_step
     from components.training.executor import training_step
     from components.validation.executor import validate_step
     from pipelines.training import training_pipeline
@@ -158,7 +168,17 @@ def bench_orchestration(folder: Path, rows: int, epochs: int) -> dict:
         direct_root / "evaluation", direct_root / "dataset", direct_root / "splits", config, direct_root / "decision",
         tracking,
     )  # fmt: skip
-    register_step(run_id, read_decision(direct_root / "decision"), config, {"benchmark": "direct"}, tracking)
+    version = register_step(
+        run_id, read_decision(direct_root / "decision"), config, {"benchmark": "direct"}, tracking
+    ).version
+    export_step(
+        direct_root / "model", direct_root / "dataset", direct_root / "splits", direct_root / "evaluation", config,
+        version, direct_root / "export", run_id, tracking,
+    )  # fmt: skip
+    validation = infra_validation_step(
+        direct_root / "export", config, version, run_id, direct_root / "validation", tracking
+    )
+    promote_step(config.model_name, version, validation, tracking)
     direct = time.perf_counter() - started
 
     pipeline_root = folder / "pipeline"
@@ -179,34 +199,219 @@ def bench_orchestration(folder: Path, rows: int, epochs: int) -> dict:
     }
 
 
+def _ms(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
+
+
+def serving_section(bench) -> str:
+    """The markdown section of the serving benchmark (`benchmarks.serving.ServingBench`)."""
+    from benchmarks.serving import GOAL_CONCURRENCY, GOAL_SHARE
+
+    rows = bench.rows()
+    table = [
+        "| concurrency | ensemble infer/s | p50 ms | p99 ms | onnxruntime in process, batch = concurrency "
+        "(infer/s) | onnxruntime + preprocessing | PyTorch eager | **ensemble / onnxruntime** (range over "
+        "rounds) | ensemble / (onnxruntime + preprocessing) | **onnxruntime / PyTorch** |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        low, high = row["ensemble_vs_onnxruntime_range"]
+        table.append(
+            f"| {row['concurrency']} | {row['ensemble']:.1f} | {_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} | "
+            f"{row['onnxruntime']:.1f} | {row['onnxruntime_with_preprocessing']:.1f} | {row['pytorch']:.1f} | "
+            f"**{row['ensemble_vs_onnxruntime']:.2f}** ({low:.2f}-{high:.2f}) | "
+            f"{row['ensemble_vs_onnxruntime_with_preprocessing']:.2f} | **{row['onnxruntime_vs_pytorch']:.2f}** |"
+        )
+    server = [
+        "| concurrency | model | requests | executions | average batch | queue ms | compute ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for level in bench.levels:
+        for name in ("preprocess", "classifier", "postprocess"):
+            stats = level.models.get(name)
+            if stats is not None:
+                server.append(
+                    f"| {level.concurrency} | {name} | {stats.inferences} | {stats.executions} | "
+                    f"{stats.batch_size:.1f} | {_ms(stats.queue_ms)} | {_ms(stats.compute_ms)} |"
+                )
+    goal = bench.goal()
+    if goal["measured"]:
+        verdict = (
+            f"**Goal: ensemble >= {GOAL_SHARE:.0%} of in-process onnxruntime throughput at concurrency "
+            f"{GOAL_CONCURRENCY}: {'met' if goal['met'] else 'not met'}** ({goal['share']:.0%}). "
+            f"**onnxruntime beats PyTorch eager at every batch size: {'yes' if goal['onnxruntime_beats_pytorch'] else 'no'}.**"
+        )
+    else:
+        verdict = f"Goal not measured: concurrency {GOAL_CONCURRENCY} was not part of this run."
+    modalities = ", ".join(f"{count} {name}" for name, count in bench.modalities.items())
+    requests = ", ".join(f"{row['requests']} at concurrency {row['concurrency']}" for row in rows)
+    serving = bench.serving
+    stubs = 2 * serving["python_instances"] + serving["cpu_instances"]
+    breakdown = ""
+    first = bench.levels[0] if bench.levels else None
+    if (
+        first is not None
+        and first.concurrency == 1
+        and {"preprocess", "classifier", "postprocess"} <= set(first.models)
+    ):
+        steps = [first.models[name] for name in ("preprocess", "classifier", "postprocess")]
+        queued = sum(step.queue_ms for step in steps)
+        pre_post = steps[0].compute_ms + steps[2].compute_ms
+        mean = statistics.fmean(first.latencies_ms) if first.latencies_ms else 0.0
+        rest = mean - queued - steps[1].compute_ms - pre_post
+        breakdown = (
+            f"At concurrency 1, where nothing batches, a request's mean round trip of {mean:.1f} ms went to: "
+            f"{queued:.1f} ms queued in the three models (each dynamic batcher waits up to "
+            f"{serving['max_queue_delay_microseconds'] / 1000:g} ms for company), {steps[1].compute_ms:.1f} ms "
+            f"in the classifier (in process, onnxruntime takes {1000 / first.in_process('onnxruntime'):.1f} ms "
+            f"per item), {pre_post:.1f} ms in pre- and postprocessing"
+            + (
+                f", and {rest:.1f} ms in gRPC, the ensemble scheduler and the client.\n"
+                if rest > 0
+                else ".\n"
+            )
+        )
+    return f"""## Serving: Triton `content_safety` ensemble vs in-process onnxruntime and PyTorch eager
+
+{bench.items} items of the embedded synthetic dataset ({modalities}; 64x64 PNGs, captions up to
+{bench.max_text_length} tokens), one item per request as clients send them, loaded by
+{bench.perf_analyzer_version} over gRPC with *concurrency* synchronous requests in flight. Each level runs
+{bench.rounds} rounds of: a {bench.cell_seconds:g} s cell of each in-process runner in turn, then one
+perf_analyzer run of a fixed number of requests (about {bench.perf_seconds:g} s worth); each figure is pooled
+over the rounds (items or requests over seconds), so both sides of a ratio sample the same minutes of a shared
+machine. Requests measured: {requests}, after an unmeasured warm-up at each level. Every one of the
+{bench.checked_answers} answers was checked against in-process onnxruntime on the same item: largest score
+difference {bench.max_abs_diff:.1e}. The machine's 1-minute load average was {bench.load_average[0]:.1f} before
+and {bench.load_average[1]:.1f} after, on {bench.cores} cores: other work moves every figure, the ratios less.
+
+{chr(10).join(table)}
+
+{verdict}
+
+What each number includes:
+
+- **ensemble infer/s, p50, p99**: the full round trip as perf_analyzer's client threads see it: gRPC over
+  loopback, the ensemble scheduler, `preprocess` (python backend: PNG decode and resize, tokenizing, the
+  training `Preprocessor`), `classifier`, `postprocess` (python backend: thresholds, decision JSON) and the
+  response. Throughput is perf_analyzer's (requests over its measurement window); p50 and p99 are over every
+  request of the level, from perf_analyzer's per-request timestamps (`--profile-export-file`). Each
+  python-backend model runs in its own stub process and every tensor crosses shared memory. On this machine
+  `classifier` runs on the project's python stand-in for Triton's onnxruntime backend
+  (`serving/backends/onnxruntime_model.py`: onnxruntime in a python backend stub, default threads), because
+  the tritonserver of the `nvidia-pytriton` wheel has no C++ onnxruntime backend; a Triton image would use the
+  C++ one. Batching settings are the defaults of `RunConfig().serving`: max batch {serving["max_batch_size"]},
+  classifier preferred batch sizes {serving["preferred_batch_sizes"]}, queue delay
+  {serving["max_queue_delay_microseconds"]} us, {serving["cpu_instances"]} classifier instance(s) and
+  {serving["python_instances"]} instances of each python model. perf_analyzer, tritonserver and its {stubs}
+  stub processes share the machine's {bench.cores} cores; the in-process runners have them to themselves.
+- **onnxruntime in process** ("the limit"): `InferenceSession.run` on the exported `model.onnx`, onnxruntime
+  {bench.onnxruntime_version} with its default threads (one intra-op thread per physical core), called from
+  one thread on tensors preprocessed once up front by `Preprocessor.serving_inputs` (texts padded to
+  {bench.max_text_length} tokens, as served), in batches of exactly *concurrency* items: the largest batch the
+  server's dynamic batcher can form with that many requests in flight (the table below shows the batches it
+  actually formed). No preprocessing, serialization, IPC or postprocessing.
+- **onnxruntime + preprocessing**: the same, with `serving_inputs` on the raw items (PNG decode, resize,
+  tokenizing) inside the timed loop; the ensemble does this work too, in `preprocess`.
+- **PyTorch eager**: the saved model (`load_model` + `probability_model`, as exported) under
+  `torch.no_grad()` on the same preprocessed batches, torch {bench.torch_version} with its default
+  {bench.torch_threads} threads. Its OpenMP threads spin-wait while waiting for each other, which costs more
+  when other processes keep the cores busy (`tests/conftest.py` pins tests to one thread for that reason), so
+  on a loaded machine the onnxruntime / PyTorch ratio may come out larger than on a quiet one.
+- **range over rounds**: the lowest and highest ensemble / onnxruntime ratio of the single rounds, a measure
+  of the noise.
+
+Server-side averages per request from the same perf_analyzer runs (the composing models' statistics):
+
+{chr(10).join(server)}
+
+{breakdown}
+The model is built as the default config builds it (all-MiniLM-L6-v2 text encoder, small CNN image encoder,
+default policies) with an untrained head: weights do not change speed. tritonserver loaded the repository in
+{bench.server_load_s:.1f} s; the whole serving benchmark took {bench.seconds:.0f} s.
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"Markdown report to write (default {DEFAULT_OUT}; with --only, printed unless --out is given).",
+    )
+    parser.add_argument(
+        "--only", choices=SECTIONS, action="append", help="Run only this benchmark (repeatable)."
+    )
     parser.add_argument("--rows", type=int, default=2000, help="Rows of the training-throughput dataset.")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pipeline-rows", type=int, default=400)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        action="append",
+        help="Serving: concurrency levels for perf_analyzer (repeatable; default 1, 4 and 16).",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="Serving: rounds per concurrency level (in process, then ensemble).",
+    )
+    parser.add_argument(
+        "--perf-seconds",
+        type=float,
+        default=5.0,
+        help="Serving: about how long each perf_analyzer run lasts (its request count is sized to it).",
+    )
+    parser.add_argument(
+        "--cell-seconds",
+        type=float,
+        default=1.5,
+        help="Serving: seconds of each in-process runner (onnxruntime, + preprocessing, PyTorch) per round.",
+    )
     args = parser.parse_args(argv)
     apply_offline_environment()
+    sections = args.only or list(SECTIONS)
+    out = args.out if args.out is not None else (None if args.only else DEFAULT_OUT)
     command = (
         "make bench  (python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]) + ")"
     )
+    training = orchestration = serving = None
     with tempfile.TemporaryDirectory(prefix="tns-bench-") as tmp:
         folder = Path(tmp)
-        (folder / "training").mkdir()
-        (folder / "orchestration").mkdir()
-        training = bench_training(folder / "training", args.rows, args.epochs, args.repeats)
-        orchestration = bench_orchestration(folder / "orchestration", args.pipeline_rows, 2)
-    report = f"""# Benchmarks
+        if "serving" in sections:  # first: it fails fast when tritonserver or perf_analyzer is missing
+            from benchmarks.serving import CONCURRENCIES, bench_serving
+
+            serving = bench_serving(
+                folder / "serving",
+                concurrencies=args.concurrency or CONCURRENCIES,
+                rounds=args.rounds,
+                perf_seconds=args.perf_seconds,
+                cell_seconds=args.cell_seconds,
+                log=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+        if "training" in sections:
+            (folder / "training").mkdir()
+            training = bench_training(folder / "training", args.rows, args.epochs, args.repeats)
+        if "orchestration" in sections:
+            (folder / "orchestration").mkdir()
+            orchestration = bench_orchestration(folder / "orchestration", args.pipeline_rows, 2)
+    parts = [
+        f"""# Benchmarks
 
 Measured {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")} by `{command}`
 on {_machine()}.
 
 Each comparison runs its baseline in the same process and run, and the ratio is the figure to read: absolute
 numbers move with the load on a shared machine.
-
-## Training throughput (train split of the embedded dataset, {training["rows"]} rows, {training["epochs"]} epochs, \
-median of {args.repeats})
+"""
+    ]
+    if training is not None:
+        parts.append(f"""## Training throughput (train split of the embedded dataset, {training["rows"]} rows, \
+{training["epochs"]} epochs, median of {args.repeats})
 
 | loop | samples/s |
 |---|---|
@@ -218,8 +423,10 @@ median of {args.repeats})
 `train_model` keeps images as `uint8` (1 byte per pixel, so large datasets fit in memory) and normalises each
 batch on the fly, applies modality dropout and steps a scheduler and a gradient scaler; the bare loop normalises
 every image once up front. The gap is that per-batch work.
-
-## Orchestration overhead (whole training pipeline, {args.pipeline_rows} rows, 2 epochs)
+""")
+    if orchestration is not None:
+        parts.append(f"""## Orchestration overhead (whole training pipeline through export, infra validation and promotion, \
+{args.pipeline_rows} rows, 2 epochs)
 
 | how | wall time |
 |---|---|
@@ -229,9 +436,13 @@ every image once up front. The gap is that per-batch work.
 
 The pipeline's extra time is process start-up and imports per task (torch, MLflow, Great Expectations) plus
 artifact copies; it is constant per run, so it matters for tiny runs and vanishes for real training.
-"""
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
+""")
+    if serving is not None:
+        parts.append(serving_section(serving))
+    report = "\n".join(parts)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report, encoding="utf-8")
     print(report)
     return 0
 
