@@ -90,7 +90,10 @@ class GoldenSet:
 
 
 def select_golden(dataset_dir: str | Path, frame: pd.DataFrame, policies: list[str], size: int) -> GoldenSet:
-    """Picks up to `size` test-split items, a third of each modality where available, deterministically.
+    """Picks up to `size` test-split items, a third of each modality present, deterministically.
+
+    A dataset without some modality (e.g. text only) gives a golden batch without it: the model is not meant
+    to serve what it never saw.
 
     Args:
         dataset_dir: The ingested dataset (image paths are relative to it).
@@ -99,16 +102,16 @@ def select_golden(dataset_dir: str | Path, frame: pd.DataFrame, policies: list[s
         size: How many items to pick.
 
     Raises:
-        ValueError: When the test split has no item of some modality (the golden batch must cover all three).
+        ValueError: When the test split is empty.
     """
     test = frame[frame[COL_SPLIT] == SPLIT_TEST].sort_values(COL_ID, kind="stable")
-    missing = [m for m in MODALITIES if not (test[COL_MODALITY] == m).any()]
-    if missing:
-        raise ValueError(f"the test split has no {', '.join(missing)} items for the golden batch")
-    share = max(1, size // len(MODALITIES))
-    chosen = [test[test[COL_MODALITY] == m].head(share) for m in MODALITIES]
-    picked = pd.concat(chosen)
-    rest = test[~test[COL_ID].isin(picked[COL_ID]) & (test[COL_MODALITY] == MODALITY_BOTH)]
+    present = [m for m in MODALITIES if (test[COL_MODALITY] == m).any()]
+    if not present:
+        raise ValueError("the test split has no items for the golden batch")
+    share = max(1, size // len(present))
+    picked = pd.concat([test[test[COL_MODALITY] == m].head(share) for m in present])
+    rest = test[~test[COL_ID].isin(picked[COL_ID])]
+    rest = pd.concat([rest[rest[COL_MODALITY] == MODALITY_BOTH], rest[rest[COL_MODALITY] != MODALITY_BOTH]])
     picked = pd.concat([picked, rest.head(max(0, size - len(picked)))])
     dataset_dir = Path(dataset_dir)
     return GoldenSet(
