@@ -21,11 +21,14 @@ from components.common.constants import (
 from components.export.golden import GoldenSet, select_golden
 
 
+PREFIX = {MODALITY_BOTH: "both", MODALITY_TEXT: "text", MODALITY_IMAGE: "image"}
+
+
 def _frame(folder: Path, modalities: dict[str, int], split: str = "test") -> pd.DataFrame:
     rows = []
     for modality, count in modalities.items():
         for i in range(count):
-            item = f"{modality[:4]}-{i:02d}"
+            item = f"{PREFIX[modality]}-{i:02d}"
             image = None
             if modality != MODALITY_TEXT:
                 image = f"images/{item}.png"
