@@ -20,7 +20,6 @@ from components.common.constants import (
 )
 from components.export.golden import GoldenSet, select_golden
 
-
 PREFIX = {MODALITY_BOTH: "both", MODALITY_TEXT: "text", MODALITY_IMAGE: "image"}
 
 
