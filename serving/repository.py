@@ -86,37 +86,61 @@ def _pb():
     return model_config_pb2
 
 
-def _tensor(kind, name: str, data_type: str, dims: list[int]):
-    pb = _pb()
-    return kind(name=name, data_type=pb.DataType.Value(data_type), dims=dims)
+TensorSpec = tuple[str, str, list[int]]  # name, Triton data type, dims without the batch axis
 
 
-def classifier_tensors(spec: dict) -> tuple[list, list]:
-    """The classifier's inputs and outputs, as in the ONNX export."""
+def _tensors(kind, specs: list[TensorSpec]) -> list:
     pb = _pb()
+    return [kind(name=name, data_type=pb.DataType.Value(dtype), dims=dims) for name, dtype, dims in specs]
+
+
+def raw_tensors() -> list[TensorSpec]:
+    """What clients send: the ensemble's and `preprocess`'s inputs."""
+    return [(TRITON_INPUT_TEXT, "TYPE_STRING", [1]), (TRITON_INPUT_IMAGE, "TYPE_STRING", [1])]
+
+
+def model_input_tensors(spec: dict) -> list[TensorSpec]:
+    """The classifier's inputs, as in the ONNX export: `preprocess`'s outputs."""
     side = int(spec["preprocessing"]["image_size"])
-    inputs = [
-        _tensor(pb.ModelInput, TENSOR_INPUT_IDS, "TYPE_INT64", [-1]),
-        _tensor(pb.ModelInput, TENSOR_ATTENTION_MASK, "TYPE_INT64", [-1]),
-        _tensor(pb.ModelInput, TENSOR_PIXEL_VALUES, "TYPE_FP32", [3, side, side]),
-        _tensor(pb.ModelInput, TENSOR_HAS_TEXT, "TYPE_FP32", [1]),
-        _tensor(pb.ModelInput, TENSOR_HAS_IMAGE, "TYPE_FP32", [1]),
+    return [
+        (TENSOR_INPUT_IDS, "TYPE_INT64", [-1]),
+        (TENSOR_ATTENTION_MASK, "TYPE_INT64", [-1]),
+        (TENSOR_PIXEL_VALUES, "TYPE_FP32", [3, side, side]),
+        (TENSOR_HAS_TEXT, "TYPE_FP32", [1]),
+        (TENSOR_HAS_IMAGE, "TYPE_FP32", [1]),
     ]
-    outputs = [_tensor(pb.ModelOutput, TENSOR_PROBABILITIES, "TYPE_FP32", [len(spec["policies"])])]
-    return inputs, outputs
+
+
+def probability_tensors(spec: dict) -> list[TensorSpec]:
+    """The classifier's output: `postprocess`'s input."""
+    return [(TENSOR_PROBABILITIES, "TYPE_FP32", [len(spec["policies"])])]
+
+
+def decision_tensors(spec: dict) -> list[TensorSpec]:
+    """What clients get back: the ensemble's and `postprocess`'s outputs."""
+    policies = len(spec["policies"])
+    return [
+        (TRITON_OUTPUT_SCORES, "TYPE_FP32", [policies]),
+        (TRITON_OUTPUT_FLAGS, "TYPE_BOOL", [policies]),
+        (TRITON_OUTPUT_DECISION, "TYPE_STRING", [1]),
+    ]
+
+
+def _names(specs: list[TensorSpec]) -> dict[str, str]:
+    """An ensemble step's map: every tensor keeps its name."""
+    return {name: name for name, _, _ in specs}
 
 
 def classifier_config(spec: dict, serving: ServingConfig, device: str):
     """`classifier` on onnxruntime: `device` "gpu" for the production file, "cpu" for `configs/cpu.pbtxt`."""
     pb = _pb()
-    inputs, outputs = classifier_tensors(spec)
     gpu = device == "gpu"
     config = pb.ModelConfig(
         name=TRITON_CLASSIFIER,
         platform="onnxruntime_onnx",
         max_batch_size=serving.max_batch_size,
-        input=inputs,
-        output=outputs,
+        input=_tensors(pb.ModelInput, model_input_tensors(spec)),
+        output=_tensors(pb.ModelOutput, probability_tensors(spec)),
         instance_group=[
             pb.ModelInstanceGroup(
                 kind=pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU,
@@ -140,31 +164,16 @@ def classifier_config(spec: dict, serving: ServingConfig, device: str):
 def python_model_config(name: str, spec: dict, serving: ServingConfig):
     """`preprocess` or `postprocess` on the python backend (CPU instances, also on GPU hosts)."""
     pb = _pb()
-    classifier_inputs, classifier_outputs = classifier_tensors(spec)
-    policies = len(spec["policies"])
     if name == TRITON_PREPROCESS:
-        inputs = [
-            _tensor(pb.ModelInput, TRITON_INPUT_TEXT, "TYPE_STRING", [1]),
-            _tensor(pb.ModelInput, TRITON_INPUT_IMAGE, "TYPE_STRING", [1]),
-        ]
-        outputs = [
-            _tensor(pb.ModelOutput, t.name, pb.DataType.Name(t.data_type), t.dims) for t in classifier_inputs
-        ]
+        inputs, outputs = raw_tensors(), model_input_tensors(spec)
     else:
-        inputs = [
-            _tensor(pb.ModelInput, t.name, pb.DataType.Name(t.data_type), t.dims) for t in classifier_outputs
-        ]
-        outputs = [
-            _tensor(pb.ModelOutput, TRITON_OUTPUT_SCORES, "TYPE_FP32", [policies]),
-            _tensor(pb.ModelOutput, TRITON_OUTPUT_FLAGS, "TYPE_BOOL", [policies]),
-            _tensor(pb.ModelOutput, TRITON_OUTPUT_DECISION, "TYPE_STRING", [1]),
-        ]
+        inputs, outputs = probability_tensors(spec), decision_tensors(spec)
     return pb.ModelConfig(
         name=name,
         backend="python",
         max_batch_size=serving.max_batch_size,
-        input=inputs,
-        output=outputs,
+        input=_tensors(pb.ModelInput, inputs),
+        output=_tensors(pb.ModelOutput, outputs),
         instance_group=[
             pb.ModelInstanceGroup(kind=pb.ModelInstanceGroup.KIND_CPU, count=serving.python_instances)
         ],
@@ -177,48 +186,34 @@ def python_model_config(name: str, spec: dict, serving: ServingConfig):
 def ensemble_config(spec: dict, serving: ServingConfig, version: int):
     """`content_safety`: preprocess -> classifier -> postprocess, every step pinned to `version`."""
     pb = _pb()
-    policies = len(spec["policies"])
-    tensor_names = [
-        TENSOR_INPUT_IDS,
-        TENSOR_ATTENTION_MASK,
-        TENSOR_PIXEL_VALUES,
-        TENSOR_HAS_TEXT,
-        TENSOR_HAS_IMAGE,
-    ]
     step = pb.ModelEnsembling.Step
+    model_inputs, probabilities = _names(model_input_tensors(spec)), _names(probability_tensors(spec))
     steps = [
         step(
             model_name=TRITON_PREPROCESS,
             model_version=version,
-            input_map={TRITON_INPUT_TEXT: TRITON_INPUT_TEXT, TRITON_INPUT_IMAGE: TRITON_INPUT_IMAGE},
-            output_map={name: name for name in tensor_names},
+            input_map=_names(raw_tensors()),
+            output_map=model_inputs,
         ),
         step(
             model_name=TRITON_CLASSIFIER,
             model_version=version,
-            input_map={name: name for name in tensor_names},
-            output_map={TENSOR_PROBABILITIES: TENSOR_PROBABILITIES},
+            input_map=model_inputs,
+            output_map=probabilities,
         ),
         step(
             model_name=TRITON_POSTPROCESS,
             model_version=version,
-            input_map={TENSOR_PROBABILITIES: TENSOR_PROBABILITIES},
-            output_map={n: n for n in (TRITON_OUTPUT_SCORES, TRITON_OUTPUT_FLAGS, TRITON_OUTPUT_DECISION)},
+            input_map=probabilities,
+            output_map=_names(decision_tensors(spec)),
         ),
     ]
     return pb.ModelConfig(
         name=TRITON_ENSEMBLE,
         platform="ensemble",
         max_batch_size=serving.max_batch_size,
-        input=[
-            _tensor(pb.ModelInput, TRITON_INPUT_TEXT, "TYPE_STRING", [1]),
-            _tensor(pb.ModelInput, TRITON_INPUT_IMAGE, "TYPE_STRING", [1]),
-        ],
-        output=[
-            _tensor(pb.ModelOutput, TRITON_OUTPUT_SCORES, "TYPE_FP32", [policies]),
-            _tensor(pb.ModelOutput, TRITON_OUTPUT_FLAGS, "TYPE_BOOL", [policies]),
-            _tensor(pb.ModelOutput, TRITON_OUTPUT_DECISION, "TYPE_STRING", [1]),
-        ],
+        input=_tensors(pb.ModelInput, raw_tensors()),
+        output=_tensors(pb.ModelOutput, decision_tensors(spec)),
         ensemble_scheduling=pb.ModelEnsembling(step=steps),
     )
 
