@@ -259,8 +259,7 @@ class ContentSafetyClient:
 
     def scores(self, texts: Sequence[str | None], images: Sequence[bytes | None] | None = None) -> np.ndarray:
         """The (N, P) float32 score matrix, in the model's policy order."""
-        predictions = self.classify(texts, images)
-        return np.asarray([list(p.scores.values()) for p in predictions], dtype=np.float32)
+        return score_matrix(self.classify(texts, images))
 
     def _classify_batch(self, texts: list[str | None], images: list[bytes | None]) -> list[Prediction]:
         request_id = uuid.uuid4().hex
@@ -396,6 +395,11 @@ def _classify_server_error(error) -> ContentSafetyError:
     if status.startswith("4") or status == "StatusCode.INVALID_ARGUMENT":
         return BadRequestError(message)
     return BadRequestError(f"{status}: {message}")
+
+
+def score_matrix(predictions: Sequence[Prediction]) -> np.ndarray:
+    """The (N, P) float32 scores of predictions, in the model's policy order."""
+    return np.asarray([list(p.scores.values()) for p in predictions], dtype=np.float32)
 
 
 def prediction_dict(prediction: Prediction) -> dict[str, Any]:

@@ -150,7 +150,7 @@ def infra_validate(
     Returns:
         The report; the server is stopped whatever happened.
     """
-    from serving.client import ContentSafetyClient, ContentSafetyError
+    from serving.client import ContentSafetyClient, ContentSafetyError, score_matrix
     from serving.triton import TritonServer, TritonStartError
 
     if golden.probabilities is None:
@@ -183,7 +183,7 @@ def infra_validate(
                     except ContentSafetyError as error:
                         report.checks.append(Check(check_name, False, f"request failed: {error}"))
                         continue
-                    scores = np.asarray([list(p.scores.values()) for p in predictions], dtype=np.float32)
+                    scores = score_matrix(predictions)
                     diff = float(np.abs(scores - golden.probabilities[rows]).max())
                     worst = max(worst, diff)
                     versions = sorted({p.model_version for p in predictions})

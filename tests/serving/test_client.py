@@ -30,9 +30,10 @@ from serving.client import (
     RequestTimeoutError,
     ServerUnavailableError,
     prediction_dict,
+    score_matrix,
 )
 from serving.triton import free_port
-from tests.serving.helpers import TOLERANCE
+from tests.serving.helpers import TOLERANCE, url_of
 
 PROTOCOLS = ("http", "grpc")
 SUCCESS_FIELDS = {
@@ -51,14 +52,6 @@ SUCCESS_FIELDS = {
     "action",
 }
 ERROR_FIELDS = SUCCESS_FIELDS - {"model_version", "scores", "flags", "action"} | {"error"}
-
-
-def _url(server, protocol: str) -> str:
-    return server.http_url if protocol == "http" else server.grpc_url
-
-
-def _scores(predictions) -> np.ndarray:
-    return np.asarray([list(p.scores.values()) for p in predictions], dtype=np.float32)
 
 
 def _count_attempts(client: ContentSafetyClient) -> list[float]:
@@ -180,13 +173,13 @@ def test_large_inputs_are_split_into_max_batch_size_requests(triton_server, expo
     golden = exported_repository.golden
     records: list[dict] = []
     with ContentSafetyClient(
-        _url(triton_server, protocol), protocol=protocol, max_batch_size=3, inference_log=records.extend
+        url_of(triton_server, protocol), protocol=protocol, max_batch_size=3, inference_log=records.extend
     ) as client:
         attempts = _count_attempts(client)
         predictions = client.classify(golden.texts, golden.images)
 
     assert len(attempts) == 4  # 10 items: 3 + 3 + 3 + 1
-    np.testing.assert_allclose(_scores(predictions), golden.probabilities, rtol=0, atol=TOLERANCE)
+    np.testing.assert_allclose(score_matrix(predictions), golden.probabilities, rtol=0, atol=TOLERANCE)
     by_request: dict[str, list[int]] = {}
     for record in records:
         by_request.setdefault(record["request_id"], []).append(record["item"])
@@ -213,7 +206,7 @@ def test_client_default_batch_matches_the_server_limit(triton_server, exported_r
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_bad_request_is_not_retried(triton_server, protocol):
     with ContentSafetyClient(
-        _url(triton_server, protocol), protocol=protocol, retries=3, backoff_s=5.0
+        url_of(triton_server, protocol), protocol=protocol, retries=3, backoff_s=5.0
     ) as client:
         attempts = _count_attempts(client)
         started = time.monotonic()
