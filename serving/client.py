@@ -17,7 +17,6 @@ thread-safe), over HTTP each thread gets its own connection (tritonclient's HTTP
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import http.client
 import json
 import random
@@ -38,7 +37,9 @@ from components.common.constants import (
     TRITON_INPUT_TEXT,
     TRITON_OUTPUT_DECISION,
     TRITON_OUTPUT_FLAGS,
+    TRITON_OUTPUT_IMAGE_EMBEDDING,
     TRITON_OUTPUT_SCORES,
+    TRITON_OUTPUT_TEXT_EMBEDDING,
 )
 
 PROTOCOLS = ("http", "grpc")
@@ -76,6 +77,8 @@ class Prediction:
     model_name: str
     model_version: str
     decision: dict[str, Any] = field(repr=False)
+    text_embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+    image_embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def flagged_policies(self) -> list[str]:
@@ -83,27 +86,29 @@ class Prediction:
 
 
 class InferenceLog:
-    """Appends one JSON line per scored item, for drift monitoring. Thread-safe.
+    """Writes one inference-log record per scored item (`monitoring.schema`), partitioned by day. Thread-safe.
 
-    Each record holds the time, request id, item position in the request, model name and version, the text
-    (None with `log_text=False`) and its length, the image's size and SHA-256 (never its bytes), per-policy
-    scores and flags, the action and the request's latency, or the error of a failed request.
+    Records hold the request id, time, model version, text descriptors, language and SHA-256 (the raw text only
+    with `keep_text=True`), the image's header fields and SHA-256 (never its bytes), the projected text and
+    image embeddings, per-policy scores and flags, the action and latency, or the error of a failed request.
+
+    Args:
+        root: The log folder; files go to `root/date=YYYY-MM-DD/<name>-<pid>.jsonl`.
+        keep_text: Also log raw texts (off by default: descriptors and a hash are enough for drift checks).
+        name: File name prefix.
     """
 
-    def __init__(self, path: str | Path, log_text: bool = True) -> None:
-        self.path = Path(path)
-        self.log_text = log_text
-        self._lock = threading.Lock()
+    def __init__(self, root: str | Path, keep_text: bool = False, name: str = "inference") -> None:
+        from monitoring.logs import LogWriter
+
+        self.root = Path(root)
+        self.keep_text = keep_text
+        self._writer = LogWriter(self.root, name)
 
     def __call__(self, records: list[dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = []
-        for record in records:
-            if not self.log_text:
-                record = {**record, "text": None}
-            lines.append(json.dumps(record, sort_keys=True, ensure_ascii=False))
-        with self._lock, self.path.open("a", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in lines))
+        if not self.keep_text:
+            records = [{**record, "text": None} for record in records]
+        self._writer.write(records)
 
 
 def _bytes_array(values: Sequence[bytes]) -> np.ndarray:
@@ -111,12 +116,6 @@ def _bytes_array(values: Sequence[bytes]) -> np.ndarray:
     for row, value in enumerate(values):
         array[row, 0] = value
     return array
-
-
-def _image_record(image: bytes | None) -> dict[str, Any]:
-    if not image:
-        return {"image_bytes": 0, "image_sha256": None}
-    return {"image_bytes": len(image), "image_sha256": hashlib.sha256(image).hexdigest()}
 
 
 class ContentSafetyClient:
@@ -166,6 +165,7 @@ class ContentSafetyClient:
         self._grpc_client = self._module.InferenceServerClient(self.url) if protocol == "grpc" else None
         self._local = threading.local()
         self._http_clients: list[Any] = []
+        self._serves_embeddings: bool | None = None
 
     def _client_module(self):
         if self.protocol == "http":
@@ -272,6 +272,10 @@ class ContentSafetyClient:
         scores = result.as_numpy(TRITON_OUTPUT_SCORES)
         flags = result.as_numpy(TRITON_OUTPUT_FLAGS)
         decisions = result.as_numpy(TRITON_OUTPUT_DECISION).reshape(-1)
+        text_embeddings = result.as_numpy(TRITON_OUTPUT_TEXT_EMBEDDING) if self._wants_embeddings() else None
+        image_embeddings = (
+            result.as_numpy(TRITON_OUTPUT_IMAGE_EMBEDDING) if self._wants_embeddings() else None
+        )
         predictions = []
         for row, raw in enumerate(decisions):
             decision = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
@@ -284,6 +288,12 @@ class ContentSafetyClient:
                     model_name=decision["model_name"],
                     model_version=str(decision["model_version"]),
                     decision=decision,
+                    text_embedding=None
+                    if text_embeddings is None or not texts[row]
+                    else text_embeddings[row],
+                    image_embedding=None
+                    if image_embeddings is None or not images[row]
+                    else image_embeddings[row],
                 )
             )
         self._log(request_id, texts, images, predictions, started, None)
@@ -302,11 +312,29 @@ class ContentSafetyClient:
         image_input.set_data_from_numpy(_bytes_array([i or b"" for i in images]))
         return [text_input, image_input]
 
+    def _wants_embeddings(self) -> bool:
+        """Whether to fetch the embedding outputs: only for the inference log, and only from models that
+        serve them (repositories exported before embeddings were added do not)."""
+        if self.inference_log is None:
+            return False
+        if self._serves_embeddings is None:
+            try:
+                metadata = self._client.get_model_metadata(self.model_name, self.model_version)
+                names = (
+                    {output.name for output in metadata.outputs}
+                    if self.protocol == "grpc"
+                    else {output["name"] for output in metadata["outputs"]}
+                )
+            except Exception:  # noqa: BLE001 (metadata is optional: log without embeddings)
+                return False
+            self._serves_embeddings = TRITON_OUTPUT_TEXT_EMBEDDING in names
+        return self._serves_embeddings
+
     def _infer_once(self, inputs: list, request_id: str):
-        outputs = [
-            self._module.InferRequestedOutput(name)
-            for name in (TRITON_OUTPUT_SCORES, TRITON_OUTPUT_FLAGS, TRITON_OUTPUT_DECISION)
-        ]
+        names = [TRITON_OUTPUT_SCORES, TRITON_OUTPUT_FLAGS, TRITON_OUTPUT_DECISION]
+        if self._wants_embeddings():
+            names += [TRITON_OUTPUT_TEXT_EMBEDDING, TRITON_OUTPUT_IMAGE_EMBEDDING]
+        outputs = [self._module.InferRequestedOutput(name) for name in names]
         return self._client.infer(
             self.model_name,
             inputs,
@@ -354,31 +382,32 @@ class ContentSafetyClient:
     ) -> None:
         if self.inference_log is None:
             return
-        now = datetime.now(UTC).isoformat()
+        from monitoring.schema import make_record
+
+        now = datetime.now(UTC)
         latency_ms = (time.perf_counter() - started) * 1000.0
         records = []
         for row, (text, image) in enumerate(zip(texts, images, strict=True)):
-            record: dict[str, Any] = {
-                "timestamp": now,
-                "request_id": request_id,
-                "item": row,
-                "model_name": self.model_name,
-                "text": text,
-                "text_chars": len(text) if text else 0,
-                **_image_record(image),
-                "latency_ms": round(latency_ms, 3),
-            }
-            if predictions is not None:
-                prediction = predictions[row]
-                record.update(
-                    model_version=prediction.model_version,
-                    scores=prediction.scores,
-                    flags=prediction.flags,
-                    action=prediction.action,
+            prediction = predictions[row] if predictions is not None else None
+            records.append(
+                make_record(
+                    request_id=request_id,
+                    item=row,
+                    timestamp=now,
+                    model_name=prediction.model_name if prediction else self.model_name,
+                    model_version=prediction.model_version if prediction else self.model_version,
+                    text=text,
+                    image=image,
+                    scores=prediction.scores if prediction else None,
+                    flags=prediction.flags if prediction else None,
+                    action=prediction.action if prediction else None,
+                    text_embedding=prediction.text_embedding if prediction else None,
+                    image_embedding=prediction.image_embedding if prediction else None,
+                    latency_ms=latency_ms,
+                    error=None if prediction else f"{type(error).__name__}: {error}",
+                    keep_text=True,  # the hook decides whether raw text is kept
                 )
-            else:
-                record["error"] = f"{type(error).__name__}: {error}"
-            records.append(record)
+            )
         self.inference_log(records)
 
 
@@ -405,5 +434,7 @@ def score_matrix(predictions: Sequence[Prediction]) -> np.ndarray:
 def prediction_dict(prediction: Prediction) -> dict[str, Any]:
     """A JSON-friendly view of a prediction (for `tns predict --json`)."""
     data = asdict(prediction)
+    for name in ("text_embedding", "image_embedding"):
+        data[name] = None if data[name] is None else [float(value) for value in data[name]]
     data["flagged_policies"] = prediction.flagged_policies
     return data

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from components.common.config import ServingConfig
 from components.common.constants import (
+    EMBEDDING_DIM,
     MODEL_SPEC,
     ONNX_MODEL_FILE,
     PREPROCESSING_FILE,
@@ -31,9 +32,11 @@ from components.common.constants import (
     TENSOR_ATTENTION_MASK,
     TENSOR_HAS_IMAGE,
     TENSOR_HAS_TEXT,
+    TENSOR_IMAGE_EMBEDDING,
     TENSOR_INPUT_IDS,
     TENSOR_PIXEL_VALUES,
     TENSOR_PROBABILITIES,
+    TENSOR_TEXT_EMBEDDING,
     TEXT_ENCODER_DIR,
     TRITON_CLASSIFIER,
     TRITON_CPU_CONFIG,
@@ -42,7 +45,9 @@ from components.common.constants import (
     TRITON_INPUT_TEXT,
     TRITON_OUTPUT_DECISION,
     TRITON_OUTPUT_FLAGS,
+    TRITON_OUTPUT_IMAGE_EMBEDDING,
     TRITON_OUTPUT_SCORES,
+    TRITON_OUTPUT_TEXT_EMBEDDING,
     TRITON_POSTPROCESS,
     TRITON_PREPROCESS,
 )
@@ -116,6 +121,22 @@ def probability_tensors(spec: dict) -> list[TensorSpec]:
     return [(TENSOR_PROBABILITIES, "TYPE_FP32", [len(spec["policies"])])]
 
 
+def embedding_tensors() -> list[TensorSpec]:
+    """The classifier's projected pooled encoder features, passed through to clients for the inference log."""
+    return [
+        (TENSOR_TEXT_EMBEDDING, "TYPE_FP32", [EMBEDDING_DIM]),
+        (TENSOR_IMAGE_EMBEDDING, "TYPE_FP32", [EMBEDDING_DIM]),
+    ]
+
+
+def served_embedding_tensors() -> list[TensorSpec]:
+    """The ensemble's embedding outputs (client-facing names)."""
+    return [
+        (TRITON_OUTPUT_TEXT_EMBEDDING, "TYPE_FP32", [EMBEDDING_DIM]),
+        (TRITON_OUTPUT_IMAGE_EMBEDDING, "TYPE_FP32", [EMBEDDING_DIM]),
+    ]
+
+
 def decision_tensors(spec: dict) -> list[TensorSpec]:
     """What clients get back: the ensemble's and `postprocess`'s outputs."""
     policies = len(spec["policies"])
@@ -140,7 +161,7 @@ def classifier_config(spec: dict, serving: ServingConfig, device: str):
         platform="onnxruntime_onnx",
         max_batch_size=serving.max_batch_size,
         input=_tensors(pb.ModelInput, model_input_tensors(spec)),
-        output=_tensors(pb.ModelOutput, probability_tensors(spec)),
+        output=_tensors(pb.ModelOutput, probability_tensors(spec) + embedding_tensors()),
         instance_group=[
             pb.ModelInstanceGroup(
                 kind=pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU,
@@ -199,7 +220,15 @@ def ensemble_config(spec: dict, serving: ServingConfig, version: int):
             model_name=TRITON_CLASSIFIER,
             model_version=version,
             input_map=model_inputs,
-            output_map=probabilities,
+            output_map={
+                **probabilities,
+                **{
+                    model_name: served_name
+                    for (model_name, _, _), (served_name, _, _) in zip(
+                        embedding_tensors(), served_embedding_tensors(), strict=True
+                    )
+                },
+            },
         ),
         step(
             model_name=TRITON_POSTPROCESS,
@@ -213,7 +242,7 @@ def ensemble_config(spec: dict, serving: ServingConfig, version: int):
         platform="ensemble",
         max_batch_size=serving.max_batch_size,
         input=_tensors(pb.ModelInput, raw_tensors()),
-        output=_tensors(pb.ModelOutput, decision_tensors(spec)),
+        output=_tensors(pb.ModelOutput, decision_tensors(spec) + served_embedding_tensors()),
         ensemble_scheduling=pb.ModelEnsembling(step=steps),
     )
 

@@ -78,6 +78,12 @@ TENSOR_PIXEL_VALUES = "pixel_values"
 TENSOR_HAS_TEXT = "has_text"
 TENSOR_HAS_IMAGE = "has_image"
 TENSOR_PROBABILITIES = "probabilities"
+# Pooled encoder features, projected to EMBEDDING_DIM dims by a fixed random projection: served with the scores so
+# that drift monitoring can compare what the model "sees" (see monitoring/schema.py).
+TENSOR_TEXT_EMBEDDING = "text_embedding"
+TENSOR_IMAGE_EMBEDDING = "image_embedding"
+EMBEDDING_DIM = 16
+EMBEDDING_PROJECTION_SEED = 20261125  # changing it changes every logged embedding: a log schema change
 
 # ONNX export.
 ONNX_MODEL_FILE = "model.onnx"
@@ -100,6 +106,8 @@ TRITON_INPUT_IMAGE = "IMAGE"
 TRITON_OUTPUT_SCORES = "SCORES"
 TRITON_OUTPUT_FLAGS = "FLAGS"
 TRITON_OUTPUT_DECISION = "DECISION"
+TRITON_OUTPUT_TEXT_EMBEDDING = "TEXT_EMBEDDING"
+TRITON_OUTPUT_IMAGE_EMBEDDING = "IMAGE_EMBEDDING"
 TRITON_CPU_CONFIG = "cpu"  # configs/cpu.pbtxt, selected with --model-config-name=cpu
 SERVING_METADATA_FILE = "serving_metadata.json"
 PREPROCESSING_FILE = "preprocessing.json"

@@ -1,7 +1,8 @@
 """ONNX export of the fusion classifier and the PyTorch-vs-onnxruntime parity check.
 
 The exported graph takes the preprocessed tensors (names from `components.common.constants`) with dynamic
-batch and sequence axes and returns per-policy probabilities. Presence flags are shaped (N, 1) because Triton
+batch and sequence axes and returns per-policy probabilities plus the pooled text and image encoder features
+projected to `EMBEDDING_DIM` dims (logged for drift monitoring). Presence flags are shaped (N, 1) because Triton
 dims exclude the batch axis and cannot be empty.
 """
 
@@ -14,12 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from components.common.constants import (
+    EMBEDDING_DIM,
+    EMBEDDING_PROJECTION_SEED,
     TENSOR_ATTENTION_MASK,
     TENSOR_HAS_IMAGE,
     TENSOR_HAS_TEXT,
+    TENSOR_IMAGE_EMBEDDING,
     TENSOR_INPUT_IDS,
     TENSOR_PIXEL_VALUES,
     TENSOR_PROBABILITIES,
+    TENSOR_TEXT_EMBEDDING,
 )
 from components.export.golden import GoldenSet
 
@@ -37,30 +42,53 @@ DYNAMIC_AXES: dict[str, dict[int, str]] = {
     TENSOR_HAS_TEXT: {0: "batch"},
     TENSOR_HAS_IMAGE: {0: "batch"},
     TENSOR_PROBABILITIES: {0: "batch"},
+    TENSOR_TEXT_EMBEDDING: {0: "batch"},
+    TENSOR_IMAGE_EMBEDDING: {0: "batch"},
 }
+OUTPUT_NAMES: tuple[str, ...] = (TENSOR_PROBABILITIES, TENSOR_TEXT_EMBEDDING, TENSOR_IMAGE_EMBEDDING)
 
 
 class ExportError(RuntimeError):
     """The model could not be exported, or the export does not answer like the PyTorch model."""
 
 
+def embedding_projection(in_dim: int) -> np.ndarray:
+    """The fixed (in_dim, EMBEDDING_DIM) Gaussian random projection of pooled encoder features.
+
+    Random projections keep distances between points approximately (Johnson-Lindenstrauss), need no fitting
+    and are the same for every model version with the same encoder width, so logged embeddings stay comparable.
+    """
+    rng = np.random.default_rng(EMBEDDING_PROJECTION_SEED + in_dim)
+    return (rng.standard_normal((in_dim, EMBEDDING_DIM)) / np.sqrt(EMBEDDING_DIM)).astype(np.float32)
+
+
 def probability_model(model):
-    """Wraps a `FusionClassifier` as served: (N, 1) presence flags in, sigmoid probabilities out."""
+    """Wraps a `FusionClassifier` as served: (N, 1) presence flags in; sigmoid probabilities and the projected
+    pooled text and image features out."""
     import torch
     from torch import nn
 
-    class ProbabilityModel(nn.Module):
+    class ServedModel(nn.Module):
         def __init__(self, classifier: nn.Module) -> None:
             super().__init__()
             self.classifier = classifier
+            for name, encoder in (("text", classifier.text_encoder), ("image", classifier.image_encoder)):
+                projection = torch.from_numpy(embedding_projection(int(encoder.output_dim)))
+                self.register_buffer(f"{name}_projection", projection, persistent=False)
 
         def forward(self, input_ids, attention_mask, pixel_values, has_text, has_image):
-            logits = self.classifier(
-                input_ids, attention_mask, pixel_values, has_text.reshape(-1), has_image.reshape(-1)
+            text_features = self.classifier.text_encoder(input_ids, attention_mask)
+            image_features = self.classifier.image_encoder(pixel_values)
+            logits = self.classifier.fuse(
+                text_features, image_features, has_text.reshape(-1), has_image.reshape(-1)
             )
-            return torch.sigmoid(logits)
+            return (
+                torch.sigmoid(logits),
+                text_features @ self.text_projection,
+                image_features @ self.image_projection,
+            )
 
-    return ProbabilityModel(model).eval()
+    return ServedModel(model).eval()
 
 
 def export_onnx(model_dir: str | Path, onnx_path: str | Path, opset: int) -> Path:
@@ -104,7 +132,7 @@ def export_onnx(model_dir: str | Path, onnx_path: str | Path, opset: int) -> Pat
                 example,
                 str(partial),
                 input_names=list(INPUT_NAMES),
-                output_names=[TENSOR_PROBABILITIES],
+                output_names=list(OUTPUT_NAMES),
                 dynamic_axes=DYNAMIC_AXES,
                 opset_version=opset,
                 do_constant_folding=True,

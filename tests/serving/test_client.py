@@ -36,22 +36,6 @@ from serving.triton import free_port
 from tests.serving.helpers import TOLERANCE, url_of
 
 PROTOCOLS = ("http", "grpc")
-SUCCESS_FIELDS = {
-    "timestamp",
-    "request_id",
-    "item",
-    "model_name",
-    "text",
-    "text_chars",
-    "image_bytes",
-    "image_sha256",
-    "latency_ms",
-    "model_version",
-    "scores",
-    "flags",
-    "action",
-}
-ERROR_FIELDS = SUCCESS_FIELDS - {"model_version", "scores", "flags", "action"} | {"error"}
 
 
 def _count_attempts(client: ContentSafetyClient) -> list[float]:
@@ -240,39 +224,68 @@ def test_one_http_client_shared_by_threads(triton_server, exported_repository):
         np.testing.assert_allclose(scores, golden.probabilities[row], rtol=0, atol=TOLERANCE)
 
 
-@pytest.mark.parametrize("log_text", [True, False])
-def test_inference_log_records(triton_server, exported_repository, tmp_path: Path, log_text: bool):
+@pytest.mark.parametrize("keep_text", [True, False])
+def test_inference_log_records(triton_server, exported_repository, tmp_path: Path, keep_text: bool):
+    from components.export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, onnx_session
+    from components.training.preprocessing import Preprocessor
+    from monitoring.logs import read_logs
+    from monitoring.schema import LOG_SCHEMA_VERSION, text_features
+
     golden = exported_repository.golden
     rows = [0, golden.indices("image-only")[0], golden.indices("text+image")[0]]
-    log = InferenceLog(tmp_path / "logs" / "inference.jsonl", log_text=log_text)
+    log = InferenceLog(tmp_path / "logs", keep_text=keep_text)
     with ContentSafetyClient(triton_server.grpc_url, protocol="grpc", inference_log=log) as client:
         predictions = client.classify([golden.texts[i] for i in rows], [golden.images[i] for i in rows])
         with pytest.raises(BadRequestError):
             client.classify_one("", None)
 
-    raw = log.path.read_text(encoding="utf-8")
+    files = sorted((tmp_path / "logs").glob("date=*/inference-*.jsonl"))
+    assert len(files) == 1 and files[0].parent.name == f"date={time.strftime('%Y-%m-%d', time.gmtime())}"
+    raw = files[0].read_text(encoding="utf-8")
     records = [json.loads(line) for line in raw.splitlines()]
     assert len(records) == 4
-    for record, row, prediction in zip(records, rows, predictions, strict=False):
-        assert set(record) == SUCCESS_FIELDS
-        image = golden.images[row]
+    # The served embeddings are the exported model's, projected: compare with onnxruntime in process.
+    texts, images = [golden.texts[i] for i in rows], [golden.images[i] for i in rows]
+    tensors = Preprocessor.from_model_dir(exported_repository.model_dir).serving_inputs(texts, images)
+    session = onnx_session(exported_repository.onnx_path)
+    _, text_embeddings, image_embeddings = session.run(
+        list(OUTPUT_NAMES), {n: tensors[n] for n in INPUT_NAMES}
+    )
+    for offset, (record, row, prediction) in enumerate(zip(records, rows, predictions, strict=False)):
+        text, image = golden.texts[row], golden.images[row]
+        assert record["schema_version"] == LOG_SCHEMA_VERSION
         assert record["image_bytes"] == (len(image) if image else 0)
         assert record["image_sha256"] == (hashlib.sha256(image).hexdigest() if image else None)
-        assert record["text"] == (golden.texts[row] if log_text else None)
-        assert record["text_chars"] == len(golden.texts[row] or "")
-        assert record["model_name"] == "content_safety" and record["model_version"] == "3"
-        assert record["scores"] == prediction.scores and record["flags"] == prediction.flags
+        assert record["image_format"] == ("PNG" if image else None)
+        assert record["text"] == (text if keep_text else None)
+        assert {k: record[k] for k in text_features(text)} == text_features(text)
+        assert record["text_sha256"] == (hashlib.sha256(text.encode()).hexdigest() if text else None)
+        assert record["model_name"] == "content-safety" and record["model_version"] == "3"
+        assert record["scores"] == pytest.approx(prediction.scores, abs=1e-6)
+        assert record["flags"] == prediction.flags
         assert record["action"] == prediction.action and record["latency_ms"] > 0
+        for name, expected, present in (
+            ("text_embedding", text_embeddings, text),
+            ("image_embedding", image_embeddings, image),
+        ):
+            if present:
+                np.testing.assert_allclose(record[name], expected[offset], rtol=0, atol=1e-4)
+            else:
+                assert record[name] is None
     assert len({r["request_id"] for r in records[:3]}) == 1
     assert [r["item"] for r in records[:3]] == [0, 1, 2]
     failed = records[3]
-    assert set(failed) == ERROR_FIELDS
+    assert failed["scores"] is None and failed["action"] is None
     assert failed["error"].startswith("BadRequestError: ") and "neither text nor image" in failed["error"]
     # Never the image itself, in any encoding; the texts only when asked for.
-    for image in filter(None, (golden.images[i] for i in rows)):
+    for image in filter(None, images):
         assert base64.b64encode(image[:48]).decode() not in raw
         assert image[:48].decode("latin-1") not in raw
-    assert (golden.texts[0] in raw) == log_text
+    assert (golden.texts[0] in raw) == keep_text
+    # Read back as a window: the failed request is counted, not a row.
+    window = read_logs(tmp_path / "logs")
+    assert window.stats.rows == 3 and window.stats.failed_requests == 1 and window.stats.malformed == 0
+    assert window.policies == list(prediction.scores)
 
 
 def test_prediction_dict_is_json_friendly(triton_server, exported_repository):

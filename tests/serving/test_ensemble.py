@@ -16,6 +16,7 @@ import pytest
 
 from components.common.config import ServingConfig
 from components.common.constants import (
+    EMBEDDING_DIM,
     MODALITY_BOTH,
     MODALITY_IMAGE,
     MODALITY_TEXT,
@@ -23,9 +24,11 @@ from components.common.constants import (
     TENSOR_ATTENTION_MASK,
     TENSOR_HAS_IMAGE,
     TENSOR_HAS_TEXT,
+    TENSOR_IMAGE_EMBEDDING,
     TENSOR_INPUT_IDS,
     TENSOR_PIXEL_VALUES,
     TENSOR_PROBABILITIES,
+    TENSOR_TEXT_EMBEDDING,
     TRITON_CLASSIFIER,
     TRITON_CPU_CONFIG,
     TRITON_ENSEMBLE,
@@ -33,7 +36,9 @@ from components.common.constants import (
     TRITON_INPUT_TEXT,
     TRITON_OUTPUT_DECISION,
     TRITON_OUTPUT_FLAGS,
+    TRITON_OUTPUT_IMAGE_EMBEDDING,
     TRITON_OUTPUT_SCORES,
+    TRITON_OUTPUT_TEXT_EMBEDDING,
     TRITON_POSTPROCESS,
     TRITON_PREPROCESS,
 )
@@ -209,8 +214,13 @@ def test_gpu_classifier_config_is_the_production_file(exported_repository):
     assert [group.kind for group in config.instance_group] == [pb.ModelInstanceGroup.KIND_GPU]
     assert list(config.dynamic_batching.preferred_batch_size) == [8, 16, 32]
     assert [i.name for i in config.input] == CLASSIFIER_INPUTS
-    assert [o.name for o in config.output] == [TENSOR_PROBABILITIES]
+    assert [o.name for o in config.output] == [
+        TENSOR_PROBABILITIES,
+        TENSOR_TEXT_EMBEDDING,
+        TENSOR_IMAGE_EMBEDDING,
+    ]
     assert list(config.output[0].dims) == [len(exported_repository.policies)]
+    assert [list(o.dims) for o in config.output[1:]] == [[EMBEDDING_DIM], [EMBEDDING_DIM]]
     assert list(config.input[0].dims) == [-1]  # dynamic sequence axis
     assert not config.HasField("optimization")  # TensorRT is opt-in
 
@@ -246,6 +256,8 @@ def test_ensemble_wires_preprocess_classifier_postprocess_at_the_registered_vers
         TRITON_OUTPUT_SCORES,
         TRITON_OUTPUT_FLAGS,
         TRITON_OUTPUT_DECISION,
+        TRITON_OUTPUT_TEXT_EMBEDDING,
+        TRITON_OUTPUT_IMAGE_EMBEDDING,
     ]
     steps = config.ensemble_scheduling.step
     assert [s.model_name for s in steps] == [TRITON_PREPROCESS, TRITON_CLASSIFIER, TRITON_POSTPROCESS]
@@ -258,8 +270,13 @@ def test_ensemble_wires_preprocess_classifier_postprocess_at_the_registered_vers
         assert set(step.input_map.values()) <= available, step.model_name
         available |= set(step.output_map.values())
     assert set(steps[0].output_map.values()) == set(CLASSIFIER_INPUTS)
-    assert dict(steps[1].output_map) == {TENSOR_PROBABILITIES: TENSOR_PROBABILITIES}
-    assert set(steps[2].output_map.values()) == {o.name for o in config.output}
+    assert dict(steps[1].output_map) == {
+        TENSOR_PROBABILITIES: TENSOR_PROBABILITIES,
+        TENSOR_TEXT_EMBEDDING: TRITON_OUTPUT_TEXT_EMBEDDING,
+        TENSOR_IMAGE_EMBEDDING: TRITON_OUTPUT_IMAGE_EMBEDDING,
+    }
+    served = set(steps[1].output_map.values()) - {TENSOR_PROBABILITIES}
+    assert served | set(steps[2].output_map.values()) == {o.name for o in config.output}
     for model in (TRITON_PREPROCESS, TRITON_CLASSIFIER, TRITON_POSTPROCESS, TRITON_ENSEMBLE):
         assert (exported_repository.path / model / "3").is_dir(), model
 

@@ -1,0 +1,431 @@
+"""Writing inference logs by day and reading a window of them back as one flat table.
+
+Writing appends JSON lines to `<root>/date=YYYY-MM-DD/<name>-<pid>.jsonl` (one file per process and day, so
+writers never interleave). Reading takes a file or a folder (every `*.jsonl` / `*.parquet` below it, except the
+delayed-label files under `labels/`), checks the schema version, skips and counts malformed lines, joins the
+delayed labels and returns one row per scored item with the columns named in `monitoring.schema`.
+
+Files are read with pyarrow's multithreaded JSON reader; a file it cannot parse (a malformed line) is read again
+line by line, so one bad line costs only that line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from components.common.constants import EMBEDDING_DIM
+from monitoring.schema import (
+    FLAG_PREFIX,
+    IMAGE_EMBEDDING_PREFIX,
+    LABEL_PREFIX,
+    LABELS_DIR,
+    LOG_SCHEMA_VERSION,
+    SCORE_PREFIX,
+    TEXT_EMBEDDING_PREFIX,
+    LogSchemaError,
+    partition_name,
+)
+
+REQUIRED_FIELDS: tuple[str, ...] = ("schema_version", "request_id", "item", "timestamp", "model_version")
+SCALAR_FIELDS: tuple[str, ...] = (
+    "request_id",
+    "item",
+    "timestamp",
+    "model_name",
+    "model_version",
+    "text_present",
+    "text_length",
+    "text_words",
+    "text_non_letter_share",
+    "text_upper_share",
+    "text_url_count",
+    "text_emoji_count",
+    "text_language",
+    "text_sha256",
+    "text",
+    "image_present",
+    "image_width",
+    "image_height",
+    "image_format",
+    "image_bytes",
+    "action",
+    "latency_ms",
+    "error",
+)
+MALFORMED_EXAMPLES = 5
+DEFAULT_MAX_MALFORMED_SHARE = 0.05
+
+
+class LogReadError(ValueError):
+    """A window of logs cannot be used (too many malformed lines, nothing to read)."""
+
+
+class LogWriter:
+    """Appends schema records to day partitions under `root`. Thread-safe; one file per process and day.
+
+    Args:
+        root: The log folder.
+        name: File name prefix (the process id is appended).
+    """
+
+    def __init__(self, root: str | Path, name: str = "part") -> None:
+        self.root = Path(root)
+        self.name = name
+        self._lock = threading.Lock()
+
+    def path_for(self, timestamp: str) -> Path:
+        """The file that records with this timestamp go to."""
+        return self.root / partition_name(timestamp) / f"{self.name}-{os.getpid()}.jsonl"
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        """Appends records (dicts in the log schema) to their day's file."""
+        by_file: dict[Path, list[str]] = defaultdict(list)
+        for record in records:
+            line = json.dumps(
+                record, ensure_ascii=False, allow_nan=False
+            )  # key order = the model's policy order
+            by_file[self.path_for(record["timestamp"])].append(line + "\n")
+        with self._lock:
+            for path, lines in by_file.items():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a", encoding="utf-8") as handle:
+                    handle.write("".join(lines))
+
+
+@dataclass
+class ReadStats:
+    """What reading a window found besides the rows."""
+
+    files: int = 0
+    lines: int = 0
+    rows: int = 0
+    malformed: int = 0
+    malformed_examples: list[str] = field(default_factory=list)
+    failed_requests: int = 0
+    outside_window: int = 0
+    labeled_rows: int = 0
+
+    @property
+    def malformed_share(self) -> float:
+        return self.malformed / self.lines if self.lines else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "lines": self.lines,
+            "rows": self.rows,
+            "malformed_lines": self.malformed,
+            "malformed_share": round(self.malformed_share, 6),
+            "malformed_examples": self.malformed_examples,
+            "failed_requests": self.failed_requests,
+            "outside_window": self.outside_window,
+            "labeled_rows": self.labeled_rows,
+        }
+
+
+@dataclass
+class LogWindow:
+    """A window of logs as a flat table (`frame`) and what reading it found (`stats`)."""
+
+    frame: Any  # pandas.DataFrame
+    stats: ReadStats
+    policies: list[str]
+    path: Path
+
+
+def log_files(path: Path) -> list[Path]:
+    """The log files under `path` (or `path` itself), sorted, without the delayed-label files."""
+    if path.is_file():
+        return [path]
+    files = [
+        p
+        for pattern in ("*.jsonl", "*.parquet")
+        for p in path.rglob(pattern)
+        if LABELS_DIR not in p.relative_to(path).parts[:-1]
+    ]
+    return sorted(files)
+
+
+def _check_record(record: Any) -> str | None:
+    """Why a parsed line is not a usable record (None when it is). Raises on a schema version mismatch."""
+    if not isinstance(record, dict):
+        return f"not a JSON object ({type(record).__name__})"
+    missing = [name for name in REQUIRED_FIELDS if name not in record]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    if record["schema_version"] != LOG_SCHEMA_VERSION:
+        raise LogSchemaError(
+            f"log schema version {record['schema_version']!r} (request {record.get('request_id')!r}); this "
+            f"version of tns reads schema version {LOG_SCHEMA_VERSION} only"
+        )
+    if not record.get("error"):
+        scores = record.get("scores")
+        if not isinstance(scores, dict) or not all(isinstance(v, int | float) for v in scores.values()):
+            return "scores missing or not numbers"
+    for name in ("text_embedding", "image_embedding"):
+        value = record.get(name)
+        if value is not None and (not isinstance(value, list) or len(value) != EMBEDDING_DIM):
+            return f"{name} is not a list of {EMBEDDING_DIM} numbers"
+    try:
+        datetime.fromisoformat(str(record["timestamp"]))
+    except ValueError:
+        return f"timestamp {record['timestamp']!r} is not ISO 8601"
+    return None
+
+
+def _read_lines(path: Path, stats: ReadStats) -> list[dict[str, Any]]:
+    """Line-by-line reading: keeps the good records, counts and samples the bad ones."""
+    records = []
+    with path.open("r", encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            stats.lines += 1
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                problem: str | None = f"not JSON ({error.msg})"
+            else:
+                problem = _check_record(record)
+            if problem:
+                stats.malformed += 1
+                if len(stats.malformed_examples) < MALFORMED_EXAMPLES:
+                    stats.malformed_examples.append(f"{path}:{number}: {problem}")
+                continue
+            records.append(record)
+    return records
+
+
+def _read_fast(path: Path):
+    """The whole file through pyarrow (None when pyarrow cannot read it or the columns are not as expected)."""
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path) if path.suffix == ".parquet" else pa_json.read_json(path)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
+        return None
+    names = set(table.column_names)
+    if not set(REQUIRED_FIELDS) <= names or "scores" not in names:
+        return None
+    scores_type = table.schema.field("scores").type
+    if not pa.types.is_struct(scores_type) or not all(
+        pa.types.is_floating(f.type) or pa.types.is_integer(f.type) or pa.types.is_null(f.type)
+        for f in scores_type
+    ):
+        return None
+    for name in ("text_embedding", "image_embedding"):
+        if name in names and not (
+            pa.types.is_list(table.schema.field(name).type) or pa.types.is_null(table.schema.field(name).type)
+        ):
+            return None
+    return table
+
+
+def _columns_from_table(table, stats: ReadStats) -> dict[str, np.ndarray] | None:
+    """Flat numpy columns of a pyarrow table of records (None when a row needs the line-by-line checks)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    versions = table.column("schema_version")
+    if versions.null_count or not pa.types.is_integer(versions.type):
+        return None
+    wrong = pc.not_equal(versions, LOG_SCHEMA_VERSION)
+    if pc.any(wrong).as_py():
+        found = pc.filter(versions, wrong)[0].as_py()
+        raise LogSchemaError(
+            f"log schema version {found!r}; this version of tns reads schema version {LOG_SCHEMA_VERSION} only"
+        )
+    for name in REQUIRED_FIELDS:
+        if table.column(name).null_count:
+            return None
+    errors = table.column("error") if "error" in table.column_names else None
+    failed = (
+        pc.fill_null(pc.greater(pc.utf8_length(errors), 0), False).to_numpy(zero_copy_only=False)
+        if errors is not None and pa.types.is_string(errors.type)
+        else np.zeros(table.num_rows, dtype=bool)
+    )
+    scores = table.column("scores").combine_chunks()
+    if pc.any(pc.and_(pc.is_null(scores), pc.invert(pa.array(failed)))).as_py():
+        return None  # a served row without scores: let the line reader name it
+    columns: dict[str, np.ndarray] = {}
+    for name in SCALAR_FIELDS:
+        if name in table.column_names:
+            columns[name] = table.column(name).to_numpy(zero_copy_only=False)
+    for struct_name, prefix in (("scores", SCORE_PREFIX), ("flags", FLAG_PREFIX), ("labels", LABEL_PREFIX)):
+        if struct_name not in table.column_names or not pa.types.is_struct(
+            table.schema.field(struct_name).type
+        ):
+            continue
+        array = table.column(struct_name).combine_chunks()
+        for index, sub in enumerate(array.type):
+            values = pc.if_else(pc.is_null(array), None, array.field(index))
+            columns[prefix + sub.name] = values.to_numpy(zero_copy_only=False).astype(np.float64)
+    for list_name, prefix in (
+        ("text_embedding", TEXT_EMBEDDING_PREFIX),
+        ("image_embedding", IMAGE_EMBEDDING_PREFIX),
+    ):
+        matrix = np.full((table.num_rows, EMBEDDING_DIM), np.nan, dtype=np.float32)
+        if list_name in table.column_names and pa.types.is_list(table.schema.field(list_name).type):
+            array = table.column(list_name).combine_chunks()
+            present = pc.invert(pc.is_null(array)).to_numpy(zero_copy_only=False)
+            lengths = pc.fill_null(pc.list_value_length(array), EMBEDDING_DIM).to_numpy(zero_copy_only=False)
+            if (lengths != EMBEDDING_DIM).any():
+                return None
+            values = pc.list_flatten(array).to_numpy(zero_copy_only=False).astype(np.float32)
+            matrix[present] = values.reshape(-1, EMBEDDING_DIM)
+        for index in range(EMBEDDING_DIM):
+            columns[f"{prefix}{index}"] = matrix[:, index]
+    columns["_failed"] = failed
+    stats.lines += table.num_rows
+    return columns
+
+
+def _columns_from_records(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The same flat columns as `_columns_from_table`, from checked records."""
+    n = len(records)
+    columns: dict[str, np.ndarray] = {}
+    for name in SCALAR_FIELDS:
+        columns[name] = np.asarray([record.get(name) for record in records], dtype=object)
+    for struct_name, prefix in (("scores", SCORE_PREFIX), ("flags", FLAG_PREFIX), ("labels", LABEL_PREFIX)):
+        keys = list(dict.fromkeys(key for record in records for key in (record.get(struct_name) or {})))
+        for key in keys:
+            columns[prefix + key] = np.asarray(
+                [float((record.get(struct_name) or {}).get(key, np.nan)) for record in records],
+                dtype=np.float64,
+            )
+    for list_name, prefix in (
+        ("text_embedding", TEXT_EMBEDDING_PREFIX),
+        ("image_embedding", IMAGE_EMBEDDING_PREFIX),
+    ):
+        matrix = np.full((n, EMBEDDING_DIM), np.nan, dtype=np.float32)
+        for row, record in enumerate(records):
+            if record.get(list_name) is not None:
+                matrix[row] = record[list_name]
+        for index in range(EMBEDDING_DIM):
+            columns[f"{prefix}{index}"] = matrix[:, index]
+    columns["_failed"] = np.asarray([bool(record.get("error")) for record in records], dtype=bool)
+    return columns
+
+
+def _read_file(path: Path, stats: ReadStats) -> dict[str, np.ndarray]:
+    table = _read_fast(path)
+    columns = _columns_from_table(table, stats) if table is not None else None
+    if columns is None:
+        columns = _columns_from_records(_read_lines(path, stats))
+    return columns
+
+
+def _labels(root: Path) -> Iterator[tuple[str, int, dict[str, int]]]:
+    folder = root / LABELS_DIR
+    if not root.is_dir() or not folder.is_dir():
+        return
+    for path in sorted(folder.rglob("*.jsonl")):
+        with path.open("r", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                    yield str(entry["request_id"]), int(entry["item"]), dict(entry["labels"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a broken label line loses only that label
+
+
+def read_logs(
+    path: str | Path,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    max_malformed_share: float = DEFAULT_MAX_MALFORMED_SHARE,
+) -> LogWindow:
+    """Reads a window of inference logs into one flat table.
+
+    Args:
+        path: A log file or a log folder (day partitions below it).
+        since: Keep rows at or after this time (timezone-aware).
+        until: Keep rows before this time.
+        max_malformed_share: Fail when more than this share of lines is malformed.
+
+    Returns:
+        The window. Failed requests are counted and dropped; delayed labels are joined.
+
+    Raises:
+        LogReadError: When the path does not exist or too many lines are malformed.
+        LogSchemaError: When a record has another schema version.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise LogReadError(f"{path} does not exist")
+    stats = ReadStats()
+    parts = []
+    for file in log_files(path):
+        stats.files += 1
+        parts.append(_read_file(file, stats))
+    if stats.lines and stats.malformed_share > max_malformed_share:
+        raise LogReadError(
+            f"{stats.malformed} of {stats.lines} lines in {path} are malformed "
+            f"({stats.malformed_share:.1%} > the allowed {max_malformed_share:.1%}); for example:\n  "
+            + "\n  ".join(stats.malformed_examples)
+        )
+    frames = [pd.DataFrame(part) for part in parts if len(part.get("_failed", ()))]
+    frame = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+    if frame.empty:
+        return LogWindow(frame=frame, stats=stats, policies=[], path=path)
+    stats.failed_requests = int(frame["_failed"].sum())
+    frame = frame.loc[~frame["_failed"].astype(bool)].drop(columns="_failed").reset_index(drop=True)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
+    if since is not None or until is not None:
+        keep = np.ones(len(frame), dtype=bool)
+        if since is not None:
+            keep &= (frame["timestamp"] >= pd.Timestamp(since)).to_numpy()
+        if until is not None:
+            keep &= (frame["timestamp"] < pd.Timestamp(until)).to_numpy()
+        stats.outside_window = int((~keep).sum())
+        frame = frame.loc[keep].reset_index(drop=True)
+    policies = [c.removeprefix(SCORE_PREFIX) for c in frame.columns if c.startswith(SCORE_PREFIX)]
+    _join_labels(frame, path, policies)
+    label_columns = [LABEL_PREFIX + p for p in policies if LABEL_PREFIX + p in frame.columns]
+    stats.labeled_rows = int(frame[label_columns].notna().any(axis=1).sum()) if label_columns else 0
+    for flag in (FLAG_PREFIX + p for p in policies):
+        if flag in frame.columns:
+            frame[flag] = frame[flag].astype(np.float64)
+    frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
+    stats.rows = len(frame)
+    return LogWindow(frame=frame, stats=stats, policies=policies, path=path)
+
+
+def _join_labels(frame, root: Path, policies: list[str]) -> None:
+    """Fills `label_<policy>` columns from the delayed-label files (a label file wins over an inline label)."""
+    labels = list(_labels(root))
+    if not labels:
+        return
+    index = {
+        (rid, int(item)): row
+        for row, (rid, item) in enumerate(zip(frame["request_id"], frame["item"], strict=True))
+    }
+    for policy in policies:
+        column = LABEL_PREFIX + policy
+        if column not in frame.columns:
+            frame[column] = np.nan
+    positions = frame.columns.get_indexer([LABEL_PREFIX + p for p in policies])
+    values = frame.iloc[:, positions].to_numpy(dtype=np.float64, copy=True)
+    for request_id, item, entry in labels:
+        row = index.get((request_id, item))
+        if row is None:
+            continue
+        for j, policy in enumerate(policies):
+            if policy in entry:
+                values[row, j] = float(entry[policy])
+    for j, policy in enumerate(policies):
+        frame[LABEL_PREFIX + policy] = values[:, j]
