@@ -110,7 +110,77 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--protocol", choices=("http", "grpc"), default="http", help="Default http.")
     predict.add_argument("--timeout", type=float, default=10.0, help="Seconds per attempt (default 10).")
     predict.add_argument("--json", action="store_true", help="Print the prediction as JSON.")
+
+    drift = commands.add_parser(
+        "drift",
+        help="Check a window of inference logs for drift against a reference (exit 0 none, 10 drift, 1 error).",
+        description="Compares the current window of inference logs with a reference (logs, or a labeled dataset "
+        "such as the champion's training data, scored in process by the served model) and writes report.html, "
+        "summary.json and an Evidently snapshot. With --policy it also decides on retraining.",
+    )
+    drift.add_argument("--reference", required=True, type=Path, help="Reference logs or labeled dataset.")
+    drift.add_argument("--current", required=True, type=Path, help="Current logs (a file or a log folder).")
+    drift.add_argument(
+        "--out", type=Path, default=None, help="Output folder (default under $TNS_HOME/monitoring)."
+    )
+    drift.add_argument("--since", type=_timestamp, default=None, help="Current window start (ISO 8601, UTC).")
+    drift.add_argument("--until", type=_timestamp, default=None, help="Current window end, exclusive.")
+    drift.add_argument("--reference-since", type=_timestamp, default=None, help="Reference window start.")
+    drift.add_argument("--reference-until", type=_timestamp, default=None, help="Reference window end.")
+    drift.add_argument(
+        "--set",
+        dest="drift_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a drift threshold, e.g. --set embedding_auc_threshold=0.6 (see monitoring/drift.py).",
+    )
+    drift.add_argument(
+        "--max-malformed-share",
+        type=float,
+        default=0.05,
+        help="Fail when more than this share of log lines is malformed (default 0.05).",
+    )
+    drift.add_argument("--workspace", type=Path, default=None, help="Evidently workspace folder.")
+    drift.add_argument("--no-snapshot", action="store_true", help="Do not add a snapshot to the workspace.")
+    drift.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help="Registered model name.")
+    drift.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: the local store).")
+    drift.add_argument(
+        "--repository", type=Path, default=None, help="Exported repository to score a dataset reference with."
+    )
+    drift.add_argument(
+        "--reference-rows",
+        type=int,
+        default=2000,
+        help="Dataset rows scored for the reference (default 2000).",
+    )
+    drift.add_argument("--policy", type=Path, default=None, help="Retrain policy YAML: decide on retraining.")
+    drift.add_argument(
+        "--kfp-host",
+        default=None,
+        help="Submit retraining to this Kubeflow host (or KFP_HOST); default local.",
+    )
+    drift.add_argument("--dry-run", action="store_true", help="Decide on retraining but submit nothing.")
+
+    monitor = commands.add_parser("monitor", help="Monitoring tools.").add_subparsers(
+        dest="monitor_command", required=True
+    )
+    ui = monitor.add_parser("ui", help="Serve the Evidently workspace UI on 127.0.0.1 until Ctrl-C.")
+    ui.add_argument(
+        "--workspace", type=Path, default=None, help="Workspace (default $TNS_HOME/monitoring/workspace)."
+    )
+    ui.add_argument("--port", type=_port, default=8085, help="Port (default 8085).")
     return parser
+
+
+def _timestamp(value: str):
+    from datetime import UTC, datetime
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _port(value: str) -> int:
@@ -291,6 +361,86 @@ def _predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _drift(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from monitoring.check import DriftCheckError, DriftRequest, print_outcome, run_drift_check
+    from monitoring.drift import DriftConfig
+    from pipelines.local import parse_value
+
+    changes = {}
+    for item in args.drift_overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in {f.name for f in dataclasses.fields(DriftConfig)}:
+            raise UsageError(f"--set expects KEY=VALUE with a DriftConfig field as KEY, got {item!r}")
+        changes[key.strip()] = parse_value(value)
+    try:
+        config = DriftConfig(**changes)
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    if not 0 <= args.max_malformed_share <= 1:
+        raise UsageError("--max-malformed-share must be in [0, 1]")
+    request = DriftRequest(
+        reference=args.reference.expanduser(),
+        current=args.current.expanduser(),
+        out_dir=args.out,
+        since=args.since,
+        until=args.until,
+        reference_since=args.reference_since,
+        reference_until=args.reference_until,
+        config=config,
+        max_malformed_share=args.max_malformed_share,
+        workspace=args.workspace,
+        save_snapshot=not args.no_snapshot,
+        model_name=args.model_name,
+        tracking_uri=args.tracking_uri,
+        repository=args.repository,
+        reference_rows=args.reference_rows,
+        command=shlex.join(["tns", *sys.argv[1:]])
+        if sys.argv and sys.argv[0].endswith("tns")
+        else "tns drift",
+    )
+    decide = _retrain_decider(args) if args.policy else None
+    try:
+        outcome = run_drift_check(request, decide=decide)
+    except DriftCheckError as error:
+        print(f"tns: error: drift check failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print_outcome(outcome)
+    return outcome.exit_code
+
+
+def _retrain_decider(args: argparse.Namespace):
+    """The retrain trigger, called with the drift summary before the report is written."""
+    raise UsageError("--policy is not available yet")
+
+
+def _monitor_ui(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from components.common.env import tns_home
+
+    workspace = (args.workspace or tns_home() / "monitoring" / "workspace").expanduser().resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    executable = Path(sys.executable).with_name("evidently")
+    command = [
+        str(executable),
+        "ui",
+        "--workspace",
+        str(workspace),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
+    print(f"Evidently UI for {workspace} on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.run(command, env=os.environ.copy(), check=False).returncode
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tns` command; returns the process exit code."""
     from components.common.config import ConfigError
@@ -302,12 +452,15 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits 0 for --help and 2 for bad usage
         return EXIT_OK if not exit_.code else EXIT_USAGE
+    args.command_line = shlex.join(["tns", *(sys.argv[1:] if argv is None else argv)])
     handlers = {
         "data": _generate,
         "compile": _compile,
         "run": _run_training,
         "serve": _serve,
         "predict": _predict,
+        "drift": _drift,
+        "monitor": _monitor_ui,
     }
     try:
         return handlers[args.command](args)

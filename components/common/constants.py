@@ -118,6 +118,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_BLESSED = 3
+EXIT_DRIFT = 10  # `tns drift`: drift detected (0: no drift or insufficient data, 1: error)
 
 # Environment.
 ENV_HOME = "TNS_HOME"
@@ -128,7 +129,8 @@ ENV_TRITONSERVER = "TNS_TRITONSERVER"  # a tritonserver binary to use instead of
 ENV_TRITON_BACKENDS = "TNS_TRITON_BACKENDS"  # a backend directory to use instead of the generated one
 OFFLINE_ENVIRONMENT: dict[str, str] = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
+    "DO_NOT_TRACK": "true",  # MLflow, Evidently
+    "ITERATIVE_DO_NOT_TRACK": "true",  # the telemetry library under Evidently
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",

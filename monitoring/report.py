@@ -1,0 +1,204 @@
+"""The on-call drift report: one self-contained HTML file (inline CSS, no scripts, nothing fetched).
+
+Read top to bottom at 3 a.m.: the verdict and what was decided, the ranked signals, typical drifted examples,
+data quality, and where to look next. Rendered from the JSON summary, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#1d2330;
+line-height:1.45;padding:0 16px}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #dde2ea;padding-bottom:4px}
+.badge{display:inline-block;padding:3px 10px;border-radius:12px;font-weight:600;color:#fff;font-size:14px}
+.drift{background:#c62828}.no_drift{background:#2e7d32}.insufficient_data{background:#8d6e00}
+table{border-collapse:collapse;width:100%;font-size:13px}th,td{border-bottom:1px solid #e5e8ee;padding:5px 6px;
+text-align:left;vertical-align:top}th{background:#f4f6fa}tr.hit td{background:#fff4f4}
+.bar{display:inline-block;height:10px;background:#c62828;border-radius:2px}.bar.ok{background:#90a4ae}
+.meta td:first-child{color:#5b6475;width:210px}code{background:#f4f6fa;padding:1px 4px;border-radius:3px}
+.muted{color:#5b6475}.decision{border-left:4px solid #1565c0;background:#f3f7fd;padding:8px 12px}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    return _e(value)
+
+
+def _meta_table(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><td>{_e(k)}</td><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="meta">{body}</table>'
+
+
+def _signals_table(signals: list[dict[str, Any]]) -> str:
+    if not signals:
+        return '<p class="muted">No signal was computed (see the verdict above).</p>'
+    head = (
+        "<tr><th>#</th><th>signal</th><th>group</th><th>method</th><th>score</th><th>threshold</th>"
+        "<th>severity</th><th>reference</th><th>current</th><th>rows (ref / cur)</th></tr>"
+    )
+    rows = []
+    for rank, s in enumerate(signals, start=1):
+        width = int(min(s.get("severity") or 0, 10) * 12)
+        bar = f'<span class="bar{"" if s["drifted"] else " ok"}" style="width:{max(width, 2)}px"></span>'
+        rows.append(
+            f'<tr class="{"hit" if s["drifted"] else ""}"><td>{rank}</td><td><b>{_e(s["name"])}</b>'
+            f"{' &#9888;' if s['drifted'] else ''}</td><td>{_e(s['group'])}</td><td>{_e(s['method'])}</td>"
+            f"<td>{_fmt(s['score'])}</td><td>{_fmt(s['threshold'])}</td><td>{bar} {_fmt(s['severity'])}</td>"
+            f"<td>{_fmt(s.get('reference_value'))}</td><td>{_fmt(s.get('current_value'))}</td>"
+            f"<td>{_e(s.get('rows', {}).get('reference'))} / {_e(s.get('rows', {}).get('current'))}</td></tr>"
+        )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _examples_section(examples: dict[str, list[dict[str, Any]]]) -> str:
+    if not examples:
+        return '<p class="muted">No drifted signal, so no examples.</p>'
+    parts = []
+    for signal, rows in examples.items():
+        parts.append(f"<h3>{_e(signal)}</h3>")
+        if not rows:
+            parts.append('<p class="muted">No rows to show.</p>')
+            continue
+        head = "<tr><th>time</th><th>request</th><th>text</th><th>language</th><th>image</th><th>scores</th><th>action</th></tr>"
+        body = []
+        for row in rows:
+            text = row.get("text")
+            shown = (
+                _e(text[:160])
+                if text
+                else f'<span class="muted">not logged; sha256 {_e((row.get("text_sha256") or "-")[:12])}…, {_e(row.get("text_length"))} chars</span>'
+            )
+            image = (
+                f"{_e(row.get('image_format'))} {_e(row.get('image_width'))}×{_e(row.get('image_height'))}"
+                if row.get("image_format")
+                else '<span class="muted">none</span>'
+            )
+            body.append(
+                f"<tr><td>{_e(row.get('timestamp'))}</td><td><code>{_e(row.get('request_id'))}:{_e(row.get('item'))}</code></td>"
+                f"<td>{shown}</td><td>{_e(row.get('text_language'))}</td><td>{image}</td>"
+                f"<td>{_fmt(row.get('scores'))}</td><td>{_e(row.get('action'))}</td></tr>"
+            )
+        parts.append(f"<table>{head}{''.join(body)}</table>")
+    return "".join(parts)
+
+
+def _decision_section(summary: dict[str, Any]) -> str:
+    verdict = "".join(f"<li>{_e(reason)}</li>" for reason in summary.get("reasons", []))
+    trigger = summary.get("trigger")
+    if not trigger:
+        action = (
+            "<p>No retrain policy was evaluated for this check (run <code>tns drift --policy FILE</code> or "
+            "<code>tns trigger --summary summary.json</code>).</p>"
+        )
+    else:
+        run = trigger.get("run_url") or trigger.get("run_id")
+        reasons = "".join(f"<li>{_e(r)}</li>" for r in trigger.get("reasons", []))
+        action = (
+            f"<p><b>Retraining: {_e(trigger.get('outcome'))}</b>"
+            + (f" &mdash; run <code>{_e(run)}</code>" if run else "")
+            + f"</p><ul>{reasons}</ul>"
+            + (f"<p>Error: <code>{_e(trigger.get('error'))}</code></p>" if trigger.get("error") else "")
+        )
+    return f'<div class="decision"><p><b>Verdict:</b></p><ul>{verdict}</ul>{action}</div>'
+
+
+def render_report(summary: dict[str, Any]) -> str:
+    """The HTML report of a drift check summary (`monitoring.check` writes both)."""
+    status = summary["status"]
+    model = summary.get("model", {})
+    reference, current = summary.get("reference", {}), summary.get("current", {})
+    window = summary.get("window", {})
+    drifted = [s["name"] for s in summary.get("signals", []) if s["drifted"]]
+    headline = {
+        "drift": f"Drift detected in {len(drifted)} signal(s): {', '.join(drifted[:4])}{' …' if len(drifted) > 4 else ''}",
+        "no_drift": "No drift: every signal is within its threshold",
+        "insufficient_data": "Insufficient data: no verdict on this window",
+    }[status]
+    model_line = (
+        f"{_e(model.get('name'))} version <b>{_e(model.get('version'))}</b>"
+        + (f" (alias <b>{_e(model.get('alias'))}</b>)" if model.get("alias") else " (alias unknown)")
+        + (
+            f"; reference scored by version {_e(reference.get('model_versions'))}"
+            if reference.get("model_versions")
+            else ""
+        )
+    )
+    quality = _meta_table(
+        [
+            (
+                "current rows",
+                f"{_e(current.get('rows'))} (sampled {_e(summary.get('sampled', {}).get('current', '-'))})",
+            ),
+            (
+                "reference rows",
+                f"{_e(reference.get('rows'))} (sampled {_e(summary.get('sampled', {}).get('reference', '-'))})",
+            ),
+            (
+                "malformed lines skipped",
+                f"{_e(current.get('malformed_lines', 0))} current, {_e(reference.get('malformed_lines', 0))} reference",
+            ),
+            ("failed requests (not compared)", f"{_e(current.get('failed_requests', 0))} current"),
+            (
+                "labeled rows",
+                f"{_e(current.get('labeled_rows', 0))} current, {_e(reference.get('labeled_rows', 0))} reference",
+            ),
+        ]
+        + [("malformed example", f"<code>{_e(x)}</code>") for x in current.get("malformed_examples", [])[:3]]
+    )
+    where = _meta_table(
+        [
+            ("JSON summary", f"<code>{_e(summary.get('summary_json'))}</code>"),
+            (
+                "Evidently snapshot",
+                f"<code>{_e(summary.get('evidently', {}).get('snapshot_id', 'not saved'))}</code> in project "
+                f"<code>{_e(summary.get('evidently', {}).get('project', '-'))}</code> (<code>tns monitor ui</code>)",
+            ),
+            ("command", f"<code>{_e(summary.get('command'))}</code>"),
+            ("runbook", "<code>docs/runbook.md</code>"),
+        ]
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>tns drift report: {_e(status)} ({_e(model.get('name'))} v{_e(model.get('version'))})</title>"
+        f"<style>{CSS}</style></head><body>"
+        f'<h1>Drift report <span class="badge {_e(status)}">{_e(status.replace("_", " "))}</span></h1>'
+        f"<p><b>{_e(headline)}</b></p>"
+        + _meta_table(
+            [
+                ("model in use", model_line),
+                (
+                    "current window",
+                    f'{_e(window.get("start"))} → {_e(window.get("end"))} <span class="muted">{_e(current.get("path"))}</span>',
+                ),
+                (
+                    "reference",
+                    f'{_e(reference.get("start"))} → {_e(reference.get("end"))} <span class="muted">{_e(reference.get("path"))}</span>',
+                ),
+                ("window id", f"<code>{_e(window.get('id'))}</code>"),
+                ("checked at", _e(summary.get("checked_at"))),
+            ]
+        )
+        + '<h2 id="decision">What was decided and why</h2>'
+        + _decision_section(summary)
+        + '<h2 id="signals">Signals, ranked by severity</h2>'
+        + '<p class="muted">Severity = how many thresholds away a score is (capped at 50). Drifted signals first.</p>'
+        + _signals_table(summary.get("signals", []))
+        + '<h2 id="examples">Typical drifted examples</h2>'
+        + _examples_section(summary.get("examples", {}))
+        + '<h2 id="quality">Data quality</h2>'
+        + quality
+        + '<h2 id="next">Where to look next</h2>'
+        + where
+        + "</body></html>"
+    )
