@@ -279,8 +279,9 @@ def run_drift_check(
     return DriftOutcome(summary=summary, exit_code=summary["exit_code"], out_dir=out_dir, result=result)
 
 
-def print_outcome(outcome: DriftOutcome, stream=sys.stdout) -> None:
+def print_outcome(outcome: DriftOutcome, stream=None) -> None:
     """The console summary: verdict, top signals, the decision and where the report is."""
+    stream = stream or sys.stdout
     summary = outcome.summary
     model = summary["model"]
     print(

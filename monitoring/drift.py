@@ -55,6 +55,9 @@ class DriftConfig:
         embedding_auc_threshold: Domain-classifier ROC-AUC above which an embedding has drifted.
         flag_rate_change: Absolute change of a policy's flagged share that counts as drift...
         flag_rate_alpha: ...when a two-proportion z-test also rejects "no change" at this level.
+        significance_alpha: A distance above its threshold is drift only when a two-sample test (KS for
+            numbers, chi-square for categories) also rejects "same distribution" at this level: small windows
+            have noisy distances, large windows have significant but tiny differences; both must hold.
         performance_drop: Drop of a policy's ROC-AUC on labeled rows that counts as drift.
         min_rows: Fewer current (or reference) rows than this is "insufficient data", not a verdict.
         min_labeled: Labeled rows (with both classes) per window needed to judge performance.
@@ -68,6 +71,7 @@ class DriftConfig:
     embedding_auc_threshold: float = 0.55
     flag_rate_change: float = 0.05
     flag_rate_alpha: float = 0.001
+    significance_alpha: float = 0.001
     performance_drop: float = 0.05
     min_rows: int = 200
     min_labeled: int = 50
@@ -83,8 +87,9 @@ class DriftConfig:
             raise ValueError(
                 f"drift.embedding_auc_threshold must be in (0.5, 1), got {self.embedding_auc_threshold}"
             )
-        if not 0 < self.flag_rate_alpha < 1:
-            raise ValueError(f"drift.flag_rate_alpha must be in (0, 1), got {self.flag_rate_alpha}")
+        for name in ("flag_rate_alpha", "significance_alpha"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"drift.{name} must be in (0, 1), got {getattr(self, name)}")
         for name in ("min_rows", "min_labeled", "max_sample_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"drift.{name} must be at least 1, got {getattr(self, name)}")
@@ -228,22 +233,50 @@ def _evidently_signals(
             metric = values[column]
             score, threshold = float(metric["value"]), float(metric["config"]["threshold"])
             reference_value, current_value = _summary_values(ref[column], cur[column], kind)
+            p_value = _p_value(ref[column], cur[column], kind)
+            significant = p_value < config.significance_alpha
+            severity = _severity(score, threshold)
             signals.append(
                 Signal(
                     name=column,
                     group=group,
                     kind=kind,
-                    method=str(metric["config"]["method"]),
+                    method=f"{METHOD_NAMES.get(str(metric['config']['method']), metric['config']['method'])} "
+                    f"({'KS' if kind != 'categorical' else 'chi-square'} p={p_value:.2g})",
                     score=score,
                     threshold=threshold,
-                    drifted=score >= threshold,
-                    severity=_severity(score, threshold),
+                    drifted=score >= threshold and significant,
+                    severity=severity if significant else min(severity, 0.99),
                     reference_value=reference_value,
                     current_value=current_value,
                     rows={"reference": len(ref), "current": len(cur)},
                 )
             )
     return signals, snapshots.get("all")
+
+
+METHOD_NAMES = {"wasserstein": "normed Wasserstein distance", "jensenshannon": "Jensen-Shannon distance"}
+
+
+def _p_value(reference, current, kind: str) -> float:
+    """Two-sample test p-value: Kolmogorov-Smirnov for numbers, chi-square on the category counts otherwise."""
+    from scipy.stats import chi2_contingency, ks_2samp
+
+    if kind != "categorical":
+        ref = reference.astype(float).dropna().to_numpy()
+        cur = current.astype(float).dropna().to_numpy()
+        if len(ref) == 0 or len(cur) == 0:
+            return 1.0
+        return float(ks_2samp(ref, cur).pvalue)
+    ref = reference.astype(object).where(reference.notna(), "missing").astype(str).value_counts()
+    cur = current.astype(object).where(current.notna(), "missing").astype(str).value_counts()
+    categories = ref.index.union(cur.index)
+    if len(categories) < 2:
+        return 1.0
+    table = np.vstack(
+        [ref.reindex(categories).fillna(0).to_numpy(), cur.reindex(categories).fillna(0).to_numpy()]
+    )
+    return float(chi2_contingency(table)[1])
 
 
 def _summary_values(reference, current, kind: str) -> tuple[Any, Any]:

@@ -17,7 +17,7 @@ Record (JSON object, one per line; schema version `LOG_SCHEMA_VERSION`):
 | `text` | str or null | the raw text, only when the logger is told to keep it |
 | `image_present` | bool | the item had an image |
 | `image_width`, `image_height` | int or null | pixel size from the image header |
-| `image_format` | str or null | `PNG`, `JPEG`, ... from the header (`unreadable` when the header is not an image) |
+| `image_format` | str or null | `PNG`, `JPEG`, ... from the header (`unreadable`: not an image; `too_large`: a bomb) |
 | `image_bytes`, `image_sha256` | int, str or null | encoded size and hash; image bytes are never logged |
 | `text_embedding`, `image_embedding` | list[float] or null | the model's pooled encoder features, projected to `EMBEDDING_DIM` dims |
 | `scores`, `flags` | {policy: float}, {policy: bool} | per-policy probability and whether it crossed the threshold |
@@ -45,6 +45,7 @@ PARTITION_PREFIX = "date="
 LABELS_DIR = "labels"
 LANGUAGE_UNKNOWN = "unknown"
 IMAGE_FORMAT_UNREADABLE = "unreadable"
+IMAGE_FORMAT_TOO_LARGE = "too_large"
 
 # Flat table columns (`read_logs` output) ------------------------------------------------------------------
 TEXT_NUMERIC_COLUMNS: tuple[str, ...] = (
@@ -258,6 +259,8 @@ def image_features(image: bytes | None) -> dict[str, Any]:
         with Image.open(io.BytesIO(image)) as opened:  # lazy: reads the header, not the pixels
             width, height = opened.size
             image_format = opened.format or IMAGE_FORMAT_UNREADABLE
+    except Image.DecompressionBombError:
+        image_format = IMAGE_FORMAT_TOO_LARGE  # the server rejects these too; the size stays unknown
     except (UnidentifiedImageError, OSError, ValueError):
         image_format = IMAGE_FORMAT_UNREADABLE
     return {
