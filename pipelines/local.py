@@ -44,6 +44,8 @@ class TrainingRequest:
     overrides: list[str] = field(default_factory=list)
     force_promote: bool = False
     force_reason: str = ""
+    trigger_report: str = ""  # drift report of a triggered retraining run (tagged on the MLflow run)
+    data_window: str = ""  # data window (JSON) of a triggered retraining run
 
 
 def load_config(request: TrainingRequest) -> RunConfig:
@@ -182,6 +184,8 @@ def run_training(request: TrainingRequest) -> int:
             force_reason=request.force_reason,
             mlflow_tracking_uri=tracking_uri,
             git_commit=git_commit(),
+            trigger_report=request.trigger_report,
+            data_window=request.data_window,
         )
     except Exception as error:  # the local runner raises RuntimeError naming the failed task
         failure = read_failure(failure_file)

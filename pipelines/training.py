@@ -37,6 +37,8 @@ def training_pipeline(
     force_reason: str = "",
     mlflow_tracking_uri: str = "",
     git_commit: str = "",
+    trigger_report: str = "",
+    data_window: str = "",
 ):
     """Turns a labeled multimodal dataset into a gated content-safety model served by Triton: a blessed model
     is registered as `challenger`, exported (ONNX parity checked) and infra-validated in a real tritonserver
@@ -52,6 +54,8 @@ def training_pipeline(
         mlflow_tracking_uri: MLflow tracking URI; empty uses MLFLOW_TRACKING_URI from the mlflow-credentials
             secret, or a local sqlite database.
         git_commit: Commit of the training code, recorded for lineage.
+        trigger_report: Drift report (path or URL) that triggered this retraining run ('' = manual run).
+        data_window: Data window of a triggered retraining run as JSON: id, start, end ('' = manual run).
     """
     ingest = ingest_data(data_uri=data_uri, config_json=config_json, policies=policies)
     ingest.set_display_name("Ingest and fingerprint dataset")
@@ -74,6 +78,8 @@ def training_pipeline(
         config_json=config,
         mlflow_tracking_uri=mlflow_tracking_uri,
         git_commit=git_commit,
+        trigger_report=trigger_report,
+        data_window=data_window,
     )
     train.set_display_name("Train fusion classifier")
     train.set_accelerator_type(TRAINING_ACCELERATOR).set_accelerator_limit(1)

@@ -17,6 +17,8 @@ def train_model(
     git_commit: str,
     model: Output[Model],
     metrics: Output[Metrics],
+    trigger_report: str = "",
+    data_window: str = "",
 ) -> NamedTuple("TrainOutputs", [("mlflow_run_id", str)]):
     """Trains the text+image fusion classifier and logs the run to MLflow.
 
@@ -28,6 +30,8 @@ def train_model(
         git_commit: Commit of the training code, recorded on the run.
         model: Output model folder (safetensors weights, spec, tokenizer).
         metrics: Training metrics.
+        trigger_report: Drift report that triggered this run ('' = manual run), tagged on the MLflow run.
+        data_window: Data window (JSON) of a triggered run ('' = manual run), tagged on the MLflow run.
     """
     from collections import namedtuple
 
@@ -43,6 +47,8 @@ def train_model(
             model.path,
             mlflow_tracking_uri,
             git_commit,
+            trigger_report=trigger_report,
+            data_window=data_window,
         )
     for name in ("best_epoch", "epochs_run", "steps", "seconds", "train_samples_per_second"):
         metrics.log_metric(name, float(summary[name]))

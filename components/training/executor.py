@@ -19,6 +19,8 @@ def training_step(
     model_dir: str | Path,
     tracking_uri: str = "",
     git_commit: str = "",
+    trigger_report: str = "",
+    data_window: str = "",
 ) -> tuple[str, dict]:
     """Trains the fusion classifier inside an MLflow run and logs params, metrics and the model folder.
 
@@ -29,6 +31,8 @@ def training_step(
         model_dir: Folder to write the model to.
         tracking_uri: MLflow tracking URI ('' = `$MLFLOW_TRACKING_URI` or the local sqlite default).
         git_commit: Commit of the code that trains, recorded as a tag.
+        trigger_report: Drift report that triggered a retraining run, recorded as tag `tns.trigger_report`.
+        data_window: Data window (JSON) of a triggered run, recorded as tag `tns.data_window`.
 
     Returns:
         The MLflow run id and the training summary.
@@ -51,6 +55,9 @@ def training_step(
                 "tns.policies": ",".join(config.policies),
             }
         )
+        lineage = {"tns.trigger_report": trigger_report, "tns.data_window": data_window}
+        if any(lineage.values()):  # a triggered retraining run names its drift report and data window
+            mlflow.set_tags({key: value for key, value in lineage.items() if value})
         mlflow.log_params(flatten(config.to_dict()))
         mlflow.log_dict(fingerprint, "dataset/fingerprint.json")
         result = train_model(
