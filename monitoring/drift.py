@@ -293,6 +293,17 @@ def _summary_values(reference, current, kind: str) -> tuple[Any, Any]:
     return shares(reference), shares(current)
 
 
+def _auc_p_value(auc: float, n_reference: int, n_current: int) -> float:
+    """One-sided p-value of a held-out ROC-AUC under "the windows are the same" (Mann-Whitney normal
+    approximation): small windows give noisy AUCs, so an AUC above the threshold must also be significant."""
+    from scipy.stats import norm
+
+    if n_reference < 1 or n_current < 1:
+        return 1.0
+    spread = math.sqrt((n_reference + n_current + 1) / (12.0 * n_reference * n_current))
+    return float(norm.sf((auc - 0.5) / spread))
+
+
 # Embeddings ---------------------------------------------------------------------------------------------------
 def _embedding_signals(reference, current, config: DriftConfig) -> list[Signal]:
     import pandas as pd
@@ -317,16 +328,19 @@ def _embedding_signals(reference, current, config: DriftConfig) -> list[Signal]:
         )
         auc = float(auc)
         shift = float(np.linalg.norm(cur.to_numpy().mean(axis=0) - ref.to_numpy().mean(axis=0)))
+        p_value = _auc_p_value(auc, len(ref) // 2, len(cur) // 2)  # Evidently scores a held-out half
+        significant = p_value < config.significance_alpha
+        severity = _severity(auc, config.embedding_auc_threshold, baseline=0.5)
         signals.append(
             Signal(
                 name=name,
                 group=group,
                 kind="embedding",
-                method="domain classifier ROC-AUC (Evidently ModelDriftMethod)",
+                method=f"domain classifier ROC-AUC (Evidently ModelDriftMethod, p={p_value:.2g})",
                 score=auc,
                 threshold=config.embedding_auc_threshold,
-                drifted=auc >= config.embedding_auc_threshold,
-                severity=_severity(auc, config.embedding_auc_threshold, baseline=0.5),
+                drifted=auc >= config.embedding_auc_threshold and significant,
+                severity=severity if significant else min(severity, 0.99),
                 reference_value=None,
                 current_value=round(shift, 4),
                 rows={"reference": len(ref), "current": len(cur)},

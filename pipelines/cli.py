@@ -162,6 +162,21 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     drift.add_argument("--dry-run", action="store_true", help="Decide on retraining but submit nothing.")
 
+    traffic = commands.add_parser("traffic", help="Production traffic tools.").add_subparsers(
+        dest="traffic_command", required=True
+    )
+    from monitoring.traffic import add_simulate_arguments
+
+    add_simulate_arguments(
+        traffic.add_parser(
+            "simulate",
+            help="Simulate production traffic (with an injected drift), scored by the champion or a server.",
+            description="Generates traffic from the embedded data generator, scores it in process with the "
+            "champion (or --repository) or through a running server (--url), and writes day-partitioned "
+            "inference logs, delayed moderator labels and a labeled dataset of the window.",
+        )
+    )
+
     monitor = commands.add_parser("monitor", help="Monitoring tools.").add_subparsers(
         dest="monitor_command", required=True
     )
@@ -415,6 +430,12 @@ def _retrain_decider(args: argparse.Namespace):
     raise UsageError("--policy is not available yet")
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from monitoring.traffic import run_simulate
+
+    return run_simulate(args)
+
+
 def _monitor_ui(args: argparse.Namespace) -> int:
     import os
     import subprocess
@@ -460,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": _serve,
         "predict": _predict,
         "drift": _drift,
+        "traffic": _simulate,
         "monitor": _monitor_ui,
     }
     try:

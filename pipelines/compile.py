@@ -12,9 +12,10 @@ COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
 
 def pipelines() -> dict[str, Callable]:
     """Pipeline functions by output file stem."""
+    from pipelines.monitoring import monitoring_pipeline
     from pipelines.training import training_pipeline
 
-    return {"training": training_pipeline}
+    return {"training": training_pipeline, "monitoring": monitoring_pipeline}
 
 
 def compile_pipeline(function: Callable, path: Path) -> None:

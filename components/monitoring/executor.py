@@ -1,0 +1,75 @@
+"""The monitoring pipeline's steps: the drift check and the retrain trigger, on top of `monitoring/`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from components.common.constants import DEFAULT_MODEL_NAME
+
+
+def drift_check_step(
+    reference_uri: str, current_uri: str, config_json: str, out_dir: str, model_name: str = DEFAULT_MODEL_NAME
+) -> dict[str, Any]:
+    """Runs the drift check into `out_dir` (report.html, summary.json, evidently.html) and returns the summary.
+
+    Args:
+        reference_uri: Reference logs or labeled dataset.
+        current_uri: Current logs.
+        config_json: `DriftConfig` fields as JSON ('{}' = defaults).
+        out_dir: Output folder.
+        model_name: Registered model name.
+
+    Raises:
+        monitoring.check.DriftCheckError: When the logs cannot be used; the folder is removed.
+    """
+    from monitoring.check import DriftRequest, run_drift_check
+    from monitoring.drift import DriftConfig
+
+    config = DriftConfig(**json.loads(config_json or "{}"))
+    request = DriftRequest(
+        reference=Path(reference_uri),
+        current=Path(current_uri),
+        out_dir=Path(out_dir),
+        config=config,
+        model_name=model_name,
+        command=f"monitoring pipeline: drift check of {current_uri} against {reference_uri}",
+    )
+    try:
+        return run_drift_check(request).summary
+    except Exception:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def trigger_step(
+    summary_dir: str, policy_json: str, kfp_host: str, ledger_uri: str, out_dir: str
+) -> dict[str, Any]:
+    """Evaluates the retrain policy on a drift summary, submits the training pipeline when it fires, and writes
+    the decision to `out_dir/decision.json`.
+
+    Args:
+        summary_dir: The drift check's output folder (holds summary.json).
+        policy_json: `RetrainPolicy` fields as JSON ('{}' = the defaults).
+        kfp_host: Kubeflow Pipelines API to submit to ('' = $KFP_HOST, else the local runner).
+        ledger_uri: Decision ledger file ('' = $TNS_HOME/monitoring/decisions.jsonl).
+        out_dir: Output folder of the decision.
+    """
+    from monitoring.policy import RetrainPolicy
+    from monitoring.submitters import KfpSubmitter, LocalSubmitter
+    from monitoring.trigger import DecisionLedger, evaluate_trigger
+
+    policy = RetrainPolicy.from_dict(json.loads(policy_json or "{}"))
+    host = kfp_host or os.environ.get("KFP_HOST", "")
+    submitter = None if policy.dry_run else (KfpSubmitter(host) if host else LocalSubmitter())
+    summary_path = Path(summary_dir) / "summary.json"
+    decision = evaluate_trigger(summary_path, policy, DecisionLedger(ledger_uri or None), submitter)
+    record = decision.to_record()
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "decision.json").write_text(
+        json.dumps(record, indent=2, sort_keys=True), encoding="utf-8"
+    )
+    return record

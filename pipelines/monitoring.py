@@ -1,0 +1,48 @@
+"""The monitoring pipeline: drift check, then (on drift) the guarded retrain trigger. Wiring only."""
+
+from kfp import dsl
+
+from components.common.constants import DEFAULT_MODEL_NAME
+from components.monitoring.component import check_drift, trigger_retraining
+from monitoring.drift import STATUS_DRIFT
+
+PIPELINE_NAME = "tns-monitoring"
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Check production inference logs for drift and, when the retrain policy fires, start retraining.",
+)
+def monitoring_pipeline(
+    reference_uri: str = "",
+    current_uri: str = "",
+    drift_config_json: str = "{}",
+    policy_json: str = "{}",
+    kfp_host: str = "",
+    ledger_uri: str = "",
+    model_name: str = DEFAULT_MODEL_NAME,
+):
+    """Compares the current window of inference logs with a reference and, on drift, applies the retrain policy.
+
+    Args:
+        reference_uri: Reference inference logs, or a labeled dataset (the champion's training data).
+        current_uri: Current window of inference logs (a day partition or a log folder).
+        drift_config_json: Drift thresholds as JSON (monitoring.drift.DriftConfig); '{}' uses the defaults.
+        policy_json: Retrain policy as JSON (monitoring.policy.RetrainPolicy); '{}' uses the defaults.
+        kfp_host: Kubeflow Pipelines API the retraining run is submitted to; '' uses $KFP_HOST.
+        ledger_uri: Decision ledger file on persistent storage; '' uses $TNS_HOME/monitoring/decisions.jsonl.
+        model_name: Registered model name.
+    """
+    drift = check_drift(
+        reference_uri=reference_uri,
+        current_uri=current_uri,
+        config_json=drift_config_json,
+        model_name=model_name,
+    ).set_display_name("Check drift (Evidently)")
+    with dsl.If(drift.outputs["Output"] == STATUS_DRIFT, name="drift-detected"):
+        trigger_retraining(
+            summary=drift.outputs["summary"],
+            policy_json=policy_json,
+            kfp_host=kfp_host,
+            ledger_uri=ledger_uri,
+        ).set_display_name("Retrain trigger (guarded)")
