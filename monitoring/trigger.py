@@ -323,14 +323,18 @@ def _hours(delta: timedelta) -> str:
 def retraining_data(summary: dict[str, Any], policy: RetrainPolicy) -> tuple[str, str]:
     """The retraining run's `data_uri` and a sentence on where it comes from.
 
-    The window's own labeled dataset (`<window path>/dataset`) when it exists on this machine, else the
-    policy's `training_data_uri`, else '' (the training pipeline's default dataset).
+    The window's own labeled dataset (`<window path>/dataset`, or `dataset` beside a `logs` folder as
+    `tns traffic simulate` writes it) when it exists on this machine, else the policy's `training_data_uri`,
+    else '' (the training pipeline's default dataset).
     """
     window_path = str(summary.get("window", {}).get("path") or "")
     if window_path and "://" not in window_path:
-        candidate = Path(window_path) / WINDOW_DATASET_DIR
-        if candidate.exists():
-            return str(candidate.resolve()), f"retraining data: the window's labeled dataset {candidate}"
+        for candidate in (
+            Path(window_path) / WINDOW_DATASET_DIR,
+            Path(window_path).parent / WINDOW_DATASET_DIR,
+        ):
+            if (candidate / "manifest.jsonl").is_file():
+                return str(candidate.resolve()), f"retraining data: the window's labeled dataset {candidate}"
     if policy.training_data_uri:
         return policy.training_data_uri, f"retraining data: training_data_uri {policy.training_data_uri}"
     return (

@@ -177,6 +177,24 @@ def _build_parser() -> argparse.ArgumentParser:
         )
     )
 
+    from monitoring.schedule import add_schedule_arguments
+    from monitoring.trigger import add_trigger_arguments
+
+    add_trigger_arguments(
+        commands.add_parser(
+            "trigger",
+            help="Apply the retrain policy to a drift summary (and submit retraining when it fires).",
+            description="Guardrails in order: insufficient data, no matching drift, same window already fired, a "
+            "run in flight, cooldown, dry run; every decision is recorded in the decision ledger.",
+        )
+    )
+    add_schedule_arguments(
+        commands.add_parser(
+            "schedule",
+            help="Create a recurring run of the monitoring pipeline on a Kubeflow Pipelines host.",
+        )
+    )
+
     monitor = commands.add_parser("monitor", help="Monitoring tools.").add_subparsers(
         dest="monitor_command", required=True
     )
@@ -426,8 +444,37 @@ def _drift(args: argparse.Namespace) -> int:
 
 
 def _retrain_decider(args: argparse.Namespace):
-    """The retrain trigger, called with the drift summary before the report is written."""
-    raise UsageError("--policy is not available yet")
+    """The retrain trigger, called with the drift summary before the report is written (so the report names the
+    run and the run's parameters name the report)."""
+    import os
+    from dataclasses import replace
+
+    from monitoring.policy import RetrainPolicy
+    from monitoring.submitters import ENV_KFP_HOST, ENV_KFP_TOKEN, KfpSubmitter, LocalSubmitter
+    from monitoring.trigger import DecisionLedger, evaluate_trigger
+
+    policy = RetrainPolicy.from_yaml(args.policy)
+    if args.dry_run:
+        policy = replace(policy, dry_run=True)
+    host = args.kfp_host or os.environ.get(ENV_KFP_HOST)
+    submitter = KfpSubmitter(host, token=os.environ.get(ENV_KFP_TOKEN)) if host else LocalSubmitter()
+
+    def decide(summary: dict) -> dict:
+        return evaluate_trigger(summary, policy, DecisionLedger(), submitter).to_record()
+
+    return decide
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    from monitoring.trigger import run_trigger
+
+    return run_trigger(args)
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from monitoring.schedule import run_schedule
+
+    return run_schedule(args)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -482,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
         "predict": _predict,
         "drift": _drift,
         "traffic": _simulate,
+        "trigger": _trigger,
+        "schedule": _schedule,
         "monitor": _monitor_ui,
     }
     try:

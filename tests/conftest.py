@@ -17,6 +17,9 @@ from components.common.env import apply_offline_environment
 
 apply_offline_environment()
 
+# The tiny exported repository and its tritonserver, shared by the serving and monitoring tests.
+pytest_plugins = ["tests.serving.fixtures"]
+
 # Tiny models on a 2-core machine: one torch thread. Two threads spin-wait against any other busy process and
 # make a 0.5 s training run take 5-10 s; one thread is as fast when the machine is quiet.
 TORCH_THREADS = 1

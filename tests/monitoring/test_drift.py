@@ -26,7 +26,11 @@ def _frames(tmp_path: Path, **current_knobs):
     ("knobs", "group", "top_names"),
     [
         ({"text_shift": 0.6}, "text", {"text_embedding"}),
-        ({"image_size": (128, 96), "image_format": "JPEG"}, "image", {"image_width", "image_height", "image_bytes"}),
+        (
+            {"image_size": (128, 96), "image_format": "JPEG"},
+            "image",
+            {"image_width", "image_height", "image_bytes"},
+        ),
         ({"spam_rate": 0.3}, "prediction:spam", {"score_spam"}),
     ],
     ids=["text", "image", "spam-surge"],

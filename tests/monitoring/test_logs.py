@@ -119,7 +119,9 @@ def test_delayed_labels_are_joined(tmp_path: Path):
     rows = records(40, seed=7)
     write(tmp_path, rows)
     (tmp_path / "labels").mkdir()
-    labels = [{"request_id": rows[i]["request_id"], "item": 0, "labels": {"spam": 1, "hate": 0}} for i in (3, 9)]
+    labels = [
+        {"request_id": rows[i]["request_id"], "item": 0, "labels": {"spam": 1, "hate": 0}} for i in (3, 9)
+    ]
     (tmp_path / "labels" / "moderation.jsonl").write_text(
         "".join(json.dumps(line) + "\n" for line in labels) + "broken line\n", encoding="utf-8"
     )
@@ -141,7 +143,9 @@ def test_missing_path_and_empty_folder(tmp_path: Path):
 def test_text_and_image_features():
     features = text_features("Check THIS out 😂 https://bit.ly/3xYz now")
     assert features["text_url_count"] == 1 and features["text_emoji_count"] == 1
-    assert features["text_words"] == 6 and features["text_length"] == len("Check THIS out 😂 https://bit.ly/3xYz now")
+    assert features["text_words"] == 6 and features["text_length"] == len(
+        "Check THIS out 😂 https://bit.ly/3xYz now"
+    )
     assert 0 < features["text_upper_share"] < 1 and features["text_language"] == "en"
     assert text_features(None)["text_present"] is False
     assert detect_language("mira quién acaba de llegar") == "es"

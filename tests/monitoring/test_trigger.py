@@ -40,6 +40,8 @@ from monitoring.trigger import (
     TriggerError,
     add_trigger_arguments,
     evaluate_trigger,
+    load_summary,
+    retraining_data,
     run_trigger,
 )
 
@@ -343,9 +345,17 @@ def test_the_request_names_the_report_and_the_window(tmp_path: Path, ledger: Dec
 
 def test_a_labeled_window_dataset_is_the_retraining_data(tmp_path: Path, ledger: DecisionLedger):
     summary = drift_summary(tmp_path, "labeled")
-    (tmp_path / "logs" / "dataset").mkdir(parents=True)
+    (tmp_path / "logs" / "dataset").mkdir(parents=True)  # no manifest: not a dataset
     decision = evaluate_trigger(summary, RetrainPolicy(training_data_uri="/other"), ledger, FakeSubmitter())
-    assert decision.data_uri == str((tmp_path / "logs" / "dataset").resolve())
+    assert decision.data_uri == "/other"
+    # `tns traffic simulate` writes OUT/logs and OUT/dataset: the dataset beside the logs folder counts too.
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "manifest.jsonl").write_text("{}\n", encoding="utf-8")
+    data_uri, _ = retraining_data(load_summary(summary), RetrainPolicy(training_data_uri="/other"))
+    assert data_uri == str((tmp_path / "dataset").resolve())
+    (tmp_path / "logs" / "dataset" / "manifest.jsonl").write_text("{}\n", encoding="utf-8")
+    data_uri, _ = retraining_data(load_summary(summary), RetrainPolicy(training_data_uri="/other"))
+    assert data_uri == str((tmp_path / "logs" / "dataset").resolve())
 
 
 def test_overrides_and_another_model_reach_the_run_configuration():
