@@ -51,7 +51,8 @@ class DriftRequest:
         reference_until: End of the reference window, for logs.
         config: Thresholds and limits.
         max_malformed_share: Share of malformed log lines above which the check fails.
-        workspace: Evidently workspace folder (default `$TNS_HOME/monitoring/workspace`); None to skip.
+        workspace: Evidently workspace folder (default `$TNS_HOME/monitoring/workspace`).
+        save_snapshot: Add the Evidently snapshot to the workspace (and save its HTML beside the report).
         model_name: Registered model name (for the alias lookup and the dataset reference's champion).
         tracking_uri: MLflow tracking URI ('' = the local store).
         repository: Exported Triton repository to score a dataset reference with (default: the champion's).
