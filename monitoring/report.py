@@ -102,11 +102,22 @@ def _decision_section(summary: dict[str, Any]) -> str:
             "<code>tns trigger --summary summary.json</code>).</p>"
         )
     else:
-        run = trigger.get("run_url") or trigger.get("run_id")
+        run_id, run_url = trigger.get("run_id"), trigger.get("run_url")
         reasons = "".join(f"<li>{_e(r)}</li>" for r in trigger.get("reasons", []))
         action = (
             f"<p><b>Retraining: {_e(trigger.get('outcome'))}</b>"
-            + (f" &mdash; run <code>{_e(run)}</code>" if run else "")
+            + (f" &mdash; run <code>{_e(run_id)}</code>" if run_id else "")
+            + (f' (<a href="{_e(run_url)}">{_e(run_url)}</a>)' if run_url else "")
+            + (
+                f"; finished with exit code {_e(trigger.get('run_exit_code'))}"
+                if trigger.get("run_exit_code") is not None
+                else ""
+            )
+            + (
+                f"; training data <code>{_e(trigger.get('data_uri'))}</code>"
+                if trigger.get("data_uri")
+                else ""
+            )
             + f"</p><ul>{reasons}</ul>"
             + (f"<p>Error: <code>{_e(trigger.get('error'))}</code></p>" if trigger.get("error") else "")
         )
