@@ -17,6 +17,12 @@ export GX_ANALYTICS_ENABLED := false
 .PHONY: setup run serve test test-fast lint format compile compile-check bench clean clean-envs
 
 setup: $(STAMP) $(SERVING_STAMP)
+	@# Headless Chromium renders the drift report in tests/monitoring/test_report_browser.py: installed when
+	@# missing and we are root with apt-get (CI); otherwise only a note (the test then says how to install it).
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		(test "$$(id -u)" = 0 && command -v apt-get >/dev/null && apt-get update -qq && \
+		 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium) || \
+		echo "note: chromium is not installed; tests/monitoring/test_report_browser.py needs it (apt-get install chromium)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
