@@ -262,7 +262,12 @@ def _columns_from_table(table, stats: ReadStats) -> dict[str, np.ndarray] | None
     columns: dict[str, np.ndarray] = {}
     for name in SCALAR_FIELDS:
         if name in table.column_names:
-            columns[name] = table.column(name).to_numpy(zero_copy_only=False)
+            column = table.column(name)
+            columns[name] = (
+                column.to_pandas(deduplicate_objects=True).to_numpy()
+                if pa.types.is_string(column.type)
+                else column.to_numpy(zero_copy_only=False)
+            )
     for struct_name, prefix in (("scores", SCORE_PREFIX), ("flags", FLAG_PREFIX), ("labels", LABEL_PREFIX)):
         if struct_name not in table.column_names or not pa.types.is_struct(
             table.schema.field(struct_name).type
@@ -322,8 +327,12 @@ def _columns_from_records(records: list[dict[str, Any]]) -> dict[str, np.ndarray
 def _read_file(path: Path, stats: ReadStats) -> dict[str, np.ndarray]:
     table = _read_fast(path)
     columns = _columns_from_table(table, stats) if table is not None else None
+    del table
     if columns is None:
         columns = _columns_from_records(_read_lines(path, stats))
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
     return columns
 
 
@@ -368,18 +377,21 @@ def read_logs(
     if not path.exists():
         raise LogReadError(f"{path} does not exist")
     stats = ReadStats()
-    parts = []
+    frames = []
     for file in log_files(path):
         stats.files += 1
-        parts.append(_read_file(file, stats))
+        part = _read_file(file, stats)
+        if len(part.get("_failed", ())):
+            frames.append(pd.DataFrame(part))
+        del part
     if stats.lines and stats.malformed_share > max_malformed_share:
         raise LogReadError(
             f"{stats.malformed} of {stats.lines} lines in {path} are malformed "
             f"({stats.malformed_share:.1%} > the allowed {max_malformed_share:.1%}); for example:\n  "
             + "\n  ".join(stats.malformed_examples)
         )
-    frames = [pd.DataFrame(part) for part in parts if len(part.get("_failed", ()))]
     frame = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+    del frames
     if frame.empty:
         return LogWindow(frame=frame, stats=stats, policies=[], path=path)
     stats.failed_requests = int(frame["_failed"].sum())
