@@ -1,10 +1,12 @@
 """Benchmarks: training throughput against a bare PyTorch loop, pipeline orchestration overhead against
 calling the same step functions directly, and the Triton serving ensemble against in-process onnxruntime and
-PyTorch eager (`benchmarks/serving.py`). Every baseline is measured in the same run, and results are reported
-as ratios, because shared machines are noisy.
+PyTorch eager (`benchmarks/serving.py`), and the drift check against a plain scipy two-sample test
+(`benchmarks/drift.py`). Every baseline is measured in the same run, and results are reported as ratios,
+because shared machines are noisy.
 
     python -m benchmarks.run --out docs/benchmarks.md      (what `make bench` runs)
     python -m benchmarks.run --only serving                (one section, printed; add --out to write it)
+    python -m benchmarks.run --only drift --out docs/benchmarks.md   (replaces that section, keeps the others)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from components.common.config import RunConfig
 from components.common.env import apply_offline_environment
 
-SECTIONS = ("training", "orchestration", "serving")
+SECTIONS = ("training", "orchestration", "serving", "drift")
 DEFAULT_OUT = Path("docs/benchmarks.md")
 
 
@@ -372,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1.5,
         help="Serving: seconds of each in-process runner (onnxruntime, + preprocessing, PyTorch) per round.",
     )
+    parser.add_argument(
+        "--drift-rows",
+        type=int,
+        action="append",
+        help="Drift: rows per log window (repeatable; default 100000 and 1000000).",
+    )
     args = parser.parse_args(argv)
     apply_offline_environment()
     sections = args.only or list(SECTIONS)
@@ -379,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     command = (
         "make bench  (python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]) + ")"
     )
-    training = orchestration = serving = None
+    training = orchestration = serving = drift = None
     with tempfile.TemporaryDirectory(prefix="tns-bench-") as tmp:
         folder = Path(tmp)
         if "serving" in sections:  # first: it fails fast when tritonserver or perf_analyzer is missing
@@ -399,11 +407,19 @@ def main(argv: list[str] | None = None) -> int:
         if "orchestration" in sections:
             (folder / "orchestration").mkdir()
             orchestration = bench_orchestration(folder / "orchestration", args.pipeline_rows, 2)
+        if "drift" in sections:
+            from benchmarks.drift import SIZES, bench_drift
+
+            drift = bench_drift(
+                folder / "drift",
+                args.drift_rows or SIZES,
+                log=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+    measured = f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `{command}`\non {_machine()}."
     parts = [
         f"""# Benchmarks
 
-Measured {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")} by `{command}`
-on {_machine()}.
+{measured}
 
 Each comparison runs its baseline in the same process and run, and the ratio is the figure to read: absolute
 numbers move with the load on a shared machine.
@@ -439,9 +455,17 @@ artifact copies; it is constant per run, so it matters for tiny runs and vanishe
 """)
     if serving is not None:
         parts.append(serving_section(serving))
+    if drift is not None:
+        from benchmarks.drift import drift_section
+
+        parts.append(drift_section(drift))
     report = "\n".join(parts)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
+        if args.only and out.is_file():  # one section: replace it in the file, keep the others
+            from benchmarks.drift import merge_report
+
+            report = merge_report(out.read_text(encoding="utf-8"), report, note=f"*{measured}*")
         out.write_text(report, encoding="utf-8")
     print(report)
     return 0
