@@ -14,7 +14,7 @@ export DO_NOT_TRACK := true
 export HF_HUB_OFFLINE := 1
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: setup run serve test test-fast lint format compile compile-check bench clean clean-envs
+.PHONY: setup run serve demo-drift test test-fast lint format compile compile-check bench clean clean-envs
 
 setup: $(STAMP) $(SERVING_STAMP)
 	@# Headless Chromium renders the drift report in tests/monitoring/test_report_browser.py: installed when
@@ -48,6 +48,11 @@ run: setup $(TMPDIR)
 
 serve: setup $(TMPDIR)
 	$(BIN)/tns serve
+
+# The monitoring loop end to end: serve the champion, simulate drifting traffic through the client, `tns drift`
+# fires, a retraining run is submitted locally and gated (trains a champion first when there is none).
+demo-drift: setup $(TMPDIR)
+	$(BIN)/python -m monitoring.demo
 
 test: setup $(TMPDIR)
 	$(BIN)/ruff check .
