@@ -24,6 +24,7 @@ EXPECTED_GROUP = {
     "new_slang": "text",
     "image_style_shift": "image",
     "policy_surge": "prediction:spam",
+    "modality_shift": "modality",
 }
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
