@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common.config import ConfigError
+from components.common.config import ConfigError, coerce_field
 from components.common.constants import DEFAULT_MODEL_NAME
 
 
@@ -188,7 +188,7 @@ class RetrainPolicy:
             if name == "signals":
                 kwargs[name] = _signal_rules(value)
             else:
-                kwargs[name] = _coerce(name, fields[name], value)
+                kwargs[name] = coerce_field(name, fields[name], value)
         return cls(**kwargs)
 
     @classmethod
@@ -235,26 +235,3 @@ def _signal_rules(value: Any) -> list[SignalRule]:
         except ConfigError as error:
             raise ConfigError(f"signals[{index}]: {error}") from None
     return rules
-
-
-def _coerce(name: str, spec: dataclasses.Field, value: Any) -> Any:
-    default = spec.default
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string, got {value!r}")
-        return value
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):  # config_overrides
-        raise ConfigError(f"{name} must be a list of strings, got {value!r}")
-    return list(value)

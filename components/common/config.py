@@ -333,11 +333,16 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
                 raise ConfigError(f"{prefix}{name} must be a mapping with a 'default' key, got {value!r}")
             kwargs[name] = {str(k): v for k, v in value.items()}
         else:
-            kwargs[name] = _coerce(f"{prefix}{name}", fields[name], value)
+            kwargs[name] = coerce_field(f"{prefix}{name}", fields[name], value)
     return cls(**kwargs)
 
 
-def _coerce(name: str, spec: dataclasses.Field, value: Any) -> Any:
+def coerce_field(name: str, spec: dataclasses.Field, value: Any) -> Any:
+    """`value` checked (and converted where safe) against the type of a dataclass field's default.
+
+    Raises:
+        ConfigError: Naming the key `name` and the expected type.
+    """
     default = spec.default
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -356,7 +361,8 @@ def _coerce(name: str, spec: dataclasses.Field, value: Any) -> Any:
             raise ConfigError(f"{name} must be a string, got {value!r}")
         return value
     if spec.default_factory is not dataclasses.MISSING and isinstance(spec.default_factory(), list):
-        if all(isinstance(v, int) for v in spec.default_factory()):
+        default_list = spec.default_factory()
+        if default_list and all(isinstance(v, int) for v in default_list):  # an empty default: strings
             if isinstance(value, str):
                 value = [_parse_int(v, name) for v in value.split(",") if v.strip()]
             if not isinstance(value, list) or not all(
