@@ -185,15 +185,19 @@ def _subset(frame, subset: str):
 
 
 def _evidently_signals(
-    reference, current, policies: list[str], config: DriftConfig
+    reference, current, policies: list[str], config: DriftConfig, kinds: frozenset[str] | None = None
 ) -> tuple[list[Signal], Any]:
     """ValueDrift per column, run as one Evidently report per row subset; returns the signals and the snapshot
-    of the all-rows report (kept in the Evidently workspace)."""
+    of the all-rows report (kept in the Evidently workspace). `kinds` limits the columns to those kinds."""
     import pandas as pd
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
-    specs = [s for s in _tabular_specs(policies) if s[0] in reference.columns and s[0] in current.columns]
+    specs = [
+        s
+        for s in _tabular_specs(policies)
+        if s[0] in reference.columns and s[0] in current.columns and (kinds is None or s[2] in kinds)
+    ]
     signals: list[Signal] = []
     snapshots = {}
     for subset in ("all", "text", "image"):
@@ -348,6 +352,27 @@ def _embedding_signals(reference, current, config: DriftConfig) -> list[Signal]:
             )
         )
     return signals
+
+
+def _mix_matched(reference, current, seed: int):
+    """The reference resampled (with replacement, seeded) to the current window's modality mix."""
+    import pandas as pd
+
+    def stratum(frame):
+        return frame["text_present"].astype(bool).astype(int) * 2 + frame["image_present"].astype(
+            bool
+        ).astype(int)
+
+    ref_strata, cur_shares = stratum(reference), stratum(current).value_counts(normalize=True)
+    parts = []
+    for index, (key, share) in enumerate(cur_shares.items()):
+        rows = reference.loc[ref_strata == key]
+        if rows.empty:
+            continue
+        parts.append(
+            rows.sample(n=max(1, round(share * len(reference))), replace=True, random_state=seed + index)
+        )
+    return pd.concat(parts, ignore_index=True) if parts else reference
 
 
 # Rates and performance ------------------------------------------------------------------------------------------
@@ -525,6 +550,23 @@ def check_drift(reference, current, policies: list[str], config: DriftConfig | N
     signals, snapshot = _evidently_signals(ref_sample, cur_sample, policies, config)
     signals += _embedding_signals(ref_sample, cur_sample, config)
     signals += _flag_rate_signals(reference, current, policies, config)
+    if any(s.drifted for s in signals if s.group == GROUP_MODALITY):
+        # A new modality mix moves every policy's score distribution by itself (image-only posts score
+        # differently): judge the scores against a reference with the current mix, so that prediction drift
+        # means "the model answers differently for the same kind of post".
+        matched = _mix_matched(reference, current, config.seed)
+        signals = [s for s in signals if s.kind not in ("prediction", "flag_rate")]
+        adjusted, _ = _evidently_signals(
+            _sample(matched, config.max_sample_rows, config.seed),
+            cur_sample,
+            policies,
+            config,
+            frozenset({"prediction"}),
+        )
+        adjusted += _flag_rate_signals(matched, current, policies, config)
+        for signal in adjusted:
+            signal.note = "reference re-weighted to the current modality mix"
+        signals += adjusted
     signals += _performance_signals(reference, current, policies, config)
     signals.sort(key=lambda s: (s.drifted, s.severity), reverse=True)
     drifted = [s for s in signals if s.drifted]

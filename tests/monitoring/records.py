@@ -35,14 +35,16 @@ def records(
     policies: tuple[str, ...] = DEFAULT_POLICIES,
     label_rate: float = 0.0,
     model_version: str = "3",
+    image_only_rate: float = 0.1,
 ) -> list[dict]:
     """`rows` records, one minute apart. `text_shift` moves the text embeddings' mean; `spam_rate` is the share
-    of items that are spam (high spam score, flagged)."""
+    of items that are spam (high spam score, flagged); `image_only_rate` the share without text (their sexual
+    scores run higher, so a new modality mix moves the score distributions by itself)."""
     rng = np.random.default_rng(seed)
     image = png(*image_size, image_format)
     out = []
     for row in range(rows):
-        has_text, has_image = rng.random() > 0.1, rng.random() > 0.1
+        has_text, has_image = rng.random() > image_only_rate, rng.random() > 0.1
         if not has_text and not has_image:
             has_text = True
         text = " ".join(rng.choice(WORDS, size=int(rng.integers(3, 9)))) if has_text else None
@@ -50,6 +52,8 @@ def records(
         scores = {p: float(rng.beta(1, 12)) for p in policies}
         if spam:
             scores["spam"] = float(rng.beta(12, 1))
+        if not has_text and "sexual" in scores:
+            scores["sexual"] = float(rng.beta(3, 6))
         flags = {p: scores[p] >= 0.5 for p in policies}
         text_embedding = rng.normal(text_shift, 1.0, EMBEDDING_DIM) if has_text else None
         image_embedding = rng.normal(0.0, 1.0, EMBEDDING_DIM) if has_image else None

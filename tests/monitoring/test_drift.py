@@ -45,6 +45,17 @@ def test_injected_drift_is_detected_and_ranked_first(tmp_path: Path, knobs, grou
     assert all(s.drifted for s in result.signals[: len(result.drifted)])  # drifted first
 
 
+def test_a_new_modality_mix_is_ranked_above_the_score_shift_it_causes(tmp_path: Path):
+    reference, current = _frames(tmp_path, image_only_rate=0.5)
+    result = check_drift(reference.frame, current.frame, reference.policies)
+    assert result.status == STATUS_DRIFT and result.signals[0].group == "modality"
+    (sexual,) = [s for s in result.signals if s.name == "score_sexual"]
+    assert sexual.note == "reference re-weighted to the current modality mix" and not sexual.drifted
+    # Without the re-weighting the sexual scores differ clearly: the mix explains it.
+    before, after = reference.frame["score_sexual"].mean(), current.frame["score_sexual"].mean()
+    assert after > before + 0.08
+
+
 def test_same_distribution_is_not_drift(tmp_path: Path):
     reference, current = _frames(tmp_path)
     result = check_drift(reference.frame, current.frame, reference.policies)
