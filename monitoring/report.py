@@ -50,10 +50,11 @@ def _signals_table(signals: list[dict[str, Any]]) -> str:
     rows = []
     for rank, s in enumerate(signals, start=1):
         width = int(min(s.get("severity") or 0, 10) * 12)
+        note = f'<br><span class="muted">{_e(s["note"])}</span>' if s.get("note") else ""
         bar = f'<span class="bar{"" if s["drifted"] else " ok"}" style="width:{max(width, 2)}px"></span>'
         rows.append(
             f'<tr class="{"hit" if s["drifted"] else ""}"><td>{rank}</td><td><b>{_e(s["name"])}</b>'
-            f"{' &#9888;' if s['drifted'] else ''}</td><td>{_e(s['group'])}</td><td>{_e(s['method'])}</td>"
+            f"{' &#9888;' if s['drifted'] else ''}</td><td>{_e(s['group'])}</td><td>{_e(s['method'])}{note}</td>"
             f"<td>{_fmt(s['score'])}</td><td>{_fmt(s['threshold'])}</td><td>{bar} {_fmt(s['severity'])}</td>"
             f"<td>{_fmt(s.get('reference_value'))}</td><td>{_fmt(s.get('current_value'))}</td>"
             f"<td>{_e(s.get('rows', {}).get('reference'))} / {_e(s.get('rows', {}).get('current'))}</td></tr>"
