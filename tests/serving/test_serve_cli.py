@@ -86,6 +86,9 @@ def _start_serve(args: list[str], environment: dict[str, str]) -> ServeProcess:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        # As in a terminal: a test run started in the background (`make test &`) inherits an ignored SIGINT, and
+        # Python then installs no Ctrl-C handler; the Ctrl-C test needs the terminal's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         text=True,
     )
     lines: list[str] = []
