@@ -161,9 +161,14 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def build_summary(
-    request: DriftRequest, reference: LogWindow, current: LogWindow, result: DriftResult, out_dir: Path
+    request: DriftRequest,
+    reference: LogWindow,
+    current: LogWindow,
+    result: DriftResult,
+    out_dir: Path,
+    pair_id: str,
 ) -> dict[str, Any]:
-    """The JSON summary of a check (the report is rendered from it)."""
+    """The JSON summary of a check (the report is rendered from it); `pair_id` is the windows' `window_id`."""
     current_info, reference_info = _window_info(current), _window_info(reference)
     versions = current_info.get("model_versions") or reference_info.get("model_versions") or [""]
     model_name = current_info.get("model_name") or reference_info.get("model_name") or request.model_name
@@ -177,7 +182,7 @@ def build_summary(
         "exit_code": EXIT_DRIFT if result.drift_detected else EXIT_NO_DRIFT,
         "reasons": result.reasons,
         "window": {
-            "id": window_id(_window_identity(reference), _window_identity(current)),
+            "id": pair_id,
             "start": current_info.get("start"),
             "end": current_info.get("end"),
             "path": str(current.path),
@@ -270,7 +275,7 @@ def run_drift_check(
     summary_id = window_id(_window_identity(reference), _window_identity(current))
     out_dir = (request.out_dir or tns_home() / "monitoring" / "reports" / f"{stamp}-{summary_id}").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = build_summary(request, reference, current, result, out_dir)
+    summary = build_summary(request, reference, current, result, out_dir, summary_id)
     if request.save_snapshot:
         workspace = (request.workspace or tns_home() / "monitoring" / "workspace").resolve()
         summary["evidently"] = save_snapshot(result, workspace, summary["model"]["name"], out_dir)

@@ -213,7 +213,7 @@ def _evidently_signals(
         def prepared(frame, numeric=numeric, categorical=categorical):
             data = pd.DataFrame({c: pd.to_numeric(frame[c], errors="coerce").astype(float) for c in numeric})
             for c in categorical:
-                data[c] = frame[c].astype(object).where(frame[c].notna(), "missing").astype(str).to_numpy()
+                data[c] = _categories(frame[c]).to_numpy()
             return data
 
         definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
@@ -262,6 +262,11 @@ def _evidently_signals(
 METHOD_NAMES = {"wasserstein": "normed Wasserstein distance", "jensenshannon": "Jensen-Shannon distance"}
 
 
+def _categories(values):
+    """A categorical column as strings, missing values as the category "missing" (as every check counts them)."""
+    return values.astype(object).where(values.notna(), "missing").astype(str)
+
+
 def _p_value(reference, current, kind: str) -> float:
     """Two-sample test p-value: Kolmogorov-Smirnov for numbers, chi-square on the category counts otherwise."""
     from scipy.stats import chi2_contingency, ks_2samp
@@ -272,8 +277,7 @@ def _p_value(reference, current, kind: str) -> float:
         if len(ref) == 0 or len(cur) == 0:
             return 1.0
         return float(ks_2samp(ref, cur).pvalue)
-    ref = reference.astype(object).where(reference.notna(), "missing").astype(str).value_counts()
-    cur = current.astype(object).where(current.notna(), "missing").astype(str).value_counts()
+    ref, cur = _categories(reference).value_counts(), _categories(current).value_counts()
     categories = ref.index.union(cur.index)
     if len(categories) < 2:
         return 1.0
@@ -289,9 +293,7 @@ def _summary_values(reference, current, kind: str) -> tuple[Any, Any]:
         return float(np.nanmean(reference.astype(float))), float(np.nanmean(current.astype(float)))
 
     def shares(values) -> dict[str, float]:
-        counts = (
-            values.astype(object).where(values.notna(), "missing").astype(str).value_counts(normalize=True)
-        )
+        counts = _categories(values).value_counts(normalize=True)
         return {str(k): round(float(v), 4) for k, v in counts.head(4).items()}
 
     return shares(reference), shares(current)
