@@ -53,7 +53,7 @@ def _prepare(folder: Path, rows: int) -> tuple[Path, Path]:
 
     generate_dataset(folder / "raw", GenerateSpec(rows=rows, seed=21))
     config = RunConfig()
-    ingest_dataset(folder / "raw", folder / "dataset", config.policies)
+    ingest_dataset(folder / "raw", folder / "dataset", config)
     split_dataset(folder / "dataset", folder / "splits", config.policies, config.split)
     return folder / "dataset", folder / "splits"
 
@@ -81,7 +81,7 @@ def bench_training(folder: Path, rows: int, epochs: int, repeats: int) -> dict:
 
         torch.manual_seed(settings.seed)
         text_folder = resolve_text_encoder(settings.text_encoder)
-        spec = _preprocessing_spec(settings, text_folder, config.validation.image_max_pixels)
+        spec = _preprocessing_spec(settings, text_folder, config.validation)
         preprocessor = Preprocessor(spec, text_folder / TOKENIZER_FILE)
         model, _ = build_model(
             config.policies,

@@ -486,7 +486,7 @@ def build_exported_model(folder: Path, config: RunConfig, seed: int = 0) -> tupl
     settings = config.train
     torch.manual_seed(seed)
     text_folder = resolve_text_encoder(settings.text_encoder)
-    spec = _preprocessing_spec(settings, text_folder, config.validation.image_max_pixels)
+    spec = _preprocessing_spec(settings, text_folder, config.validation)
     model, sources = build_model(
         list(config.policies), settings.text_encoder, settings.image_encoder, settings.hidden_dim,
         settings.dropout, spec,

@@ -89,7 +89,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_raw_dataset: Pat
     config = RunConfig()
     root = tmp_path_factory.mktemp("tiny_dataset")
     dataset_dir, splits_dir = root / "dataset", root / "splits"
-    ingest_dataset(tiny_raw_dataset, dataset_dir, config.policies)
+    ingest_dataset(tiny_raw_dataset, dataset_dir, config)
     split_dataset(dataset_dir, splits_dir, config.policies, config.split)
     return dataset_dir, splits_dir
 

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common.constants import DEFAULT_MODEL_NAME, DEFAULT_POLICIES
+from components.common.constants import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_POLICIES,
+    DUPLICATE_KEY_EXACT,
+    DUPLICATE_KEYS,
+    MISSING_LABEL_MODES,
+    MISSING_LABELS_MASK,
+    SEVERITY_CRITICAL,
+    SEVERITY_WARNING,
+)
 
 
 class ConfigError(ValueError):
@@ -33,31 +42,124 @@ def _check_per_policy(name: str, values: dict[str, float], low: float, high: flo
 
 
 @dataclass
+class DataConfig:
+    missing_labels: str = field(
+        default=MISSING_LABELS_MASK,
+        metadata={
+            "help": "A null label means 'not annotated for this policy': 'mask' (no loss, no metric for that "
+            "row and policy), 'negative' (counted as 0) or 'refuse' (validation fails)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.missing_labels not in MISSING_LABEL_MODES:
+            raise ConfigError(
+                f"data.missing_labels must be one of {', '.join(MISSING_LABEL_MODES)}, got {self.missing_labels!r}"
+            )
+
+
+@dataclass
 class SplitConfig:
     validation_fraction: float = field(default=0.15, metadata={"help": "Share of items for validation."})
     test_fraction: float = field(default=0.2, metadata={"help": "Share of items for the test split."})
     seed: int = field(default=13, metadata={"help": "Seed of the stratified split."})
+    deduplicate: bool = field(
+        default=True,
+        metadata={
+            "help": "Collapse copies of an item before splitting (labels merged); with a split fixed in the "
+            "manifest, validation/test copies of a train item are dropped. false: copies across fixed splits "
+            "fail validation (no_split_leakage)."
+        },
+    )
+    duplicate_key: str = field(
+        default=DUPLICATE_KEY_EXACT,
+        metadata={
+            "help": "What counts as a copy: 'exact' (same text and image bytes) or 'normalized' (same text up to "
+            "case, whitespace, URLs and digits, and the same image)."
+        },
+    )
+    group_column: str = field(
+        default="group",
+        metadata={
+            "help": "Manifest column naming an item's group (author, campaign, template): a group is never "
+            "split across train/validation/test. Absent column: no groups."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("validation_fraction", "test_fraction"):
             value = getattr(self, name)
             if not 0.0 < value < 0.5:
                 raise ConfigError(f"split.{name} must be in (0, 0.5), got {value}")
+        if self.duplicate_key not in DUPLICATE_KEYS:
+            raise ConfigError(
+                f"split.duplicate_key must be one of {', '.join(DUPLICATE_KEYS)}, got {self.duplicate_key!r}"
+            )
+        if not self.group_column.strip():
+            raise ConfigError("split.group_column must name a column")
+
+
+def default_severities() -> dict[str, str]:
+    """Severity of every check a run configuration may change; the other checks are structural (always
+    critical: ids, labels, modalities, images, text size, split values and leakage, per-split label counts)."""
+    return {
+        "positive_rate": SEVERITY_WARNING,
+        "text_length": SEVERITY_WARNING,
+        "language_present": SEVERITY_WARNING,
+        "duplicate_items": SEVERITY_WARNING,
+        "label_conflicts": SEVERITY_WARNING,
+        "unannotated_rows": SEVERITY_WARNING,
+    }
 
 
 @dataclass
 class ValidationConfig:
     min_rows: int = field(default=30, metadata={"help": "Fewest rows a dataset may have."})
     text_min_chars: int = field(default=1, metadata={"help": "Shortest non-null text, in characters."})
-    text_max_chars: int = field(default=5000, metadata={"help": "Longest text, in characters."})
+    text_max_chars: int = field(
+        default=5000,
+        metadata={
+            "help": "Longer texts get a warning (text_length); the model reads only its first "
+            "train.max_text_length tokens, in training and in serving alike."
+        },
+    )
+    text_max_bytes: int = field(
+        default=1_000_000,
+        metadata={
+            "help": "Largest text in UTF-8 bytes: bigger ones threaten memory and are refused, in validation "
+            "(text_size) and by the served model."
+        },
+    )
     image_max_pixels: int = field(
         default=25_000_000,
         metadata={"help": "Largest width*height accepted; bigger images are rejected before decoding."},
     )
     image_min_side: int = field(default=8, metadata={"help": "Smallest image width or height, in pixels."})
     image_max_bytes: int = field(default=20_000_000, metadata={"help": "Largest encoded image file."})
-    positive_rate_min: float = field(default=0.005, metadata={"help": "Lowest positive rate per policy."})
-    positive_rate_max: float = field(default=0.6, metadata={"help": "Highest positive rate per policy."})
+    positive_rate_min: float = field(
+        default=0.005, metadata={"help": "Lowest positive rate per policy, over its annotated rows."}
+    )
+    positive_rate_max: float = field(
+        default=0.6, metadata={"help": "Highest positive rate per policy, over its annotated rows."}
+    )
+    min_split_annotated: int = field(
+        default=10,
+        metadata={"help": "Fewest rows annotated for each policy in the validation and in the test split."},
+    )
+    min_split_positives: int = field(
+        default=3,
+        metadata={
+            "help": "Fewest positives, and fewest negatives, per policy in the validation and in the test split "
+            "(thresholds and test metrics need both classes)."
+        },
+    )
+    severity: dict[str, str] = field(
+        default_factory=default_severities,
+        metadata={
+            "help": "critical or warning, per statistical check (a failed critical check stops the run); "
+            "structural checks are always critical."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.min_rows < 1:
@@ -66,6 +168,27 @@ class ValidationConfig:
             raise ConfigError("validation.positive_rate_min must be below positive_rate_max, both in [0, 1]")
         if self.text_min_chars > self.text_max_chars:
             raise ConfigError("validation.text_min_chars must not exceed text_max_chars")
+        if self.text_max_bytes < 1:
+            raise ConfigError(f"validation.text_max_bytes must be >= 1, got {self.text_max_bytes}")
+        if self.min_split_annotated < 1 or self.min_split_positives < 1:
+            raise ConfigError(
+                "validation.min_split_annotated and validation.min_split_positives must be >= 1"
+            )
+        adjustable = default_severities()
+        unknown = sorted(set(self.severity) - set(adjustable))
+        if unknown:
+            raise ConfigError(
+                f"validation.severity cannot change {unknown}: structural checks are always critical; "
+                f"adjustable checks: {', '.join(adjustable)}"
+            )
+        bad = {k: v for k, v in self.severity.items() if v not in (SEVERITY_CRITICAL, SEVERITY_WARNING)}
+        if bad:
+            raise ConfigError(f"validation.severity values must be critical or warning, got {bad}")
+        self.severity = {**adjustable, **self.severity}
+
+    def severity_overrides(self) -> dict[str, str]:
+        """The checks whose severity differs from the default, with their configured severity."""
+        return {k: v for k, v in self.severity.items() if default_severities().get(k) != v}
 
 
 @dataclass
@@ -244,6 +367,7 @@ class RunConfig:
         metadata={"help": "Policy label columns, in the model's output order."},
     )
     model_name: str = field(default=DEFAULT_MODEL_NAME, metadata={"help": "MLflow registered-model name."})
+    data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -299,13 +423,16 @@ class RunConfig:
         """Returns a copy with dotted-key overrides applied, e.g. `{"train.max_steps": 1}`."""
         data = self.to_dict()
         for dotted, value in changes.items():
-            target = data
+            target: Any = data
+            section: Any = self
             *parents, leaf = dotted.split(".")
             for parent in parents:
                 if not isinstance(target, dict) or not isinstance(target.get(parent), dict):
                     raise ConfigError(f"unknown configuration key {dotted!r}")
                 target = target[parent]
-            is_mapping_entry = parents and "default" in target  # per-policy mapping: any policy key
+                section = getattr(section, parent, None)
+            # A mapping field (per-policy numbers, severities) takes any key here; its own validation judges it.
+            is_mapping_entry = bool(parents) and isinstance(section, dict)
             if leaf not in target and not is_mapping_entry:
                 raise ConfigError(f"unknown configuration key {dotted!r}")
             target[leaf] = value

@@ -30,11 +30,28 @@ COL_IMAGE = "image"
 COL_SPLIT = "split"
 COL_LANGUAGE = "language"
 COL_CREATED_AT = "created_at"
-OPTIONAL_COLUMNS: tuple[str, ...] = (COL_SPLIT, COL_LANGUAGE, COL_CREATED_AT)
+COL_GROUP = "group"  # author, campaign or template: a group never straddles two splits (`split.group_column`)
+OPTIONAL_COLUMNS: tuple[str, ...] = (COL_SPLIT, COL_LANGUAGE, COL_CREATED_AT, COL_GROUP)
 # Columns that ingest derives from content (never read from a manifest).
 COL_IMAGE_SHA256 = "image_sha256"
 COL_ITEM_HASH = "item_hash"
 COL_MODALITY = "modality"
+# Label values that are neither 0/1 nor empty, as written in the manifest (JSON {policy: text}), for messages.
+COL_INVALID_LABELS = "invalid_labels"
+
+# A policy label may be missing (null, an empty cell): "not annotated for this policy" (`data.missing_labels`).
+MISSING_LABELS_MASK = "mask"  # no loss and no metric for that row and policy
+MISSING_LABELS_NEGATIVE = "negative"  # counted as 0
+MISSING_LABELS_REFUSE = "refuse"  # validation refuses the dataset
+MISSING_LABEL_MODES: tuple[str, ...] = (MISSING_LABELS_MASK, MISSING_LABELS_NEGATIVE, MISSING_LABELS_REFUSE)
+# What counts as a copy of an item (`split.duplicate_key`): the same text and image bytes, or the same text up to
+# case, whitespace, URLs and digits (and the same image bytes).
+DUPLICATE_KEY_EXACT = "exact"
+DUPLICATE_KEY_NORMALIZED = "normalized"
+DUPLICATE_KEYS: tuple[str, ...] = (DUPLICATE_KEY_EXACT, DUPLICATE_KEY_NORMALIZED)
+# Validation check severities (`validation.severity`).
+SEVERITY_CRITICAL = "critical"
+SEVERITY_WARNING = "warning"
 
 SPLIT_TRAIN = "train"
 SPLIT_VALIDATION = "validation"
@@ -51,6 +68,7 @@ MODALITIES: tuple[str, ...] = (MODALITY_BOTH, MODALITY_TEXT, MODALITY_IMAGE)
 DATASET_TABLE = "dataset.parquet"
 DATASET_IMAGES_DIR = "images"
 DATASET_FINGERPRINT = "fingerprint.json"
+DATASET_PREPARATION = "preparation.json"  # what ingest collapsed, merged, filled or dropped, and why
 SPLITS_TABLE = "splits.parquet"
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_SPEC = "model_spec.json"
@@ -60,7 +78,7 @@ TRAINING_SUMMARY_FILE = "training_summary.json"
 EVALUATION_FILE = "evaluation.json"
 TEST_SCORES_FILE = "test_scores.parquet"
 DECISION_FILE = "decision.json"
-VALIDATION_SUMMARY_FILE = "validation_summary.json"
+RUN_LOG_FILE = "run.log"  # the KFP local runner's full output, in the run folder
 
 # Gate decisions and registry aliases.
 BLESSED = "BLESSED"

@@ -20,10 +20,10 @@ def resolve_config(config_json: str, policies: list[str] | None = None) -> RunCo
 def ingest_step(data_uri: str, config: RunConfig, out_dir: str | Path) -> dict:
     """Ingests `data_uri`, or the embedded default dataset when it is empty; returns the ingest summary."""
     if data_uri:
-        return ingest_dataset(data_uri, out_dir, config.policies).to_dict()
+        return ingest_dataset(data_uri, out_dir, config).to_dict()
     with tempfile.TemporaryDirectory(prefix="tns-default-data-") as folder:
         generate_dataset(folder)  # all default policies; ingest keeps the configured ones
-        summary = ingest_dataset(folder, out_dir, config.policies).to_dict()
+        summary = ingest_dataset(folder, out_dir, config).to_dict()
     summary["source"] = "embedded default dataset (tns data generate)"
     return summary
 

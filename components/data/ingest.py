@@ -1,22 +1,25 @@
 """Ingest: copy a dataset into a self-contained artifact folder and fingerprint its content.
 
-The artifact holds `dataset.parquet` (normalised rows plus content hashes), `images/` (copies of the
-referenced images) and `fingerprint.json`. Ingest is lenient on purpose: it records what it finds
-(missing image files, unsafe paths, missing columns) and leaves the verdict to validation, so every data
-problem is reported by one named check.
+The artifact holds `dataset.parquet` (normalised, prepared rows plus content hashes), `images/` (copies of the
+referenced images), `preparation.json` (copies collapsed, labels merged, missing labels resolved: see
+`components.data.prepare`) and `fingerprint.json`. Ingest is lenient on purpose: it records what it finds
+(missing image files, unsafe paths, missing columns, values that are not labels) and leaves the verdict to
+validation, so every data problem is reported by one named check.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from components.common.config import RunConfig
 from components.common.constants import (
+    COL_GROUP,
     COL_ID,
     COL_IMAGE,
     COL_IMAGE_SHA256,
@@ -25,14 +28,16 @@ from components.common.constants import (
     COL_TEXT,
     DATASET_FINGERPRINT,
     DATASET_IMAGES_DIR,
+    DATASET_PREPARATION,
     DATASET_TABLE,
     MODALITY_BOTH,
     MODALITY_IMAGE,
     MODALITY_NONE,
     MODALITY_TEXT,
 )
-from components.data.formats import load_dataset
+from components.data.formats import DatasetFormatError, load_dataset
 from components.data.generate import GENERATOR_MARKER
+from components.data.prepare import Preparation, prepare_frame
 
 COL_IMAGE_FILE_STATUS = "image_file_status"
 IMAGE_ABSENT = "absent"
@@ -51,6 +56,7 @@ class IngestResult:
     policies: list[str]
     columns: list[str]
     synthetic: bool = False
+    rows_read: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,21 +85,47 @@ def modality_of(has_text: bool, has_image: bool) -> str:
     return MODALITY_IMAGE if has_image else MODALITY_NONE
 
 
-def ingest_dataset(source: str | Path, out_dir: str | Path, policies: Sequence[str]) -> IngestResult:
-    """Reads a dataset, copies its images and writes the normalised, fingerprinted artifact.
+def _group_column(frame: pd.DataFrame, column: str) -> None:
+    """Copies the configured group column into `group` (text or None); an absent non-default column is an error."""
+    if column not in frame.columns:
+        if column != COL_GROUP and len(frame):
+            raise DatasetFormatError(
+                f"split.group_column {column!r} is not a column of the dataset (columns: "
+                f"{', '.join(map(str, frame.columns))}); set split.group_column to one of them, e.g. "
+                f"--set split.group_column=<column>"
+            )
+        return
+    frame[COL_GROUP] = frame[column].map(
+        lambda v: (
+            None if v is None or (isinstance(v, float) and pd.isna(v)) or str(v).strip() == "" else str(v)
+        )
+    )
+
+
+def _as_text(value: object) -> str | None:
+    """A manifest value of a text column as stored: text, or None for a gap (None, NaN: a row without the key)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def ingest_dataset(source: str | Path, out_dir: str | Path, config: RunConfig) -> IngestResult:
+    """Reads a dataset, copies its images, prepares the rows and writes the fingerprinted artifact.
 
     Args:
         source: Dataset folder, manifest file or Hateful Memes folder.
         out_dir: Artifact folder to write (created).
-        policies: Policy label columns of this run.
+        config: Run configuration: `policies`, `split` (deduplication, groups) and `data.missing_labels`.
 
     Returns:
         The ingest summary, also written to `fingerprint.json`.
 
     Raises:
-        DatasetFormatError: When no manifest can be read.
+        DatasetFormatError: When no manifest can be read, or `split.group_column` names no column.
     """
+    policies = list(config.policies)
     frame, root = load_dataset(source, policies)
+    _group_column(frame, config.split.group_column)
     out_dir = Path(out_dir)
     images_dir = out_dir / DATASET_IMAGES_DIR
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -131,10 +163,13 @@ def ingest_dataset(source: str | Path, out_dir: str | Path, policies: Sequence[s
         modality_of(text is not None, status != IMAGE_ABSENT)
         for text, status in zip(frame[COL_TEXT], statuses, strict=True)
     ]
+    rows_read = len(frame)
+    frame, preparation = prepare_frame(frame, policies, config.split, config.data.missing_labels)
     for column in frame.columns:
         if frame[column].dtype == object and column != COL_ID:
-            frame[column] = frame[column].map(lambda v: v if v is None or isinstance(v, str) else str(v))
+            frame[column] = frame[column].map(_as_text)
     frame.to_parquet(out_dir / DATASET_TABLE, index=False)
+    (out_dir / DATASET_PREPARATION).write_text(json.dumps(preparation.to_dict(), indent=2), encoding="utf-8")
 
     content = hashlib.sha256()
     label_columns = [p for p in policies if p in frame.columns]
@@ -151,6 +186,7 @@ def ingest_dataset(source: str | Path, out_dir: str | Path, policies: Sequence[s
         policies=list(policies),
         columns=list(frame.columns),
         synthetic=(root / GENERATOR_MARKER).is_file(),
+        rows_read=rows_read,
     )
     (out_dir / DATASET_FINGERPRINT).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     return result
@@ -159,6 +195,14 @@ def ingest_dataset(source: str | Path, out_dir: str | Path, policies: Sequence[s
 def read_ingested(dataset_dir: str | Path) -> pd.DataFrame:
     """Reads the table of an ingested dataset artifact; image paths are relative to `dataset_dir`."""
     return pd.read_parquet(Path(dataset_dir) / DATASET_TABLE)
+
+
+def read_preparation(dataset_dir: str | Path) -> Preparation | None:
+    """What preparing the rows of an ingested dataset artifact changed (None for artifacts without the record)."""
+    path = Path(dataset_dir) / DATASET_PREPARATION
+    if not path.is_file():
+        return None
+    return Preparation.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 def read_fingerprint(dataset_dir: str | Path) -> dict:

@@ -1,8 +1,10 @@
 """Evaluation of a scored test split: per-policy metrics, slices, modality ablation.
 
 Input is a score table (one row per test item) with `id`, `modality`, optional `language`, and per policy
-`label_<p>`, `score_<p>` (fusion probability), `score_no_image_<p>` and `score_no_text_<p>` (the same model
-with one modality removed; NaN where the item lacks the other modality). A validation score table with the
+`label_<p>` (0 or 1, NaN where the item is not annotated for that policy), `score_<p>` (fusion probability),
+`score_no_image_<p>` and `score_no_text_<p>` (the same model with one modality removed; NaN where the item
+lacks the other modality). Every metric of a policy, slices and ablation included, is computed on the rows
+annotated for that policy. A validation score table with the
 same columns (ablations not needed) is used only to choose each policy's operating threshold, so the test
 numbers at that threshold are honest. The result is a JSON-able dict, see `evaluate_scores`.
 """
@@ -90,10 +92,12 @@ def check_score_table(
 
 
 def _labels(frame: pd.DataFrame, policy: str) -> np.ndarray:
+    """0/1 labels with NaN where the row is not annotated for `policy`."""
+    raw = frame[label_column(policy)]
     values = _scores(frame, label_column(policy))
-    missing = int(np.isnan(values).sum())
-    if missing:
-        raise ValueError(f"{label_column(policy)} has {missing} missing or non-numeric value(s)")
+    bad = int((raw.notna().to_numpy() & ~np.isin(values, (0.0, 1.0))).sum())
+    if bad:
+        raise ValueError(f"{label_column(policy)} has {bad} value(s) that are neither 0, 1 nor missing")
     return values
 
 
@@ -114,6 +118,11 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(defined)) if defined else None
 
 
+def _annotated(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    keep = ~np.isnan(y)
+    return y[keep], s[keep]
+
+
 def _policy_metrics(
     y: np.ndarray,
     s: np.ndarray,
@@ -122,6 +131,11 @@ def _policy_metrics(
     target: float,
     config: EvaluationConfig,
 ) -> dict[str, Any]:
+    y, s = _annotated(y, s)
+    val_y, val_s = _annotated(val_y, val_s)
+    if y.size == 0 or val_y.size == 0:  # validation refuses such data; a hand-made table may still get here
+        empty = {key: None for key in _POLICY_KEYS}
+        return {**empty, "positives": int(y.sum()), "rows": int(y.size), "target_precision": float(target)}
     choice = metrics.threshold_for_precision(val_y, val_s, target)
     rates = metrics.rates_at_threshold(y, s, choice.threshold)
     interval = metrics.bootstrap_roc_auc(y, s, config.bootstrap_samples, config.seed)
@@ -146,28 +160,42 @@ def _policy_metrics(
     }
 
 
+_POLICY_KEYS = (
+    "roc_auc", "roc_auc_ci", "pr_auc", "threshold", "threshold_reached_on_validation", "validation_precision",
+    "validation_recall", "test_precision", "test_recall", "test_fpr", "ece", "confusion_matrix", "roc_curve",
+)  # fmt: skip
+
+
 def _slice_entry(
     labels: dict[str, np.ndarray], scores: dict[str, np.ndarray], mask: np.ndarray, min_rows: int
 ) -> dict[str, Any]:
     rows = int(mask.sum())
     policies: dict[str, dict[str, Any]] = {}
     single_class: list[str] = []
+    few_annotated: list[str] = []
     too_small = rows < min_rows
     for policy, y_all in labels.items():
-        y, s = y_all[mask], scores[policy][mask]
-        positives = int(y.sum())
-        if too_small:
-            policies[policy] = {"roc_auc": None, "pr_auc": None, "positives": positives}
+        y, s = _annotated(y_all[mask], scores[policy][mask])
+        counts = {"positives": int(y.sum()), "annotated": int(y.size)}
+        if too_small or y.size < min_rows:
+            if not too_small:
+                few_annotated.append(policy)
+            policies[policy] = {"roc_auc": None, "pr_auc": None, **counts}
             continue
         auc = metrics.roc_auc(y, s)
         if auc is None:
             single_class.append(policy)
-        policies[policy] = {"roc_auc": auc, "pr_auc": metrics.pr_auc(y, s), "positives": positives}
+        policies[policy] = {"roc_auc": auc, "pr_auc": metrics.pr_auc(y, s), **counts}
     note = None
     if too_small:
         note = f"{rows} row(s) < min_slice_rows {min_rows}: metrics not reported"
-    elif single_class:
-        note = f"single class (metrics undefined) for: {', '.join(single_class)}"
+    else:
+        notes = []
+        if few_annotated:
+            notes.append(f"fewer than {min_rows} annotated rows for: {', '.join(few_annotated)}")
+        if single_class:
+            notes.append(f"single class (metrics undefined) for: {', '.join(single_class)}")
+        note = "; ".join(notes) or None
     return {
         "rows": rows,
         "policies": policies,
@@ -216,11 +244,12 @@ def _ablation(
         if too_small:
             result[policy] = {"fusion": None, "text_removed": None, "image_removed": None}
             continue
-        y = labels[policy][complete]
+        rows_of_policy = complete & ~np.isnan(labels[policy])
+        y = labels[policy][rows_of_policy]
         result[policy] = {
-            "fusion": metrics.roc_auc(y, scores[policy][complete]),
-            "text_removed": metrics.roc_auc(y, no_text[policy][complete]),
-            "image_removed": metrics.roc_auc(y, no_image[policy][complete]),
+            "fusion": metrics.roc_auc(y, scores[policy][rows_of_policy]),
+            "text_removed": metrics.roc_auc(y, no_text[policy][rows_of_policy]),
+            "image_removed": metrics.roc_auc(y, no_image[policy][rows_of_policy]),
         }
     single = [p for p, entry in result.items() if not too_small and entry["fusion"] is None]
     if single:
@@ -249,22 +278,23 @@ def evaluate_scores(
     Returns:
         A JSON-able dict::
 
-            {"policies": {p: {"roc_auc", "roc_auc_ci": [lo, hi] | None, "pr_auc", "positives", "rows",
+            {"policies": {p: {"roc_auc", "roc_auc_ci": [lo, hi] | None, "pr_auc", "positives", "rows" (annotated),
                               "threshold", "target_precision", "threshold_reached_on_validation",
                               "validation_precision", "validation_recall", "test_precision", "test_recall",
                               "test_fpr", "ece", "confusion_matrix": [[tn, fp], [fn, tp]],
                               "roc_curve": {"fpr", "tpr", "thresholds"}}},
              "macro": {"roc_auc", "pr_auc", "ece"},
              "slices": {"modality" | "language": {value: {"rows", "policies": {p: {"roc_auc", "pr_auc",
-                        "positives"}}, "macro_roc_auc", "note"}}},
+                        "positives", "annotated"}}, "macro_roc_auc", "note"}}},
              "ablation": {"rows", "fusion_macro_roc_auc", "text_removed_macro_roc_auc",
                           "image_removed_macro_roc_auc", "policies": {p: {"fusion", "text_removed",
                           "image_removed"}}, "note"}}
 
-        Undefined metrics (a single class) are None; macro values average the defined ones.
+        Undefined metrics (a single class, no annotated rows) are None; macro values average the defined ones.
 
     Raises:
-        ValueError: When a table lacks columns or rows, or holds missing labels or fusion scores.
+        ValueError: When a table lacks columns or rows, or holds labels other than 0/1/missing, or missing fusion
+            scores.
     """
     if not policies:
         raise ValueError("policies must name at least one policy")

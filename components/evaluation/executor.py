@@ -18,8 +18,8 @@ from components.common.constants import (
     TEST_SCORES_FILE,
     TRAINING_SUMMARY_FILE,
 )
-from components.data.ingest import read_fingerprint
-from components.data.split import read_split_frame
+from components.data.ingest import read_fingerprint, read_preparation
+from components.data.split import label_counts, read_split_frame
 from components.evaluation.evaluate import evaluate_scores, score_column
 from components.evaluation.gate import GateDecision, decide
 from components.evaluation.report import (
@@ -89,6 +89,7 @@ def evaluation_step(
     (out_dir / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
     scores.to_parquet(out_dir / TEST_SCORES_FILE, index=False)
     fingerprint = read_fingerprint(dataset_dir)
+    preparation = read_preparation(dataset_dir)
     training_file = Path(model_dir) / TRAINING_SUMMARY_FILE
     card = ModelCardInfo(
         model_name=config.model_name,
@@ -96,6 +97,8 @@ def evaluation_step(
         dataset_fingerprint=fingerprint["fingerprint"],
         dataset_source=fingerprint["source"],
         rows_per_split={k: int(v) for k, v in frame[COL_SPLIT].value_counts().items()},
+        label_counts=label_counts(frame, config.policies),
+        preparation=preparation.to_dict() if preparation else {},
         policies=list(config.policies),
         text_encoder=config.train.text_encoder,
         image_encoder=config.train.image_encoder,

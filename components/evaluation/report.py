@@ -47,6 +47,9 @@ class ModelCardInfo:
     dataset_fingerprint: str = ""
     dataset_source: str = ""
     rows_per_split: dict[str, int] = field(default_factory=dict)
+    # {policy: {split: {"annotated", "positives"}}}: a row may be annotated for only some policies.
+    label_counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    preparation: dict[str, Any] = field(default_factory=dict)
     policies: list[str] = field(default_factory=list)
     text_encoder: str = ""
     image_encoder: str = ""
@@ -153,6 +156,25 @@ def interpret_ablation(ablation: dict[str, Any] | None) -> str:
     return f"On {ablation.get('rows', 0)} text+image rows, {drops}: {verdict}."
 
 
+def preparation_sentence(preparation: dict[str, Any]) -> str:
+    """One sentence on what preparing the data changed (copies, label conflicts, unannotated rows)."""
+    parts = [f"{preparation.get('rows_read', 0)} rows read, {preparation.get('rows_kept', 0)} used"]
+    if preparation.get("copies_dropped"):
+        parts.append(
+            f"{preparation['copies_dropped']} copies of {preparation.get('items_with_copies', 0)} item(s) "
+            f"collapsed ({preparation.get('cross_split_copies_dropped', 0)} across fixed splits)"
+        )
+    conflicts = sum((preparation.get("label_conflicts") or {}).values())
+    if conflicts:
+        parts.append(f"{conflicts} label conflict(s) between copies left unannotated")
+    if preparation.get("unannotated_dropped"):
+        parts.append(f"{preparation['unannotated_dropped']} row(s) annotated for no policy dropped")
+    filled = sum((preparation.get("filled_as_negative") or {}).values())
+    if filled:
+        parts.append(f"{filled} missing label(s) counted as negative")
+    return "; ".join(parts) + "."
+
+
 def _sections(
     evaluation: dict[str, Any], card: ModelCardInfo, decision: dict[str, Any] | None
 ) -> list[_Section]:
@@ -216,7 +238,29 @@ def _sections(
         )
     data_rows = [["Source", card.dataset_source or "n/a"], ["Fingerprint", card.dataset_fingerprint or "n/a"]]
     data_rows += [[f"Rows ({split})", _fmt(count)] for split, count in card.rows_per_split.items()]
-    sections.append(_Section("Data", [_Table(["Field", "Value"], data_rows)]))
+    data_blocks: list[Any] = [_Table(["Field", "Value"], data_rows)]
+    if card.preparation:
+        data_blocks.append(_Paragraph(preparation_sentence(card.preparation)))
+    if card.label_counts:
+        splits = list(next(iter(card.label_counts.values())))
+        data_blocks.append(_Paragraph("Annotated rows and positives per policy and split", strong=True))
+        data_blocks.append(
+            _Table(
+                ["Policy", *(f"{split}: positives/annotated" for split in splits)],
+                [
+                    [policy]
+                    + [f"{counts[split]['positives']}/{counts[split]['annotated']}" for split in splits]
+                    for policy, counts in card.label_counts.items()
+                ],
+            )
+        )
+        data_blocks.append(
+            _Paragraph(
+                "A row counts for a policy only where it was annotated for it: training, thresholds and every "
+                "metric of a policy use those rows."
+            )
+        )
+    sections.append(_Section("Data", data_blocks))
 
     metric_rows = []
     for policy in policies:
@@ -262,7 +306,7 @@ def _sections(
                         "Policy",
                         "ROC-AUC [95% CI]",
                         "PR-AUC",
-                        "Positives/rows",
+                        "Positives/annotated",
                         "Threshold",
                         "Target precision",
                         "Precision",

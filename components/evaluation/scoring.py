@@ -28,7 +28,7 @@ def score_frame(
 
     Returns:
         The score table: id, modality, language, and per model policy `label_*` (when the frame has the
-        label column), `score_*`, and `score_no_image_*` / `score_no_text_*` when `ablations` is set.
+        label column; NaN where a row is not annotated for the policy), `score_*`, and `score_no_image_*` / `score_no_text_*` when `ablations` is set.
     """
     import torch
 
@@ -55,7 +55,7 @@ def score_frame(
         removed = {name: runner.probabilities(items, drop=name) for name in ("image", "text")}
     for j, policy in enumerate(policies):
         if policy in frame.columns:
-            table[label_column(policy)] = frame[policy].astype(int)
+            table[label_column(policy)] = frame[policy].astype(float)  # NaN: not annotated for it
         table[score_column(policy)] = scores[:, j]
         for name, values in removed.items():
             table[ablation_column(policy, name)] = np.where(multimodal, values[:, j], np.nan)

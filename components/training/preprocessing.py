@@ -25,6 +25,7 @@ from components.common.constants import (
 from components.common.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
 
 TOKENIZER_FILE = "tokenizer.json"
+DEFAULT_MAX_TEXT_BYTES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class PreprocessingSpec:
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # `validation.text_max_bytes`: larger texts are refused
     pad_token_id: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -159,7 +161,8 @@ class Preprocessor:
         shaped (N, 1) (Triton dims exclude the batch axis and cannot be empty).
 
         Raises:
-            InvalidItem: When an item has neither text nor image, or its image cannot be used.
+            InvalidItem: When an item has neither text nor image, a text over `max_text_bytes`, or an image
+                that cannot be used.
         """
         if len(texts) != len(images):
             raise ValueError(f"got {len(texts)} texts and {len(images)} images")
@@ -167,6 +170,13 @@ class Preprocessor:
             if (text is None or text.strip() == "") and not image:
                 raise InvalidItem(
                     index, "has neither text nor image (empty text and no image bytes)", "empty"
+                )
+            size = len(text.encode("utf-8")) if text is not None else 0
+            if size > self.spec.max_text_bytes:
+                raise InvalidItem(
+                    index,
+                    f"text of {size} bytes exceeds the limit of {self.spec.max_text_bytes}",
+                    "too_large",
                 )
         image_tensors = self.encode_images(images)
         tensors = {**self.encode_texts(texts, pad_to_length=self.spec.max_text_length), **image_tensors}

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from components.common.config import RunConfig, TrainConfig
+from components.common.config import RunConfig, TrainConfig, ValidationConfig
 from components.common.constants import (
     COL_ID,
     COL_IMAGE,
@@ -62,7 +62,8 @@ class EncodedItems:
     """Model inputs for a set of items, held in memory as tensors."""
 
     ids: list[str]
-    labels: torch.Tensor  # (N, P) float
+    labels: torch.Tensor  # (N, P) float, 0 where not annotated
+    label_mask: torch.Tensor  # (N, P) float: 1 where the row is annotated for the policy
     has_text: torch.Tensor  # (N,) float
     has_image: torch.Tensor  # (N,) float
     pixels: torch.Tensor  # (N, 3, S, S) uint8
@@ -127,9 +128,12 @@ def encode_items(
     texts, images = load_inputs(dataset_dir, frame)
     encoded_text = preprocessor.encode_texts(texts)
     pixels, has_image = preprocessor.images_to_uint8(images)
+    labels = frame[policies].to_numpy(dtype=np.float32)
+    annotated = ~np.isnan(labels)
     items = EncodedItems(
         ids=[str(i) for i in frame[COL_ID]],
-        labels=torch.from_numpy(frame[policies].to_numpy(dtype=np.float32)),
+        labels=torch.from_numpy(np.where(annotated, labels, 0.0).astype(np.float32)),
+        label_mask=torch.from_numpy(annotated.astype(np.float32)),
         has_text=torch.from_numpy(encoded_text[TENSOR_HAS_TEXT]),
         has_image=torch.from_numpy(has_image),
         pixels=torch.from_numpy(pixels),
@@ -200,25 +204,41 @@ class BatchRunner:
         return torch.sigmoid(self.all_logits(items, drop)).numpy()
 
 
-def macro_roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    """Mean ROC-AUC over the columns that have both classes."""
+def macro_roc_auc(labels: np.ndarray, scores: np.ndarray, mask: np.ndarray | None = None) -> float | None:
+    """Mean ROC-AUC over the columns that have both classes, each on its annotated rows (`mask` 1)."""
     from sklearn.metrics import roc_auc_score
 
-    values = [
-        roc_auc_score(labels[:, j], scores[:, j])
-        for j in range(labels.shape[1])
-        if 0 < labels[:, j].sum() < len(labels)
-    ]
+    mask = np.ones_like(labels, dtype=bool) if mask is None else mask.astype(bool)
+    values = []
+    for j in range(labels.shape[1]):
+        y, s = labels[mask[:, j], j], scores[mask[:, j], j]
+        if 0 < y.sum() < len(y):
+            values.append(roc_auc_score(y, s))
     return float(np.mean(values)) if values else None
 
 
-def positive_weights(labels: torch.Tensor, enabled: bool) -> torch.Tensor:
-    """Negative/positive ratio per policy, clipped to [1, 50]; ones when class weighting is off."""
+def positive_weights(labels: torch.Tensor, mask: torch.Tensor, enabled: bool) -> torch.Tensor:
+    """Negative/positive ratio per policy over its annotated rows, clipped to [1, 50]; ones when class
+    weighting is off."""
     if not enabled:
         return torch.ones(labels.shape[1])
-    positives = labels.sum(0)
-    negatives = len(labels) - positives
+    positives = (labels * mask).sum(0)
+    negatives = mask.sum(0) - positives
     return (negatives / positives.clamp(min=1.0)).clamp(1.0, 50.0)
+
+
+def masked_bce_loss(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, pos_weight: torch.Tensor
+) -> torch.Tensor:
+    """Binary cross-entropy averaged over the annotated (row, policy) cells only.
+
+    A cell with `mask` 0 (not annotated for that policy) contributes neither loss nor gradient; with every cell
+    annotated this equals `BCEWithLogitsLoss(pos_weight=...)`.
+    """
+    cells = nn.functional.binary_cross_entropy_with_logits(
+        logits, labels, pos_weight=pos_weight, reduction="none"
+    )
+    return (cells * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def train_model(
@@ -253,7 +273,7 @@ def train_model(
         raise ValueError(f"need train and validation rows, got {len(train_rows)} and {len(validation_rows)}")
 
     text_folder = resolve_text_encoder(settings.text_encoder)
-    spec = _preprocessing_spec(settings, text_folder, config.validation.image_max_pixels)
+    spec = _preprocessing_spec(settings, text_folder, config.validation)
     preprocessor = Preprocessor(spec, text_folder / TOKENIZER_FILE)
     model, sources = build_model(
         policies, settings.text_encoder, settings.image_encoder, settings.hidden_dim, settings.dropout, spec
@@ -280,8 +300,8 @@ def train_model(
         total_steps = min(total_steps, settings.max_steps)
     scheduler = learning_rate_schedule(optimizer, settings.learning_rate, total_steps)
     scaler = torch.amp.GradScaler(enabled=runner.amp_dtype == torch.float16)
-    loss_fn = nn.BCEWithLogitsLoss(
-        pos_weight=positive_weights(train_items.labels, settings.class_weighting).to(device)
+    pos_weight = positive_weights(train_items.labels, train_items.label_mask, settings.class_weighting).to(
+        device
     )
     generator = torch.Generator().manual_seed(settings.seed)
 
@@ -305,7 +325,12 @@ def train_model(
                 generator,
             )
             logits = runner.logits(train_items, index, has_text, has_image)
-            loss = loss_fn(logits, train_items.labels[index].to(device))
+            loss = masked_bce_loss(
+                logits,
+                train_items.labels[index].to(device),
+                train_items.label_mask[index].to(device),
+                pos_weight,
+            )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -321,10 +346,17 @@ def train_model(
 
         validation_logits = runner.all_logits(validation_items)
         validation_loss = float(
-            loss_fn(validation_logits.to(device), validation_items.labels.to(device)).item()
+            masked_bce_loss(
+                validation_logits.to(device),
+                validation_items.labels.to(device),
+                validation_items.label_mask.to(device),
+                pos_weight,
+            ).item()
         )
         validation_scores = torch.sigmoid(validation_logits).numpy()
-        validation_auc = macro_roc_auc(validation_items.labels.numpy(), validation_scores)
+        validation_auc = macro_roc_auc(
+            validation_items.labels.numpy(), validation_scores, validation_items.label_mask.numpy()
+        )
         metrics = {
             "train_loss": epoch_loss / max(seen, 1),
             "validation_loss": validation_loss,
@@ -384,7 +416,11 @@ def learning_rate_schedule(
     )
 
 
-def _preprocessing_spec(settings: TrainConfig, text_folder: Path, max_pixels: int) -> PreprocessingSpec:
+def _preprocessing_spec(
+    settings: TrainConfig, text_folder: Path, limits: ValidationConfig
+) -> PreprocessingSpec:
+    """The preprocessing saved with the model; the input size limits are validation's, so that serving refuses
+    what validation refused."""
     import json
 
     image_size, mean, std = settings.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -404,7 +440,8 @@ def _preprocessing_spec(settings: TrainConfig, text_folder: Path, max_pixels: in
         image_size=image_size,
         image_mean=mean,
         image_std=std,
-        max_image_pixels=max_pixels,
+        max_image_pixels=limits.image_max_pixels,
+        max_text_bytes=limits.text_max_bytes,
         pad_token_id=int(pad_id),
     )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from components.common.config import RunConfig
 from components.common.constants import DEFAULT_POLICIES
 from components.data.generate import BENIGN_TEXT, DOMAINS, EXPLICIT_TEXT, HASHTAGS, THEMES, combination_policy
 from monitoring.schema import LOG_SCHEMA_VERSION, partition_name
@@ -241,7 +242,7 @@ def test_simulate_traffic_in_process_writes_partitioned_logs_labels_and_an_inges
     window = read_logs(result.log_root)
     assert window.stats.rows == spec.rows and window.stats.labeled_rows == len(labeled) == result.labeled
 
-    ingested = ingest_dataset(out / "dataset", tmp_path / "ingested", list(DEFAULT_POLICIES))
+    ingested = ingest_dataset(out / "dataset", tmp_path / "ingested", RunConfig())
     assert ingested.rows == len(labeled)
     frame = read_ingested(tmp_path / "ingested")
     assert set(frame["image_file_status"]) <= {IMAGE_OK, IMAGE_ABSENT}

@@ -196,7 +196,9 @@ def test_manifest_formats_load_the_same_normalised_frame(tmp_path: Path, kind: s
     assert frame["text"].tolist() == ["hello world", None, "only text 😂", None, "bad label"]
     assert frame["image"].tolist() == ["img/a.png", "img/b.png", None, "img/c.png", "img/a.png"]
     assert frame["hate"].dtype == float and frame["spam"].dtype == float
-    assert np.isnan(frame.loc[4, "hate"])  # "yes" is not a number
+    assert np.isnan(frame.loc[4, "hate"])  # "yes" is not a label: missing, and kept as written
+    assert json.loads(frame.loc[4, "invalid_labels"]) == {"hate": '"yes"'}
+    assert frame["invalid_labels"].iloc[:4].isna().all()
     assert frame["hate"].tolist()[:4] == [0.0, 1.0, 0.0, 0.0]
 
 
@@ -247,6 +249,7 @@ def test_hateful_memes_layout(tmp_path: Path):
     assert frame["text"].tolist()[1] is None  # blank text
     assert frame[HATEFUL_MEMES_POLICY].tolist()[:3] == [0.0, 1.0, 1.0]
     assert np.isnan(frame[HATEFUL_MEMES_POLICY].iloc[3])
+    assert json.loads(frame["invalid_labels"].iloc[3]) == {HATEFUL_MEMES_POLICY: '"?"'}
     assert "label" not in frame.columns and "img" not in frame.columns
 
 
@@ -272,12 +275,70 @@ def test_missing_path_and_bad_files_are_format_errors(tmp_path: Path):
     bad = tmp_path / "bad" / "manifest.jsonl"
     bad.parent.mkdir()
     bad.write_text('{"id": "1"}\n{not json\n', encoding="utf-8")
-    with pytest.raises(DatasetFormatError, match="cannot read"):
+    with pytest.raises(DatasetFormatError) as caught:
         load_dataset(bad.parent, POLICIES)
+    assert str(caught.value).startswith(f"{bad.resolve()}: line 2 (byte offset 12) is not valid JSON")
     other = tmp_path / "data.txt"
     other.write_text("id,text\n", encoding="utf-8")
     with pytest.raises(DatasetFormatError, match="unsupported manifest type"):
         load_dataset(other, POLICIES)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_byte_order_mark_and_crlf_read_like_plain_utf8(tmp_path: Path, kind: str):
+    rows = [
+        {"id": "a", "text": "línea uno", "image": None, "hate": 1, "spam": None},
+        {"id": "b", "text": "say \u2028 what", "image": None, "hate": 0, "spam": 1},
+    ]
+    plain = _write_manifest(tmp_path / "plain", kind, rows)
+    messy = tmp_path / "messy" / plain.name
+    messy.parent.mkdir()
+    text = plain.read_text(encoding="utf-8").replace("\r\n", "\n").replace("\n", "\r\n")
+    messy.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    expected, _ = load_dataset(plain.parent, ["hate", "spam"])
+    frame, _ = load_dataset(messy.parent, ["hate", "spam"])
+    pd.testing.assert_frame_equal(frame, expected)
+    assert list(frame.columns[:2]) == ["id", "text"]  # no BOM glued to the first column name
+    assert frame["text"].tolist() == ["línea uno", "say \u2028 what"]
+    assert frame["hate"].tolist() == [1.0, 0.0] and np.isnan(frame.loc[0, "spam"])
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_non_utf8_file_names_line_and_byte_offset(tmp_path: Path, kind: str):
+    path = tmp_path / f"manifest.{kind}"
+    header = b"id,text,hate\r\n" if kind == "csv" else b""
+    line = b'{"id": "1", "text": "ok", "hate": 0}\r\n' if kind == "jsonl" else b"1,ok,0\r\n"
+    bad = b'{"id": "2", "text": "caf\xe9", "hate": 1}\r\n' if kind == "jsonl" else b"2,caf\xe9,1\r\n"
+    path.write_bytes(header + line + bad)
+    with pytest.raises(DatasetFormatError) as caught:
+        load_dataset(tmp_path, ["hate"])
+    offset = len(header + line) + bad.index(b"\xe9")
+    assert f"{path.resolve()}: line {2 if kind == 'jsonl' else 3} (byte offset {offset}) is not UTF-8" in str(
+        caught.value
+    )
+    assert "save the file as UTF-8" in str(caught.value)
+
+
+def test_label_spellings_and_values_as_written(tmp_path: Path):
+    values = [1, 0, True, False, "1", "0", " 1.0 ", "true", None, "", "yes", "no", 2, -1, 0.5]
+    _write_jsonl(
+        tmp_path / "manifest.jsonl", [{"id": str(i), "text": "t", "hate": v} for i, v in enumerate(values)]
+    )
+    frame, _ = load_dataset(tmp_path, ["hate"])
+    assert frame["hate"].tolist()[:8] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+    assert frame["hate"].iloc[8:].isna().all()
+    written = [json.loads(v)["hate"] if isinstance(v, str) else None for v in frame["invalid_labels"]]
+    assert written == [None] * 10 + ['"yes"', '"no"', "2", "-1", "0.5"]  # null and "" are just not annotated
+
+
+def test_rows_without_optional_keys_get_none_not_nan(tmp_path: Path):
+    _write_jsonl(
+        tmp_path / "manifest.jsonl",
+        [{"id": "1", "text": "a", "hate": 1, "split": "train"}, {"id": "2", "text": "b", "hate": 0}],
+    )
+    out = ingest_dataset(tmp_path, tmp_path / "out", RunConfig(policies=["hate"]))
+    assert out.rows == 2
+    assert read_ingested(tmp_path / "out")["split"].tolist() == ["train", None]
 
 
 def test_empty_csv_gives_an_empty_frame(tmp_path: Path):
@@ -289,6 +350,8 @@ def test_empty_csv_gives_an_empty_frame(tmp_path: Path):
 
 # Ingest ---------------------------------------------------------------------------------------------------
 RED, BLUE = _png((255, 0, 0)), _png((0, 0, 255))
+# r1 and r2 are copies (same text, same image bytes): these tests look at both rows, so copies are kept.
+KEEP_COPIES = RunConfig.from_dict({"policies": ["hate", "spam"], "split": {"deduplicate": False}})
 
 
 @pytest.fixture
@@ -317,7 +380,7 @@ def raw_dataset(tmp_path: Path) -> Path:
 
 def test_ingest_copies_images_by_content_hash(raw_dataset: Path, tmp_path: Path):
     out = tmp_path / "out"
-    result = ingest_dataset(raw_dataset, out, ["hate", "spam"])
+    result = ingest_dataset(raw_dataset, out, KEEP_COPIES)
     frame = read_ingested(out).set_index("id")
     assert result.rows == 9
     red_hash, blue_hash = hashlib.sha256(RED).hexdigest(), hashlib.sha256(BLUE).hexdigest()
@@ -332,7 +395,7 @@ def test_ingest_copies_images_by_content_hash(raw_dataset: Path, tmp_path: Path)
 
 def test_ingest_marks_unsafe_missing_and_absent_images(raw_dataset: Path, tmp_path: Path):
     out = tmp_path / "out"
-    ingest_dataset(raw_dataset, out, ["hate", "spam"])
+    ingest_dataset(raw_dataset, out, KEEP_COPIES)
     frame = read_ingested(out).set_index("id")
     status = frame[COL_IMAGE_FILE_STATUS].to_dict()
     assert status["r1"] == IMAGE_OK
@@ -352,7 +415,7 @@ def test_ingest_marks_unsafe_missing_and_absent_images(raw_dataset: Path, tmp_pa
 
 def test_item_hash_equal_for_identical_text_and_image_bytes(raw_dataset: Path, tmp_path: Path):
     out = tmp_path / "out"
-    ingest_dataset(raw_dataset, out, ["hate", "spam"])
+    ingest_dataset(raw_dataset, out, KEEP_COPIES)
     frame = read_ingested(out).set_index("id")
     assert frame.loc["r1", "item_hash"] == frame.loc["r2", "item_hash"]  # different files, same bytes
     assert frame.loc["r3", "item_hash"] != frame.loc["r7", "item_hash"]  # same image, text differs
@@ -360,8 +423,8 @@ def test_item_hash_equal_for_identical_text_and_image_bytes(raw_dataset: Path, t
 
 
 def test_fingerprint_is_stable_and_tracks_labels(raw_dataset: Path, tmp_path: Path):
-    first = ingest_dataset(raw_dataset, tmp_path / "one", ["hate", "spam"])
-    second = ingest_dataset(raw_dataset, tmp_path / "two", ["hate", "spam"])
+    first = ingest_dataset(raw_dataset, tmp_path / "one", KEEP_COPIES)
+    second = ingest_dataset(raw_dataset, tmp_path / "two", KEEP_COPIES)
     assert first.fingerprint == second.fingerprint
     assert len(first.fingerprint) == 64
     assert read_fingerprint(tmp_path / "one") == first.to_dict()
@@ -372,19 +435,19 @@ def test_fingerprint_is_stable_and_tracks_labels(raw_dataset: Path, tmp_path: Pa
     rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
     random.Random(0).shuffle(rows)
     _write_jsonl(manifest, rows)
-    shuffled = ingest_dataset(raw_dataset, tmp_path / "shuffled", ["hate", "spam"])
+    shuffled = ingest_dataset(raw_dataset, tmp_path / "shuffled", KEEP_COPIES)
     assert shuffled.fingerprint == first.fingerprint  # row order does not matter
 
     rows[0]["spam"] = 1 - rows[0]["spam"]
     _write_jsonl(manifest, rows)
-    relabelled = ingest_dataset(raw_dataset, tmp_path / "relabelled", ["hate", "spam"])
+    relabelled = ingest_dataset(raw_dataset, tmp_path / "relabelled", KEEP_COPIES)
     assert relabelled.fingerprint != first.fingerprint
 
 
 def test_fingerprint_tracks_image_bytes(raw_dataset: Path, tmp_path: Path):
-    before = ingest_dataset(raw_dataset, tmp_path / "before", ["hate", "spam"])
+    before = ingest_dataset(raw_dataset, tmp_path / "before", KEEP_COPIES)
     (raw_dataset / "img" / "blue.png").write_bytes(_png((0, 0, 250)))
-    after = ingest_dataset(raw_dataset, tmp_path / "after", ["hate", "spam"])
+    after = ingest_dataset(raw_dataset, tmp_path / "after", KEEP_COPIES)
     assert after.fingerprint != before.fingerprint
 
 
@@ -393,7 +456,7 @@ def test_ingest_hateful_memes_resolves_images(tmp_path: Path):
     (tmp_path / "img" / "1.png").write_bytes(RED)
     _write_jsonl(tmp_path / "train.jsonl", [{"id": 1, "img": "img/1.png", "label": 1, "text": "a"}])
     _write_jsonl(tmp_path / "dev.jsonl", [{"id": 2, "img": "img/1.png", "label": 0, "text": "b"}])
-    result = ingest_dataset(tmp_path, tmp_path / "out", [HATEFUL_MEMES_POLICY])
+    result = ingest_dataset(tmp_path, tmp_path / "out", RunConfig(policies=[HATEFUL_MEMES_POLICY]))
     frame = read_ingested(tmp_path / "out")
     assert result.policies == [HATEFUL_MEMES_POLICY]
     assert frame[COL_IMAGE_FILE_STATUS].tolist() == [IMAGE_OK, IMAGE_OK]
@@ -516,6 +579,12 @@ def test_ingest_marks_generated_data_as_synthetic_and_manifests_as_not(tmp_path:
     from components.data.ingest import ingest_dataset
 
     generate_dataset(tmp_path / "generated", GenerateSpec(rows=20, seed=1))
-    assert ingest_dataset(tmp_path / "generated", tmp_path / "a", list(POLICIES)).synthetic is True
+    assert (
+        ingest_dataset(tmp_path / "generated", tmp_path / "a", RunConfig(policies=list(POLICIES))).synthetic
+        is True
+    )
     (tmp_path / "generated" / "generator.json").unlink()
-    assert ingest_dataset(tmp_path / "generated", tmp_path / "b", list(POLICIES)).synthetic is False
+    assert (
+        ingest_dataset(tmp_path / "generated", tmp_path / "b", RunConfig(policies=list(POLICIES))).synthetic
+        is False
+    )

@@ -153,7 +153,7 @@ def test_slices_small_single_class_and_unknown_language():
     assert modality[MODALITY_BOTH]["macro_roc_auc"] == 1.0
     assert modality[MODALITY_BOTH]["note"] is None
     image = modality[MODALITY_IMAGE]
-    assert image["policies"]["spam"] == {"roc_auc": None, "pr_auc": None, "positives": 0}
+    assert image["policies"]["spam"] == {"roc_auc": None, "pr_auc": None, "positives": 0, "annotated": 40}
     assert image["policies"]["hate"]["roc_auc"] == 1.0
     assert image["macro_roc_auc"] == 1.0  # mean over defined values only
     assert "single class" in image["note"] and "spam" in image["note"]
@@ -332,3 +332,34 @@ def _gate_config(**changes) -> GateConfig:
     for key, value in changes.items():
         values[key] = {"default": value}
     return GateConfig(**values)
+
+
+def test_per_policy_metrics_count_only_annotated_rows():
+    test, validation = crafted(0), crafted(1, ablations=False)
+    unannotated_test = np.arange(len(test)) % 3 == 0
+    unannotated_validation = np.arange(len(validation)) % 4 == 0
+    partial_test, partial_validation = test.copy(), validation.copy()
+    partial_test.loc[unannotated_test, label_column("hate")] = np.nan
+    partial_validation.loc[unannotated_validation, label_column("hate")] = np.nan
+    partial = evaluate_scores(partial_test, partial_validation, POLICIES, CONFIG)
+    # The same numbers as evaluating hate on its annotated rows alone.
+    alone = evaluate_scores(test[~unannotated_test], validation[~unannotated_validation], ["hate"], CONFIG)[
+        "policies"
+    ]["hate"]
+    got = partial["policies"]["hate"]
+    assert got["rows"] == int((~unannotated_test).sum()) == alone["rows"]
+    for key in ("roc_auc", "pr_auc", "positives", "threshold", "test_recall", "ece", "confusion_matrix"):
+        assert got[key] == alone[key], key
+    # spam keeps every row.
+    assert partial["policies"]["spam"]["rows"] == len(test)
+    slice_entry = partial["slices"]["modality"][MODALITY_BOTH]["policies"]["hate"]
+    both = (test[COL_MODALITY] == MODALITY_BOTH).to_numpy()
+    assert slice_entry["annotated"] == int((both & ~unannotated_test).sum())
+    json.dumps(partial, allow_nan=False)
+
+
+def test_a_label_that_is_not_0_1_or_missing_is_rejected():
+    test, validation = crafted(0), crafted(1, ablations=False)
+    test.loc[2, label_column("spam")] = 2
+    with pytest.raises(ValueError, match="label_spam has 1 value"):
+        evaluate_scores(test, validation, POLICIES, CONFIG)

@@ -27,7 +27,13 @@ from components.data.split import read_split_frame
 from components.evaluation.scoring import score_frame
 from components.training.model import FusionClassifier, build_model, load_model, save_model
 from components.training.preprocessing import PreprocessingSpec
-from components.training.trainer import _modality_dropout, train_model
+from components.training.trainer import (
+    _modality_dropout,
+    macro_roc_auc,
+    masked_bce_loss,
+    positive_weights,
+    train_model,
+)
 
 POLICIES = list(RunConfig().policies)
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
@@ -388,3 +394,48 @@ def test_learning_rate_schedule_runs_every_step_of_short_runs(total_steps):
         schedule.step()
         rates.append(schedule.get_last_lr()[0])
     assert all(rate > 0 for rate in rates[:-1]) and max(rates) <= 0.003 + 1e-12
+
+
+def test_missing_labels_give_zero_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 3, requires_grad=True)
+    labels = torch.tensor(
+        [[1, 0, 1], [0, 0, 0], [1, 1, 0], [0, 1, 1], [1, 0, 0], [0, 0, 1]], dtype=torch.float32
+    )
+    mask = torch.ones(6, 3)
+    mask[1, 0] = mask[3, :] = mask[5, 2] = 0.0
+    pos_weight = torch.tensor([2.0, 1.0, 3.0])
+    masked_bce_loss(logits, labels, mask, pos_weight).backward()
+    grad = logits.grad
+    assert torch.all(grad[mask == 0] == 0.0)
+    assert torch.all(grad[mask == 1] != 0.0)
+    # What a masked cell holds does not matter, and with every cell annotated it is the usual weighted BCE.
+    flipped = labels.clone()
+    flipped[mask == 0] = 1 - flipped[mask == 0]
+    assert masked_bce_loss(logits, flipped, mask, pos_weight) == masked_bce_loss(
+        logits, labels, mask, pos_weight
+    )
+    full = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)(logits, labels)
+    assert torch.allclose(masked_bce_loss(logits, labels, torch.ones(6, 3), pos_weight), full)
+
+
+def test_class_weights_and_validation_auc_count_annotated_rows_only():
+    labels = torch.tensor([[1, 0], [0, 0], [0, 1], [0, 0], [1, 0]], dtype=torch.float32)
+    mask = torch.tensor([[1, 1], [1, 0], [0, 1], [0, 1], [1, 1]], dtype=torch.float32)
+    # hate: 2 positives of 3 annotated -> weight clipped to 1; spam: 1 of 4 -> 3.
+    assert positive_weights(labels, mask, enabled=True).tolist() == [1.0, 3.0]
+    scores = np.array([[0.9, 0.2], [0.1, 0.9], [0.2, 0.8], [0.3, 0.1], [0.8, 0.3]])
+    # Unmasked, row 1 (spam label 0, score 0.9) would make spam's AUC imperfect; it is not annotated for spam.
+    assert macro_roc_auc(labels.numpy(), scores, mask.numpy()) == 1.0
+    assert macro_roc_auc(labels.numpy(), scores) < 1.0
+
+
+def test_training_on_partially_annotated_rows(tmp_path, tiny_dataset, tiny_text_encoder, split_frame):
+    dataset_dir, _ = tiny_dataset
+    frame = split_frame.copy()
+    frame.loc[frame.index % 2 == 0, "hate"] = np.nan  # every other row not annotated for hate
+    frame.loc[frame.index % 3 == 0, "spam"] = np.nan
+    result = train_model(dataset_dir, frame, _config(tiny_text_encoder, **{"train.epochs": 1}), tmp_path)
+    entry = result.history[0]
+    assert np.isfinite(entry["train_loss"]) and np.isfinite(entry["validation_loss"])
+    assert 0.0 <= entry["validation_macro_roc_auc"] <= 1.0

@@ -229,6 +229,20 @@ def test_saved_spec_is_what_the_preprocessor_uses(trained):
     assert preprocessor.spec == PreprocessingSpec.from_dict(saved)
     assert preprocessor.spec.image_mean == (0.5, 0.5, 0.5)
     assert preprocessor.spec.max_image_pixels == RunConfig().validation.image_max_pixels
+    assert preprocessor.spec.max_text_bytes == RunConfig().validation.text_max_bytes
+
+
+def test_serving_refuses_a_text_over_the_byte_cap_and_truncates_long_ones(tiny_text_encoder):
+    capped = Preprocessor(
+        PreprocessingSpec(max_text_length=8, image_size=16, max_text_bytes=100),
+        tiny_text_encoder / "tokenizer.json",
+    )
+    long_but_allowed = "word " * 20  # 100 bytes: over the token limit, truncated like in training
+    tensors = capped.serving_inputs([long_but_allowed], [None])
+    assert tensors[TENSOR_ATTENTION_MASK].sum() == 8
+    with pytest.raises(InvalidItem, match="text of 102 bytes exceeds the limit of 100") as caught:
+        capped.serving_inputs(["ok", "é" * 51], [None, None])
+    assert caught.value.index == 1 and caught.value.reason == "too_large"
 
 
 # Preprocessor units ---------------------------------------------------------------------------------------

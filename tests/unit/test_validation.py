@@ -17,7 +17,7 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-from components.common.config import RunConfig  # noqa: E402
+from components.common.config import ConfigError, RunConfig, default_severities  # noqa: E402
 from components.data.ingest import ingest_dataset  # noqa: E402
 from components.validation.report import markdown_summary, render_html, write_html_report  # noqa: E402
 from components.validation.runner import (  # noqa: E402
@@ -43,6 +43,7 @@ ALL_CHECKS = [
     "labels_binary[spam]",
     "has_modality",
     "text_length",
+    "text_size",
     "image_file_found",
     "image_decodable",
     "image_size",
@@ -52,12 +53,17 @@ ALL_CHECKS = [
     "no_split_leakage",
     "language_present",
     "duplicate_items",
+    "label_conflicts",
+    "unannotated_rows",
+    "split_labels[hate]",
+    "split_labels[spam]",
 ]
 SPLIT_OF = ["train", "train", "train", "train", "train", "train", "validation", "validation", "test", "test"]
 
 
 def clean_rows() -> list[dict]:
-    """Ten distinct items: 7 text+image, 2 text-only, 1 image-only; 3 hate and 4 spam positives."""
+    """Ten distinct items: 7 text+image, 2 text-only, 1 image-only; 4 hate and 4 spam positives, both classes of
+    both policies in validation (rows 6, 7) and test (rows 8, 9)."""
     rows = []
     for i in range(10):
         rows.append(
@@ -65,7 +71,7 @@ def clean_rows() -> list[dict]:
                 "id": str(i),
                 "text": f"caption number {i}" if i != 9 else None,
                 "image": f"img/{i}.png" if i not in (7, 8) else None,
-                "hate": int(i in (1, 4, 8)),
+                "hate": int(i in (1, 4, 7, 8)),
                 "spam": int(i in (0, 3, 6, 9)),
                 "split": SPLIT_OF[i],
                 "language": "en",
@@ -74,7 +80,15 @@ def clean_rows() -> list[dict]:
     return rows
 
 
-def build(tmp_path: Path, rows: list[dict], files: dict[str, bytes] | None = None) -> Path:
+def config_for(policies: list[str] | None = None, validation: dict | None = None, **sections) -> RunConfig:
+    """The run configuration of these tests: tiny splits need tiny per-split minimums."""
+    limits = {"min_rows": 5, "min_split_annotated": 2, "min_split_positives": 1, **(validation or {})}
+    return RunConfig.from_dict({"policies": policies or POLICIES, "validation": limits, **sections})
+
+
+def build(
+    tmp_path: Path, rows: list[dict], files: dict[str, bytes] | None = None, config: RunConfig | None = None
+) -> Path:
     """Writes PNGs for the referenced images (unless given as raw bytes), a manifest, and ingests it."""
     source = tmp_path / "source"
     (source / "img").mkdir(parents=True)
@@ -87,13 +101,14 @@ def build(tmp_path: Path, rows: list[dict], files: dict[str, bytes] | None = Non
             Image.new("RGB", (16, 16), (i * 20 % 256, 40, 90)).save(source / image)
     (source / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
     out = tmp_path / "ingested"
-    ingest_dataset(source, out, POLICIES)
+    ingest_dataset(source, out, config or config_for())
     return out
 
 
-def run(dataset: Path, policies: list[str] | None = None, **validation) -> ValidationOutcome:
-    config = {"policies": policies or POLICIES, "validation": {"min_rows": 5, **validation}}
-    return validate_dataset(dataset, RunConfig.from_dict(config))
+def run(
+    dataset: Path, policies: list[str] | None = None, sections: dict | None = None, **validation
+) -> ValidationOutcome:
+    return validate_dataset(dataset, config_for(policies, validation, **(sections or {})))
 
 
 def by_name(outcome: ValidationOutcome) -> dict[str, CheckResult]:
@@ -126,12 +141,21 @@ def test_suite_template_expands_per_policy_and_loads_in_gx():
     import great_expectations as gx
 
     template = load_suite_template()
-    assert all({"check", "critical"} <= set(e["meta"]) for e in template["expectations"])
     for expectation in template["expectations"]:
-        assert expectation["severity"] == ("critical" if expectation["meta"]["critical"] else "warning")
+        meta = expectation["meta"]
+        assert meta["check"] and meta["remedy"], meta
+        if meta.get("adjustable"):  # severity from the run configuration, not the suite
+            assert "critical" not in meta and "severity" not in expectation
+        else:
+            assert meta["critical"] is True and expectation["severity"] == "critical"
+    adjustable = {
+        e["meta"]["check"].split("[")[0] for e in template["expectations"] if e["meta"].get("adjustable")
+    }
+    # The two checks that come from ingest's preparation record are adjustable too.
+    assert adjustable | {"label_conflicts", "unannotated_rows"} == set(default_severities())
     suite = expand_suite(template, ["hate", "violence"])
     checks = [e["meta"]["check"] for e in suite["expectations"]]
-    assert checks.count("labels_binary[hate]") == 2  # in {0, 1} and not null
+    assert checks.count("labels_binary[hate]") == 1
     assert "positive_rate[violence]" in checks and not any("{policy}" in c for c in checks)
     columns = {e["kwargs"].get("column") for e in suite["expectations"]}
     assert {"hate", "violence"} <= columns and "{policy}" not in columns
@@ -151,25 +175,31 @@ def test_clean_dataset_passes_every_check(tmp_path):
     assert outcome.rows == 10
     assert [c.check for c in outcome.checks] == ALL_CHECKS  # suite order, whatever order GX returns
     assert all(c.success for c in outcome.checks), [c.message for c in outcome.checks if not c.success]
-    assert outcome.failures() == [] and outcome.warnings() == [] and outcome.skipped == []
+    assert outcome.failures() == [] and outcome.warnings() == []
+    assert outcome.skipped == ["no_group_leakage"]  # no group column
     assert outcome.failure_message() == ""
     checks = by_name(outcome)
     assert checks["row_count"].message == "row_count: 10 rows, at least 5 required"
-    assert checks["positive_rate[hate]"].message == "positive_rate[hate]: mean 0.3000 within [0.005, 0.6]"
+    assert checks["positive_rate[hate]"].message == "positive_rate[hate]: mean 0.4000 within [0.005, 0.6]"
     assert checks["image_decodable"].expectation == "expect_column_values_to_be_in_set"
-    assert checks["labels_binary[hate]"].expectation == (
-        "expect_column_values_to_be_in_set + expect_column_values_to_not_be_null"
+    assert checks["split_labels[hate]"].message == (
+        "split_labels[hate]: train 2 positive of 6 annotated, validation 1 positive of 2 annotated, "
+        "test 1 positive of 2 annotated"
     )
+    assert outcome.label_counts["spam"]["test"] == {"annotated": 2, "positives": 1}
+    assert outcome.severity_overrides == {}
     summary = outcome.to_dict()
     assert json.loads(json.dumps(summary)) == summary
-    assert summary["success"] is True and summary["critical_failures"] == 0 and len(summary["checks"]) == 21
+    assert summary["success"] is True and summary["critical_failures"] == 0
+    assert len(summary["checks"]) == len(ALL_CHECKS)
 
 
 def test_optional_columns_absent_skip_their_checks(tmp_path):
     rows = [{k: v for k, v in r.items() if k not in ("split", "language")} for r in clean_rows()]
     outcome = run(build(tmp_path, rows))
-    assert outcome.success, outcome.failure_message()
-    assert outcome.skipped == ["split_values", "no_split_leakage", "language_present"]
+    # Ten rows assigned 65/15/20 leave one or two per split: only the per-split label counts can fail.
+    assert all(c.startswith("split_labels[") for c in failed(outcome)), outcome.failure_message()
+    assert outcome.skipped == ["split_values", "no_split_leakage", "no_group_leakage", "language_present"]
 
 
 # One corruption per test ------------------------------------------------------------------------------
@@ -224,21 +254,60 @@ def test_label_of_two(tmp_path):
     assert failed(outcome) == ["labels_binary[hate]"]
     check = by_name(outcome)["labels_binary[hate]"]
     assert check.unexpected_count == 1
-    assert check.examples == ["id=2 hate=2.0"]
-    assert check.message == "labels_binary[hate]: 1 of 10 rows not in {0, 1} (e.g. id=2 hate=2.0)"
+    assert check.examples == ["id=2 hate=2"]  # the value as written
+    assert check.message.startswith("labels_binary[hate]: 1 of 10 rows have a label that is not 0/1")
+    assert check.message.endswith("(e.g. id=2 hate=2)")
+    assert "data.missing_labels=mask" in check.remedy
+    assert "how to go on: write labels as 0/1" in outcome.failure_message()
     assert by_name(outcome)["labels_binary[spam]"].success
 
 
-def test_label_that_is_not_a_number_or_missing(tmp_path):
+def test_labels_are_refused_as_written_and_missing_ones_follow_the_mode(tmp_path):
     rows = clean_rows()
     rows[2]["hate"] = "yes"
-    rows[7]["hate"] = None
     rows[5]["hate"] = -1
+    rows[0]["hate"] = None  # not annotated for hate
+    rows[1]["hate"], rows[3]["spam"], rows[4]["spam"] = True, "1", "0"  # labels in other spellings
     outcome = run(build(tmp_path, rows))
     assert failed(outcome) == ["labels_binary[hate]"]
     check = by_name(outcome)["labels_binary[hate]"]
+    assert check.unexpected_count == 2
+    assert check.examples == ['id=2 hate="yes"', "id=5 hate=-1"]
+
+    refuse = config_for(data={"missing_labels": "refuse"})
+    outcome = validate_dataset(build(tmp_path / "refuse", rows, config=refuse), refuse)
+    check = by_name(outcome)["labels_binary[hate]"]
     assert check.unexpected_count == 3
-    assert check.examples == ["id=2 hate=NaN", "id=5 hate=-1.0", "id=7 hate=NaN"]
+    assert check.examples == ["id=0 hate=null", 'id=2 hate="yes"', "id=5 hate=-1"]
+    assert "unannotated_rows" not in by_name(outcome)
+
+
+def test_missing_labels_as_negative_are_filled_and_counted(tmp_path):
+    rows = clean_rows()
+    rows[0]["hate"] = None
+    rows[2]["spam"] = ""
+    negative = config_for(data={"missing_labels": "negative"})
+    dataset = build(tmp_path, rows, config=negative)
+    outcome = validate_dataset(dataset, negative)
+    assert outcome.success, outcome.failure_message()
+    assert outcome.preparation["filled_as_negative"] == {"hate": 1, "spam": 1}
+    from components.data.ingest import read_ingested
+
+    frame = read_ingested(dataset).set_index("id")
+    assert frame.loc["0", "hate"] == 0.0 and frame.loc["2", "spam"] == 0.0
+
+
+def test_rows_annotated_for_no_policy_are_dropped_with_a_warning(tmp_path):
+    rows = clean_rows()
+    rows.append(
+        {"id": "blank", "text": "nobody reviewed this", "image": None, "split": "train", "language": "en"}
+    )
+    outcome = run(build(tmp_path, rows))
+    assert outcome.success, outcome.failure_message()
+    check = by_name(outcome)["unannotated_rows"]
+    assert not check.success and not check.critical and check.examples == ["id=blank"]
+    assert check.message.startswith("unannotated_rows: 1 of 11 rows are annotated for none")
+    assert outcome.rows == 10
 
 
 def test_row_without_text_or_image(tmp_path):
@@ -253,10 +322,47 @@ def test_row_without_text_or_image(tmp_path):
     )
 
 
-def test_same_item_in_train_and_test(tmp_path):
+def test_same_item_in_train_and_test_is_collapsed_by_default(tmp_path):
+    rows = clean_rows()
+    rows.append({**rows[0], "id": "copy", "split": "test", "hate": None, "spam": None})
+    outcome = run(build(tmp_path, rows))
+    assert outcome.success, outcome.failure_message()
+    check = by_name(outcome)["duplicate_items"]
+    assert not check.success and not check.critical and check.unexpected_count == 1
+    assert check.examples == ["kept id=0 (train) ~ id=copy (test)"]
+    assert "1 of them validation/test copies of a train item (train keeps it)" in check.message
+    assert outcome.rows == 10 and outcome.preparation["cross_split_copies_dropped"] == 1
+    assert by_name(outcome)["no_split_leakage"].success
+
+
+def test_copies_merge_labels_and_conflicts_leave_the_policy_unannotated(tmp_path):
+    from components.data.ingest import read_ingested
+
+    rows = clean_rows()
+    rows[0]["spam"] = None  # the copy below annotates spam; hate disagrees between the two
+    rows.append({**rows[0], "id": "copy", "hate": 1, "spam": 1})
+    dataset = build(tmp_path, rows)
+    outcome = run(dataset)
+    frame = read_ingested(dataset).set_index("id")
+    assert "copy" not in frame.index and frame.loc["0", "spam"] == 1.0
+    assert pd_isna(frame.loc["0", "hate"])
+    check = by_name(outcome)["label_conflicts"]
+    assert not check.success and check.unexpected_count == 1
+    assert check.examples == ["id=0 ~ id=copy: copies disagree on hate"]
+    strict = run(dataset, severity={"label_conflicts": "critical"})
+    assert failed(strict) == ["label_conflicts"]
+    assert strict.severity_overrides == {"label_conflicts": "critical"}
+
+
+def pd_isna(value) -> bool:
+    return value != value  # NaN
+
+
+def test_same_item_in_train_and_test_without_deduplication(tmp_path):
     rows = clean_rows()
     rows.append({**rows[0], "id": "copy", "split": "test"})
-    outcome = run(build(tmp_path, rows))
+    keep = config_for(split={"deduplicate": False})
+    outcome = validate_dataset(build(tmp_path, rows, config=keep), keep)
     assert failed(outcome) == ["no_split_leakage"]
     check = by_name(outcome)["no_split_leakage"]
     assert check.unexpected_count == 2
@@ -269,6 +375,7 @@ def test_same_item_in_train_and_test(tmp_path):
     assert not duplicates.success and not duplicates.critical and duplicates.unexpected_count == 2
     assert duplicates.examples == ["id=0 ~ id=copy"]
     assert outcome.warnings() == [duplicates]
+    assert "how to go on: --set split.deduplicate=true" in outcome.failure_message()
 
 
 def test_duplicate_within_one_split_is_only_a_warning(tmp_path):
@@ -284,7 +391,8 @@ def test_unknown_split_value(tmp_path):
     rows[6]["split"] = "dev"
     rows[7]["split"] = None  # no split is allowed
     outcome = run(build(tmp_path, rows))
-    assert failed(outcome) == ["split_values"]
+    # Validation lost both its rows (one to "dev", one reassigned), so its label counts fail too.
+    assert failed(outcome) == ["split_values", "split_labels[hate]", "split_labels[spam]"]
     check = by_name(outcome)["split_values"]
     assert check.unexpected_count == 1 and check.examples == ["id=6 split=dev"]
 
@@ -308,7 +416,7 @@ def test_missing_policy_column(tmp_path):
     check = by_name(outcome)["column_exists[violence]"]
     assert check.message == "column_exists[violence]: required column 'violence' is missing from the dataset"
     assert check.unexpected_count == 0 and check.examples == []
-    assert outcome.skipped == ["labels_binary[violence]", "positive_rate[violence]"]
+    assert outcome.skipped == ["labels_binary[violence]", "positive_rate[violence]", "no_group_leakage"]
     assert "labels_binary[hate]" in by_name(outcome) and "positive_rate[spam]" in by_name(outcome)
 
 
@@ -370,25 +478,65 @@ def test_missing_image_file_and_unsafe_path(tmp_path):
     assert by_name(outcome)["image_decodable"].success  # not decoded: reported once, by image_file_found
 
 
-def test_text_too_long(tmp_path):
+def test_long_text_is_a_warning_and_a_huge_one_is_refused(tmp_path):
     rows = clean_rows()
     rows[3]["text"] = "x" * 50
-    outcome = run(build(tmp_path, rows), text_max_chars=40)
-    assert failed(outcome) == ["text_length"]
+    rows[4]["text"] = "é" * 60  # 120 UTF-8 bytes
+    dataset = build(tmp_path, rows)
+    outcome = run(dataset, text_max_chars=40)
+    assert failed(outcome) == [] and [c.check for c in outcome.warnings()] == ["text_length"]
     check = by_name(outcome)["text_length"]
-    assert check.unexpected_count == 1 and check.examples == ["id=3 text_length=50"]
+    assert check.unexpected_count == 2 and check.examples == ["id=3 text_length=50", "id=4 text_length=60"]
+    outcome = run(dataset, text_max_chars=40, text_max_bytes=100)
+    assert failed(outcome) == ["text_size"]
+    assert by_name(outcome)["text_size"].examples == ["id=4 text_bytes=120"]
+    strict = run(dataset, text_max_chars=40, severity={"text_length": "critical"})
+    assert failed(strict) == ["text_length"]
 
 
-def test_positive_rate_out_of_bounds(tmp_path):
+def test_positive_rate_out_of_bounds_is_a_warning_unless_configured(tmp_path):
+    dataset = build(tmp_path, clean_rows())
+    outcome = run(dataset, positive_rate_max=0.3)
+    assert failed(outcome) == []
+    check = by_name(outcome)["positive_rate[spam]"]
+    assert not check.critical and check.message == "positive_rate[spam]: mean 0.4000 outside [0.005, 0.3]"
+    strict = run(dataset, positive_rate_max=0.3, severity={"positive_rate": "critical"})
+    assert failed(strict) == ["positive_rate[hate]", "positive_rate[spam]"]
+    assert strict.severity_overrides == {"positive_rate": "critical"}
+
+
+def test_structural_checks_cannot_be_downgraded():
+    import pytest
+
+    with pytest.raises(ConfigError, match="structural checks are always critical"):
+        RunConfig().with_overrides(**{"validation.severity.ids_unique": "warning"})
+    with pytest.raises(ConfigError, match="critical or warning"):
+        RunConfig().with_overrides(**{"validation.severity.text_length": "ignore"})
+    changed = RunConfig().with_overrides(**{"validation.severity.duplicate_items": "critical"})
+    assert changed.validation.severity_overrides() == {"duplicate_items": "critical"}
+
+
+def test_too_few_positives_in_a_split_names_the_counts(tmp_path):
+    rows = clean_rows()
+    rows[7]["hate"] = 0  # validation keeps no hate positive
+    outcome = run(build(tmp_path, rows))
+    assert failed(outcome) == ["split_labels[hate]"]
+    check = by_name(outcome)["split_labels[hate]"]
+    assert check.message.startswith("split_labels[hate]: too few labels in validation (train 2 positive of 6")
+    assert "validation 0 positive of 2 annotated" in check.message
+    assert "--policies" in check.remedy and "split.validation_fraction" in check.remedy
+
+
+def test_group_fixed_to_two_splits_is_refused(tmp_path):
     rows = clean_rows()
     for row in rows:
-        row["spam"] = 0
+        row["group"] = f"g{row['id']}"
+    rows[0]["group"] = rows[8]["group"] = "template-7"  # train and test
     outcome = run(build(tmp_path, rows))
-    assert failed(outcome) == ["positive_rate[spam]"]
-    assert (
-        by_name(outcome)["positive_rate[spam]"].message
-        == "positive_rate[spam]: mean 0.0000 outside [0.005, 0.6]"
-    )
+    assert failed(outcome) == ["no_group_leakage"]
+    check = by_name(outcome)["no_group_leakage"]
+    assert check.unexpected_count == 2
+    assert check.examples == ["id=0 (train) ~ id=8 (test) in group=template-7"]
 
 
 def test_too_few_rows(tmp_path):
@@ -437,7 +585,7 @@ def test_error_and_reports(tmp_path):
     assert markdown.startswith("## Data validation: FAIL\n")
     assert "| `ids_unique` | yes | FAIL | 2 |" in markdown
     assert (
-        "| `labels_binary[hate]` | yes | FAIL | 1 | labels_binary[hate]: 1 of 10 rows not in {0, 1}"
+        "| `labels_binary[hate]` | yes | FAIL | 1 | labels_binary[hate]: 1 of 10 rows have a label"
         in markdown
     )
 
