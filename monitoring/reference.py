@@ -80,6 +80,8 @@ def scored_reference(
 def _score_into(folder: Path, root: Path, table, scorer) -> None:
     import shutil
 
+    from components.data.formats import parse_label
+
     policies = list(getattr(scorer, "policies", []))
     if folder.exists():
         shutil.rmtree(folder)
@@ -106,7 +108,8 @@ def _score_into(folder: Path, root: Path, table, scorer) -> None:
             continue
         records = []
         for row, text, image, scored in zip(kept, texts, images, scorer.score(texts, images), strict=True):
-            labels = {p: int(row[p]) for p in policies if p in row and row[p] in (0, 1, "0", "1")}
+            parsed = {p: parse_label(row.get(p)) for p in policies}
+            labels = {p: int(value) for p, value in parsed.items() if value in (0.0, 1.0)}
             stamp = row.get(COL_CREATED_AT)
             records.append(
                 make_record(

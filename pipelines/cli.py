@@ -43,6 +43,17 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--rows", type=int, default=None, help="Number of rows (default 4000).")
     generate.add_argument("--seed", type=int, default=None, help="Random seed (default 7).")
+    from pipelines.data_check import add_check_arguments
+
+    add_check_arguments(
+        data.add_parser(
+            "check",
+            help="Ingest and validate a dataset as a training run would, without training (exit 0 pass, 1 fail).",
+            description="Reads the dataset, collapses copies and resolves missing labels as configured, runs every "
+            "validation check and prints the findings with how to go on, the annotated rows and positives per "
+            "policy and split, and the report path.",
+        )
+    )
 
     run = commands.add_parser("run", help="Run a pipeline with the KFP local runner.")
     runs = run.add_subparsers(dest="pipeline", required=True)
@@ -64,6 +75,11 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument("--force-promote", action="store_true", help="Promote even when NOT_BLESSED.")
     training.add_argument("--reason", default="", help="Why --force-promote is used (required with it).")
+    training.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Stream the KFP local runner's full output instead of the step table and its run.log file.",
+    )
 
     compile_ = commands.add_parser("compile", help="Compile every pipeline to pipelines/compiled/*.yaml.")
     compile_.add_argument("--check", action="store_true", help="Fail when a committed YAML is out of date.")
@@ -226,6 +242,14 @@ def _port(value: str) -> int:
     return port
 
 
+def _data(args: argparse.Namespace) -> int:
+    if args.data_command == "check":
+        from pipelines.data_check import run_check
+
+        return run_check(args)
+    return _generate(args)
+
+
 def _generate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -271,6 +295,7 @@ def _run_training(args: argparse.Namespace) -> int:
         overrides=list(args.overrides),
         force_promote=args.force_promote,
         force_reason=args.reason,
+        verbose=args.verbose,
     )
     return run_training(request)
 
@@ -522,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK if not exit_.code else EXIT_USAGE
     args.command_line = shlex.join(["tns", *(sys.argv[1:] if argv is None else argv)])
     handlers = {
-        "data": _generate,
+        "data": _data,
         "compile": _compile,
         "run": _run_training,
         "serve": _serve,

@@ -21,6 +21,7 @@ from components.common.config import ConfigError, RunConfig
 from components.common.constants import (
     BLESSED,
     DATASET_FINGERPRINT,
+    DATASET_PREPARATION,
     DECISION_FILE,
     ENV_FAILURE_FILE,
     EVALUATION_FILE,
@@ -29,9 +30,13 @@ from components.common.constants import (
     EXIT_OK,
     EXPORT_REPORT_FILE,
     INFRA_VALIDATION_FILE,
+    MODEL_CARD_FILE,
+    RUN_LOG_FILE,
+    SPLITS,
 )
 from components.common.env import tns_home
 from components.common.failure import read_failure
+from components.evaluation.report import preparation_sentence
 
 
 @dataclass
@@ -46,6 +51,7 @@ class TrainingRequest:
     force_reason: str = ""
     trigger_report: str = ""  # drift report of a triggered retraining run (tagged on the MLflow run)
     data_window: str = ""  # data window (JSON) of a triggered retraining run
+    verbose: bool = False  # stream the KFP local runner's own output instead of the step table
 
 
 def load_config(request: TrainingRequest) -> RunConfig:
@@ -133,6 +139,16 @@ def _task_output(run_dir: Path, task: str, output: str) -> Path | None:
     return path if path.exists() else None
 
 
+def _task_metadata(run_dir: Path, task: str, artifact: str) -> dict | None:
+    """The metadata a task recorded on one of its output artifacts (`executor_output.json`)."""
+    path = run_dir / task / "executor_output.json"
+    if not path.is_file():
+        return None
+    artifacts = json.loads(path.read_text(encoding="utf-8")).get("artifacts", {}).get(artifact, {})
+    entries = artifacts.get("artifacts") or [{}]
+    return entries[0].get("metadata")
+
+
 def _task_parameter(run_dir: Path, task: str, name: str = "Output") -> Any:
     path = run_dir / task / "executor_output.json"
     if not path.is_file():
@@ -175,18 +191,26 @@ def run_training(request: TrainingRequest) -> int:
     )
     started = time.time()
     print(f"running {PIPELINE_NAME} on {data} (state in {home}) ...", flush=True)
+    arguments = {
+        "data_uri": str(data),
+        "config_json": config.to_json(),
+        "policies": list(config.policies),
+        "force_promote": request.force_promote,
+        "force_reason": request.force_reason,
+        "mlflow_tracking_uri": tracking_uri,
+        "git_commit": git_commit(),
+        "trigger_report": request.trigger_report,
+        "data_window": request.data_window,
+    }
+    log_file = home / "tmp" / f"run-{os.getpid()}-{time.time_ns()}.log"
     try:
-        training_pipeline(
-            data_uri=str(data),
-            config_json=config.to_json(),
-            policies=list(config.policies),
-            force_promote=request.force_promote,
-            force_reason=request.force_reason,
-            mlflow_tracking_uri=tracking_uri,
-            git_commit=git_commit(),
-            trigger_report=request.trigger_report,
-            data_window=request.data_window,
-        )
+        if request.verbose:
+            training_pipeline(**arguments)
+        else:
+            from pipelines.progress import runner_output
+
+            with log_file.open("w", encoding="utf-8") as log, runner_output(log, config.train.epochs):
+                training_pipeline(**arguments)
     except Exception as error:  # the local runner raises RuntimeError naming the failed task
         failure = read_failure(failure_file)
         print("\n" + "=" * 78)
@@ -202,6 +226,8 @@ def run_training(request: TrainingRequest) -> int:
         report = run_dir and _task_output(run_dir, _task_names()["validate_data"], "report")
         if report:
             print(f"validation report: {report}")
+        if not request.verbose:
+            print(f"full log: {_keep_log(log_file, run_dir)}")
         print("=" * 78)
         return EXIT_FAILED
     finally:
@@ -211,21 +237,37 @@ def run_training(request: TrainingRequest) -> int:
     if run_dir is None:
         print("FAILED: the pipeline finished but its output folder was not found", file=sys.stderr)
         return EXIT_FAILED
-    summary = summarize(run_dir, time.time() - started)
+    log = None if request.verbose else _keep_log(log_file, run_dir)
+    summary = summarize(run_dir, time.time() - started, log)
     print(summary["text"])
     return EXIT_OK if summary["decision"] == BLESSED else EXIT_NOT_BLESSED
 
 
-def summarize(run_dir: Path, seconds: float) -> dict[str, Any]:
+def _keep_log(log_file: Path, run_dir: Path | None) -> Path:
+    """Moves the runner log into the run folder (where one exists); returns where it is."""
+    if run_dir is None or not log_file.is_file():
+        return log_file
+    target = run_dir / RUN_LOG_FILE
+    log_file.replace(target)
+    return target
+
+
+def summarize(run_dir: Path, seconds: float, log: Path | None = None) -> dict[str, Any]:
     """Builds the end-of-run summary from the run's artifacts."""
     task = _task_names()
     decision_dir = _task_output(run_dir, task["gate_model"], "decision")
     decision = json.loads((decision_dir / DECISION_FILE).read_text(encoding="utf-8"))
     evaluation_dir = _task_output(run_dir, task["evaluate_model"], "evaluation")
     evaluation = json.loads((evaluation_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
-    fingerprint = json.loads(
-        (run_dir / task["ingest_data"] / "dataset" / DATASET_FINGERPRINT).read_text(encoding="utf-8")
+    dataset_dir = run_dir / task["ingest_data"] / "dataset"
+    fingerprint = json.loads((dataset_dir / DATASET_FINGERPRINT).read_text(encoding="utf-8"))
+    preparation_file = dataset_dir / DATASET_PREPARATION
+    preparation = (
+        json.loads(preparation_file.read_text(encoding="utf-8")) if preparation_file.is_file() else {}
     )
+    card_file = evaluation_dir / MODEL_CARD_FILE
+    card = json.loads(card_file.read_text(encoding="utf-8")) if card_file.is_file() else {}
+    warnings = (_task_metadata(run_dir, task["validate_data"], "summary") or {}).get("warning_checks") or []
     run_id = _task_parameter(run_dir, task["train_model"], "mlflow_run_id")
     version = _task_parameter(run_dir, task["register_model"])
     promoted = _task_parameter(run_dir, task["promote_model"])
@@ -250,6 +292,18 @@ def summarize(run_dir: Path, seconds: float) -> dict[str, Any]:
     lines.append(
         f"  dataset      {fingerprint['source']} ({fingerprint['rows']} rows, fingerprint {fingerprint['fingerprint'][:12]})"
     )
+    if preparation:
+        lines.append(f"  data         {preparation_sentence(preparation)}")
+    if warnings:
+        lines.append(
+            f"  validation   {len(warnings)} warning(s): {', '.join(warnings)} (see the validation report)"
+        )
+    for number, (policy, counts) in enumerate((card.get("label_counts") or {}).items()):
+        cells = ", ".join(
+            f"{split} {counts[split]['positives']}/{counts[split]['annotated']}" for split in SPLITS
+        )
+        label = "labels" if number == 0 else ""
+        lines.append(f"  {label:<12} {policy}: {cells} (positives/annotated)")
     lines.append(
         f"  test         macro ROC-AUC {fmt(macro['roc_auc'])}, PR-AUC {fmt(macro['pr_auc'])}, ECE {fmt(macro['ece'])}"
     )
@@ -305,6 +359,8 @@ def summarize(run_dir: Path, seconds: float) -> dict[str, Any]:
     lines.append(f"  reports      model card {_task_output(run_dir, task['evaluate_model'], 'report')}")
     lines.append(f"               validation {_task_output(run_dir, task['validate_data'], 'report')}")
     lines.append(f"               decision   {decision_dir / DECISION_FILE}")
+    if log is not None:
+        lines.append(f"               full log   {log}")
     lines.append(f"  took         {seconds:.0f} s; outputs in {run_dir}")
     lines.append("=" * 78)
     return {

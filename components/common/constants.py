@@ -76,6 +76,7 @@ TEXT_ENCODER_DIR = "text_encoder"
 IMAGE_ENCODER_DIR = "image_encoder"
 TRAINING_SUMMARY_FILE = "training_summary.json"
 EVALUATION_FILE = "evaluation.json"
+MODEL_CARD_FILE = "model_card.json"  # the model card's inputs: data, label counts, training
 TEST_SCORES_FILE = "test_scores.parquet"
 DECISION_FILE = "decision.json"
 RUN_LOG_FILE = "run.log"  # the KFP local runner's full output, in the run folder

@@ -13,6 +13,7 @@ from components.common.constants import (
     COL_SPLIT,
     DECISION_FILE,
     EVALUATION_FILE,
+    MODEL_CARD_FILE,
     SPLIT_TEST,
     SPLIT_VALIDATION,
     TEST_SCORES_FILE,
@@ -31,7 +32,6 @@ from components.evaluation.report import (
 )
 from components.evaluation.scoring import score_frame
 
-CARD_FILE = "model_card.json"
 # Per-policy evaluation keys and the flat metric names they are published under (suffixed by the policy).
 METRIC_NAMES = {
     "roc_auc": "test_roc_auc",
@@ -111,7 +111,7 @@ def evaluation_step(
         limitations=([SYNTHETIC_DATA_LIMITATION] if fingerprint.get("synthetic") else [])
         + list(DEFAULT_LIMITATIONS),
     )
-    (out_dir / CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2), encoding="utf-8")
+    (out_dir / MODEL_CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2), encoding="utf-8")
     if run_id:
         _log_evaluation(run_id, tracking_uri, evaluation, card)
     return evaluation, card

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from components.common.config import RunConfig
 from components.common.constants import TRAINING_SUMMARY_FILE
-from components.data.ingest import read_fingerprint
+from components.data.ingest import read_fingerprint, read_preparation
 from components.data.split import read_split_frame
 
 
@@ -58,8 +58,14 @@ def training_step(
         lineage = {"tns.trigger_report": trigger_report, "tns.data_window": data_window}
         if any(lineage.values()):  # a triggered retraining run names its drift report and data window
             mlflow.set_tags({key: value for key, value in lineage.items() if value})
+        overrides = config.validation.severity_overrides()
+        if overrides:  # validation checks made stricter or looser than the defaults, on the record
+            mlflow.set_tag("tns.validation_severity_overrides", json.dumps(overrides, sort_keys=True))
         mlflow.log_params(flatten(config.to_dict()))
         mlflow.log_dict(fingerprint, "dataset/fingerprint.json")
+        preparation = read_preparation(dataset_dir)
+        if preparation is not None:
+            mlflow.log_dict(preparation.to_dict(), "dataset/preparation.json")
         result = train_model(
             dataset_dir,
             frame,

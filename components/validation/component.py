@@ -24,4 +24,5 @@ def validate_data(dataset: Input[Dataset], config_json: str, report: Output[HTML
         outcome, markdown = validate_step(dataset.path, resolve_config(config_json), report.path)
     with open(summary.path, "w", encoding="utf-8") as handle:
         handle.write(markdown)
-    summary.metadata.update({"rows": outcome.rows, "warnings": len(outcome.warnings())})
+    warnings = [check.check for check in outcome.warnings()]
+    summary.metadata.update({"rows": outcome.rows, "warnings": len(warnings), "warning_checks": warnings})

@@ -357,3 +357,35 @@ def test_export_and_serving_settings_are_validated():
         2,
         8,
     ]
+
+
+def test_configs_default_yaml_lists_every_key_with_its_default():
+    path = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
+    listed = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert RunConfig.from_dict(listed) == RunConfig()
+
+    def keys(data: dict, prefix: str = "") -> set[str]:
+        found = set()
+        for key, value in data.items():
+            is_section = isinstance(value, dict) and "default" not in value
+            found |= keys(value, f"{prefix}{key}.") if is_section else {prefix + key}
+        return found
+
+    assert keys(listed) == keys(RunConfig().to_dict())
+
+
+def test_data_and_split_settings_are_validated():
+    from components.common.config import DataConfig
+
+    assert RunConfig().data.missing_labels == "mask" and RunConfig().split.deduplicate is True
+    for spec in dataclasses.fields(DataConfig):
+        assert spec.metadata.get("help")
+    with pytest.raises(ConfigError, match="data.missing_labels must be one of mask, negative, refuse"):
+        RunConfig().with_overrides(**{"data.missing_labels": "ignore"})
+    with pytest.raises(ConfigError, match="split.duplicate_key must be one of exact, normalized"):
+        RunConfig().with_overrides(**{"split.duplicate_key": "fuzzy"})
+    with pytest.raises(ConfigError, match="must be true or false"):
+        RunConfig().with_overrides(**{"split.deduplicate": "no"})
+    partial = RunConfig.from_dict({"validation": {"severity": {"positive_rate": "critical"}}})
+    assert partial.validation.severity["text_length"] == "warning"  # the others keep their defaults
+    assert partial.validation.severity_overrides() == {"positive_rate": "critical"}
