@@ -28,7 +28,7 @@ def ingest_data(data_uri: str, config_json: str, policies: list, dataset: Output
         config = resolve_config(config_json, policies)
         os.makedirs(dataset.path, exist_ok=True)
         summary = ingest_step(data_uri, config, dataset.path)
-    dataset.metadata.update({k: summary[k] for k in ("rows", "fingerprint", "source", "policies")})
+    dataset.metadata.update({k: summary[k] for k in ("rows", "rows_read", "fingerprint", "source", "policies")})
     return config.to_json()
 
 

@@ -50,8 +50,43 @@ def _row(check: CheckResult) -> str:
         f'<td class="num">{check.unexpected_count}</td>'
         f"<td>{f'<ul>{examples}</ul>' if examples else ''}</td>"
         f"<td>{escape(check.message)}</td>"
+        f"<td>{escape(check.remedy)}</td>"
         "</tr>"
     )
+
+
+def _label_table(outcome: ValidationOutcome) -> str:
+    if not outcome.label_counts:
+        return ""
+    splits = list(next(iter(outcome.label_counts.values())))
+    head = "".join(f"<th>{escape(split)}: positives / annotated</th>" for split in splits)
+    rows = "".join(
+        f"<tr><td><code>{escape(policy)}</code></td>"
+        + "".join(f'<td class="num">{counts[s]["positives"]} / {counts[s]["annotated"]}</td>' for s in splits)
+        + "</tr>"
+        for policy, counts in outcome.label_counts.items()
+    )
+    return (
+        "<h2>Labels per policy and split</h2>"
+        '<p class="summary">A row counts for a policy only where it is annotated for it.</p>'
+        f"<table><thead><tr><th>Policy</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _context(outcome: ValidationOutcome) -> str:
+    """Paragraphs on what preparation changed and which severities the run configuration set."""
+    parts = []
+    preparation = outcome.preparation or {}
+    if preparation:
+        parts.append(
+            f"Prepared: {preparation.get('rows_read', 0)} rows read, {preparation.get('rows_kept', 0)} validated "
+            f"(copies collapsed: {preparation.get('copies_dropped', 0)}; rows annotated for no policy dropped: "
+            f"{preparation.get('unannotated_dropped', 0)}; missing labels: {preparation.get('missing_labels')})."
+        )
+    if outcome.severity_overrides:
+        changed = ", ".join(f"{name} is {severity}" for name, severity in outcome.severity_overrides.items())
+        parts.append(f"Severity set by the run configuration (validation.severity): {changed}.")
+    return "".join(f'<p class="summary">{escape(part)}</p>' for part in parts)
 
 
 def render_html(outcome: ValidationOutcome, title: str = "Data validation") -> str:
@@ -91,14 +126,16 @@ def render_html(outcome: ValidationOutcome, title: str = "Data validation") -> s
 <h1>{escape(title)}</h1>
 <div class="banner {"pass" if outcome.success else "fail"}">{escape(banner)}</div>
 <p class="summary">{summary}</p>
+{_context(outcome)}
 {skipped}
 <table>
 <thead><tr><th>Check</th><th>Critical</th><th>Status</th><th>Unexpected rows</th><th>Examples</th>
-<th>Message</th></tr></thead>
+<th>Message</th><th>How to go on</th></tr></thead>
 <tbody>
 {rows}
 </tbody>
 </table>
+{_label_table(outcome)}
 </body>
 </html>
 """
@@ -149,4 +186,7 @@ def markdown_summary(outcome: ValidationOutcome) -> str:
         )
     if outcome.skipped:
         lines += ["", "Skipped (column absent): " + ", ".join(f"`{s}`" for s in outcome.skipped)]
+    if outcome.severity_overrides:
+        changed = ", ".join(f"`{_cell(k)}` {v}" for k, v in outcome.severity_overrides.items())
+        lines += ["", f"Severity set by the run configuration: {changed}."]
     return "\n".join(lines) + "\n"

@@ -44,7 +44,7 @@ from components.common.constants import (
     TRITON_REPOSITORY_ARTIFACT,
 )
 from components.data.component import ingest_data, split_data
-from components.data.ingest import read_fingerprint
+from components.data.ingest import read_fingerprint, read_preparation
 from components.evaluation.component import evaluate_model, gate_model, policy_metrics
 from components.export.component import export_model, infra_validate
 from components.export.onnx_export import ExportError
@@ -276,7 +276,9 @@ def test_ingest_writes_the_dataset_and_metadata(ingested, tiny_raw_dataset, tiny
     assert (folder / DATASET_FINGERPRINT).is_file()
     assert any((folder / "images").rglob("*.png"))
     fingerprint = read_fingerprint(folder)
-    assert dataset.metadata["rows"] == 240
+    # The generated data repeats one item (same text and image): ingest collapses the copy.
+    assert (dataset.metadata["rows_read"], dataset.metadata["rows"]) == (240, 239)
+    assert read_preparation(folder).copies_dropped == 1
     assert dataset.metadata["fingerprint"] == fingerprint["fingerprint"]
     assert dataset.metadata["source"] == str(tiny_raw_dataset.resolve())
     assert dataset.metadata["policies"] == POLICIES
@@ -287,7 +289,7 @@ def test_ingest_embedded_default_dataset(tmp_path: Path):
     dataset = _artifact(Dataset, tmp_path, "dataset")
     config_json = ingest_data.python_func(data_uri="", config_json="{}", policies=[], dataset=dataset)
     assert RunConfig.from_json(config_json) == RunConfig()
-    assert dataset.metadata["rows"] == 4000
+    assert (dataset.metadata["rows_read"], dataset.metadata["rows"]) == (4000, 3954)  # 46 copies collapsed
     assert dataset.metadata["policies"] == POLICIES
     assert "embedded default dataset" in dataset.metadata["source"]
     table = pd.read_parquet(Path(dataset.path) / DATASET_TABLE)
@@ -310,7 +312,7 @@ def test_ingest_embedded_default_with_a_policy_subset(tmp_path: Path):
         data_uri="", config_json="{}", policies=["hate", "spam"], dataset=dataset
     )
     assert RunConfig.from_json(config_json).policies == ["hate", "spam"]
-    assert dataset.metadata["rows"] == 4000
+    assert (dataset.metadata["rows_read"], dataset.metadata["rows"]) == (4000, 3954)  # 46 copies collapsed
 
 
 def test_ingest_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -338,7 +340,7 @@ def test_validate_passes_and_writes_reports(workspace, ingested):
     html = Path(report.path).read_text(encoding="utf-8")
     assert "<html" in html.lower() and "row_count" in html
     assert "image_file_found" in Path(summary.path).read_text(encoding="utf-8")
-    assert summary.metadata["rows"] == 240
+    assert summary.metadata["rows"] == 239
     assert isinstance(summary.metadata["warnings"], int)
 
 
@@ -377,15 +379,15 @@ def test_validate_failure_raises_writes_the_report_and_the_failure_file(
     assert record["step"] == "validate"
     assert record["type"] == "DataValidationError"
     assert "image_file_found" in record["error"]
-    assert "1 of 240 rows" in record["error"]
+    assert "1 of 239 rows" in record["error"] and "how to go on:" in record["error"]
 
 
 # Split and train ------------------------------------------------------------------------------------------
 def test_split_writes_the_table_and_counts(split):
     table = pd.read_parquet(Path(split.path) / SPLITS_TABLE)
-    assert len(table) == 240
+    assert len(table) == 239
     assert {k: split.metadata[k] for k in SPLITS} == table["split"].value_counts().to_dict()
-    assert sum(split.metadata[k] for k in SPLITS) == 240
+    assert sum(split.metadata[k] for k in SPLITS) == 239
     assert split.metadata["test"] > 0 and split.metadata["validation"] > 0
 
 

@@ -47,6 +47,18 @@ def test_item_with_neither_text_nor_image_is_a_bad_request(client, text):
         client.classify(["fine", text], [None, b""])
 
 
+def test_text_over_the_byte_cap_is_a_bad_request(client, exported_repository):
+    from components.training.preprocessing import DEFAULT_MAX_TEXT_BYTES
+
+    huge = "a " * (
+        DEFAULT_MAX_TEXT_BYTES // 2 + 1
+    )  # validation.text_max_bytes refuses it in training data too
+    with pytest.raises(BadRequestError, match=r"item 1: text of 1000002 bytes exceeds the limit of 1000000"):
+        client.classify(["fine", huge], [None, None])
+    golden = exported_repository.golden
+    _assert_matches_golden(client, golden, golden.indices("text-only")[0])
+
+
 @pytest.mark.parametrize("kind", sorted(CORRUPT_IMAGES))
 def test_corrupt_image_fails_only_its_request(client, exported_repository, kind):
     golden = exported_repository.golden

@@ -155,3 +155,19 @@ def test_partially_annotated_blocks_reach_every_split():
         assert counts["spam"][split]["annotated"] > 0 and counts["spam"][split]["positives"] > 0
     assert sum(c["annotated"] for c in counts["spam"].values()) == 150  # half the groups annotate spam
     assert sum(c["annotated"] for c in counts["hate"].values()) == 300
+
+
+def test_hatecheck_templates_stay_within_one_split():
+    """Multilingual HateCheck's cases of one template are near-duplicates: split by `templ_id`, no template
+    straddles train/validation/test; a split by item alone would let most of them straddle."""
+    from tests.hatecheck import GROUP_COLUMN, POLICIES, cases
+
+    frame = cases()
+    frame = frame.assign(item_hash=frame["text"], modality="text-only", group=frame[GROUP_COLUMN])
+    grouped = frame.assign(split=assign_splits(frame, POLICIES, SplitConfig())["split"].to_numpy())
+    assert grouped.groupby(GROUP_COLUMN)["split"].nunique().max() == 1
+    assert set(grouped["split"]) == {"train", "validation", "test"}
+    by_item = frame.drop(columns=["group"])
+    by_item = by_item.assign(split=assign_splits(by_item, POLICIES, SplitConfig())["split"].to_numpy())
+    straddling = (by_item.groupby(GROUP_COLUMN)["split"].nunique() > 1).mean()
+    assert straddling > 0.5, straddling

@@ -605,3 +605,15 @@ def test_language_is_expected_of_rows_with_text_only(tmp_path):
     check = by_name(run(build(tmp_path, rows)))["language_present"]
     assert check.success and check.unexpected_count == 1
     assert check.examples == ["id=0 language=None"] or "id=0" in check.message
+
+
+def test_report_shows_remedies_overrides_and_labels_per_split(tmp_path):
+    rows = clean_rows()
+    rows[2]["spam"] = "<b>yes</b>"
+    outcome = run(build(tmp_path, rows), severity={"positive_rate": "critical"})
+    html = render_html(outcome)
+    assert "How to go on" in html and "write labels as 0/1" in html
+    assert "Severity set by the run configuration (validation.severity): positive_rate is critical." in html
+    assert "Labels per policy and split" in html and "2 / 6" in html  # hate in train: 2 positives of 6
+    assert "&lt;b&gt;yes&lt;/b&gt;" in html and "<b>yes" not in html  # a value from the data, escaped
+    assert "Severity set by the run configuration: `positive_rate` critical." in markdown_summary(outcome)
