@@ -43,7 +43,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--rows", type=int, default=None, help="Number of rows (default 4000).")
     generate.add_argument("--seed", type=int, default=None, help="Random seed (default 7).")
-    from pipelines.data_check import add_check_arguments
+    from pipelines.data_check import add_check_arguments, add_config_arguments
 
     add_check_arguments(
         data.add_parser(
@@ -61,18 +61,7 @@ def _build_parser() -> argparse.ArgumentParser:
     training.add_argument(
         "--data", type=Path, default=None, help="Dataset folder or manifest (default: embedded)."
     )
-    training.add_argument("--config", type=Path, default=None, help="Run configuration YAML.")
-    training.add_argument(
-        "--policies", default="", help="Comma-separated policy columns (overrides the config)."
-    )
-    training.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override one configuration value, e.g. --set train.epochs=5 (YAML value syntax).",
-    )
+    add_config_arguments(training)
     training.add_argument("--force-promote", action="store_true", help="Promote even when NOT_BLESSED.")
     training.add_argument("--reason", default="", help="Why --force-promote is used (required with it).")
     training.add_argument(

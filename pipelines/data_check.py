@@ -16,21 +16,28 @@ from pathlib import Path
 from components.common.constants import EXIT_FAILED, EXIT_OK, SPLITS
 
 
-def add_check_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of `tns data check`."""
-    parser.add_argument("path", type=Path, help="Dataset folder or manifest (jsonl, csv, parquet).")
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--config`, `--policies` and `--set`: the run configuration, the same for `tns run training` and
+    `tns data check` (read with `pipelines.local.load_config`)."""
+    parser.add_argument("--config", type=Path, default=None, help="Run configuration YAML.")
     parser.add_argument(
         "--policies", default="", help="Comma-separated policy columns (overrides the config)."
     )
-    parser.add_argument("--config", type=Path, default=None, help="Run configuration YAML.")
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="Override one configuration value, e.g. --set split.deduplicate=false.",
+        help="Override one configuration value, e.g. --set train.epochs=5 or --set split.deduplicate=false "
+        "(YAML value syntax).",
     )
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `tns data check`."""
+    parser.add_argument("path", type=Path, help="Dataset folder or manifest (jsonl, csv, parquet).")
+    add_config_arguments(parser)
     parser.add_argument(
         "--out", type=Path, default=None, help="Report folder (default $TNS_HOME/checks/<dataset>-<time>)."
     )

@@ -86,7 +86,8 @@ def modality_of(has_text: bool, has_image: bool) -> str:
 
 
 def _group_column(frame: pd.DataFrame, column: str) -> None:
-    """Copies the configured group column into `group` (text or None); an absent non-default column is an error."""
+    """Copies the configured group column into `group` (text or None, replacing a `group` column the manifest may
+    also have); an absent non-default column is an error."""
     if column not in frame.columns:
         if column != COL_GROUP and len(frame):
             raise DatasetFormatError(
@@ -95,11 +96,9 @@ def _group_column(frame: pd.DataFrame, column: str) -> None:
                 f"--set split.group_column=<column>"
             )
         return
-    frame[COL_GROUP] = frame[column].map(
-        lambda v: (
-            None if v is None or (isinstance(v, float) and pd.isna(v)) or str(v).strip() == "" else str(v)
-        )
-    )
+    frame[COL_GROUP] = [
+        None if text is None or not text.strip() else text for text in map(_as_text, frame[column])
+    ]
 
 
 def _as_text(value: object) -> str | None:
