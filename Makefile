@@ -57,7 +57,7 @@ demo-drift: setup $(TMPDIR)
 test: setup $(TMPDIR)
 	$(BIN)/ruff check .
 	$(BIN)/tns compile --check
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-fast: setup $(TMPDIR)
 	$(BIN)/python -m pytest -q -m "not slow"
