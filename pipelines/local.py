@@ -21,7 +21,6 @@ from components.common.config import ConfigError, RunConfig
 from components.common.constants import (
     BLESSED,
     DATASET_FINGERPRINT,
-    DATASET_PREPARATION,
     DECISION_FILE,
     ENV_FAILURE_FILE,
     EVALUATION_FILE,
@@ -36,7 +35,7 @@ from components.common.constants import (
 )
 from components.common.env import tns_home
 from components.common.failure import read_failure
-from components.evaluation.report import preparation_sentence
+from components.data.ingest import read_preparation
 
 
 @dataclass
@@ -139,21 +138,20 @@ def _task_output(run_dir: Path, task: str, output: str) -> Path | None:
     return path if path.exists() else None
 
 
-def _task_metadata(run_dir: Path, task: str, artifact: str) -> dict | None:
-    """The metadata a task recorded on one of its output artifacts (`executor_output.json`)."""
+def _executor_output(run_dir: Path, task: str) -> dict:
+    """What a local task recorded in `executor_output.json` (empty when the task did not run)."""
     path = run_dir / task / "executor_output.json"
-    if not path.is_file():
-        return None
-    artifacts = json.loads(path.read_text(encoding="utf-8")).get("artifacts", {}).get(artifact, {})
-    entries = artifacts.get("artifacts") or [{}]
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _task_metadata(run_dir: Path, task: str, artifact: str) -> dict | None:
+    """The metadata a task recorded on one of its output artifacts."""
+    entries = _executor_output(run_dir, task).get("artifacts", {}).get(artifact, {}).get("artifacts") or [{}]
     return entries[0].get("metadata")
 
 
 def _task_parameter(run_dir: Path, task: str, name: str = "Output") -> Any:
-    path = run_dir / task / "executor_output.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8")).get("parameterValues", {}).get(name)
+    return _executor_output(run_dir, task).get("parameterValues", {}).get(name)
 
 
 def run_training(request: TrainingRequest) -> int:
@@ -261,10 +259,7 @@ def summarize(run_dir: Path, seconds: float, log: Path | None = None) -> dict[st
     evaluation = json.loads((evaluation_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
     dataset_dir = run_dir / task["ingest_data"] / "dataset"
     fingerprint = json.loads((dataset_dir / DATASET_FINGERPRINT).read_text(encoding="utf-8"))
-    preparation_file = dataset_dir / DATASET_PREPARATION
-    preparation = (
-        json.loads(preparation_file.read_text(encoding="utf-8")) if preparation_file.is_file() else {}
-    )
+    preparation = read_preparation(dataset_dir)
     card_file = evaluation_dir / MODEL_CARD_FILE
     card = json.loads(card_file.read_text(encoding="utf-8")) if card_file.is_file() else {}
     warnings = (_task_metadata(run_dir, task["validate_data"], "summary") or {}).get("warning_checks") or []
@@ -293,7 +288,7 @@ def summarize(run_dir: Path, seconds: float, log: Path | None = None) -> dict[st
         f"  dataset      {fingerprint['source']} ({fingerprint['rows']} rows, fingerprint {fingerprint['fingerprint'][:12]})"
     )
     if preparation:
-        lines.append(f"  data         {preparation_sentence(preparation)}")
+        lines.append(f"  data         {preparation.summary()}")
     if warnings:
         lines.append(
             f"  validation   {len(warnings)} warning(s): {', '.join(warnings)} (see the validation report)"

@@ -36,7 +36,6 @@ UTF8_BOM = b"\xef\xbb\xbf"
 # Text a label may be written as (CSV cells are text; pandas writes a float column with gaps as 1.0/0.0 and a
 # bool column as True/False).
 _LABEL_TEXT = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0, "false": 0.0, "true": 1.0}
-LABEL_FORMS = '0/1, true/false or "0"/"1"'
 
 
 class DatasetFormatError(ValueError):
@@ -162,8 +161,14 @@ def _is_missing(value: object) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-def _clean_text(value: object) -> str | None:
+def clean_text(value: object) -> str | None:
+    """A manifest value as text, None when it is missing or blank."""
     return None if _is_missing(value) else str(value)
+
+
+def invalid_labels(cell: object) -> dict[str, str]:
+    """The `invalid_labels` cell of a row: {policy: the value as written} for labels that are not labels."""
+    return json.loads(cell) if isinstance(cell, str) else {}
 
 
 def parse_label(value: object) -> float | None:
@@ -241,6 +246,6 @@ def load_dataset(source: str | Path, policies: Sequence[str]) -> tuple[pd.DataFr
     for column in (COL_TEXT, COL_IMAGE):
         if column not in frame.columns:
             frame[column] = None
-        frame[column] = frame[column].map(_clean_text).astype(object)
+        frame[column] = frame[column].map(clean_text).astype(object)
     _normalise_labels(frame, policies)
     return frame.reset_index(drop=True), root

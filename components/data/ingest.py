@@ -35,7 +35,7 @@ from components.common.constants import (
     MODALITY_NONE,
     MODALITY_TEXT,
 )
-from components.data.formats import DatasetFormatError, load_dataset
+from components.data.formats import DatasetFormatError, clean_text, load_dataset
 from components.data.generate import GENERATOR_MARKER
 from components.data.prepare import Preparation, prepare_frame
 
@@ -96,9 +96,7 @@ def _group_column(frame: pd.DataFrame, column: str) -> None:
                 f"--set split.group_column=<column>"
             )
         return
-    frame[COL_GROUP] = [
-        None if text is None or not text.strip() else text for text in map(_as_text, frame[column])
-    ]
+    frame[COL_GROUP] = frame[column].map(clean_text).astype(object)
 
 
 def _as_text(value: object) -> str | None:

@@ -46,6 +46,7 @@ from components.common.constants import (
     MODALITY_NONE,
     SPLITS,
 )
+from components.data.formats import invalid_labels
 
 MAX_EXAMPLES = 5
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -80,6 +81,24 @@ class Preparation:
         known = {name for name in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def summary(self) -> str:
+        """One sentence on what preparing the data changed (copies, label conflicts, unannotated rows)."""
+        parts = [f"{self.rows_read} rows read, {self.rows_kept} used"]
+        if self.copies_dropped:
+            parts.append(
+                f"{self.copies_dropped} copies of {self.items_with_copies} item(s) collapsed "
+                f"({self.cross_split_copies_dropped} across fixed splits)"
+            )
+        conflicts = sum(self.label_conflicts.values())
+        if conflicts:
+            parts.append(f"{conflicts} label conflict(s) between copies left unannotated")
+        if self.unannotated_dropped:
+            parts.append(f"{self.unannotated_dropped} row(s) annotated for no policy dropped")
+        filled = sum(self.filled_as_negative.values())
+        if filled:
+            parts.append(f"{filled} missing label(s) counted as negative")
+        return "; ".join(parts) + "."
+
 
 def normalized_text(text: str | None) -> str:
     """The text as a near-duplicate key sees it: case-folded, URLs and digit runs replaced, spaces collapsed."""
@@ -111,11 +130,6 @@ def _ref(frame: pd.DataFrame, row: int) -> str:
 def _split_of(frame: pd.DataFrame, row: int) -> str | None:
     value = frame.at[row, COL_SPLIT] if COL_SPLIT in frame.columns else None
     return value if isinstance(value, str) and value else None
-
-
-def _invalid(frame: pd.DataFrame, row: int) -> dict[str, str]:
-    value = frame.at[row, COL_INVALID_LABELS] if COL_INVALID_LABELS in frame.columns else None
-    return json.loads(value) if isinstance(value, str) else {}
 
 
 def _collapse(frame: pd.DataFrame, policies: list[str], key: str, record: Preparation) -> pd.DataFrame:
@@ -155,7 +169,7 @@ def _merge_labels(
 ) -> None:
     invalid: dict[str, str] = {}
     for row in rows:
-        for policy, raw in _invalid(frame, row).items():
+        for policy, raw in invalid_labels(frame.at[row, COL_INVALID_LABELS]).items():
             invalid.setdefault(policy, raw)
     conflicted = []
     for policy in policies:
@@ -197,10 +211,8 @@ def prepare_frame(
         frame = _collapse(frame, present, split.duplicate_key, record)
     if missing_labels == MISSING_LABELS_NEGATIVE:
         for policy in present:
-            invalid = frame[COL_INVALID_LABELS].map(
-                lambda v, p=policy: isinstance(v, str) and p in json.loads(v)
-            )
-            fill = frame[policy].isna() & ~invalid
+            invalid = frame[COL_INVALID_LABELS].map(lambda cell, p=policy: p in invalid_labels(cell))
+            fill = frame[policy].isna() & ~invalid.astype(bool)
             record.filled_as_negative[policy] = int(fill.sum())
             frame.loc[fill, policy] = 0.0
     elif missing_labels == MISSING_LABELS_MASK and present:

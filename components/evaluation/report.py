@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from components.common.constants import BLESSED, DEFAULT_MODEL_NAME
+from components.data.prepare import Preparation
 
 SYNTHETIC_DATA_LIMITATION = (
     "The training data is the synthetic embedded dataset: these numbers show that the pipeline works end to "
@@ -156,25 +157,6 @@ def interpret_ablation(ablation: dict[str, Any] | None) -> str:
     return f"On {ablation.get('rows', 0)} text+image rows, {drops}: {verdict}."
 
 
-def preparation_sentence(preparation: dict[str, Any]) -> str:
-    """One sentence on what preparing the data changed (copies, label conflicts, unannotated rows)."""
-    parts = [f"{preparation.get('rows_read', 0)} rows read, {preparation.get('rows_kept', 0)} used"]
-    if preparation.get("copies_dropped"):
-        parts.append(
-            f"{preparation['copies_dropped']} copies of {preparation.get('items_with_copies', 0)} item(s) "
-            f"collapsed ({preparation.get('cross_split_copies_dropped', 0)} across fixed splits)"
-        )
-    conflicts = sum((preparation.get("label_conflicts") or {}).values())
-    if conflicts:
-        parts.append(f"{conflicts} label conflict(s) between copies left unannotated")
-    if preparation.get("unannotated_dropped"):
-        parts.append(f"{preparation['unannotated_dropped']} row(s) annotated for no policy dropped")
-    filled = sum((preparation.get("filled_as_negative") or {}).values())
-    if filled:
-        parts.append(f"{filled} missing label(s) counted as negative")
-    return "; ".join(parts) + "."
-
-
 def _sections(
     evaluation: dict[str, Any], card: ModelCardInfo, decision: dict[str, Any] | None
 ) -> list[_Section]:
@@ -240,7 +222,7 @@ def _sections(
     data_rows += [[f"Rows ({split})", _fmt(count)] for split, count in card.rows_per_split.items()]
     data_blocks: list[Any] = [_Table(["Field", "Value"], data_rows)]
     if card.preparation:
-        data_blocks.append(_Paragraph(preparation_sentence(card.preparation)))
+        data_blocks.append(_Paragraph(Preparation.from_dict(card.preparation).summary()))
     if card.label_counts:
         splits = list(next(iter(card.label_counts.values())))
         data_blocks.append(_Paragraph("Annotated rows and positives per policy and split", strong=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
+from components.data.prepare import Preparation
 from components.validation.runner import CheckResult, ValidationOutcome
 
 _CSS = """
@@ -76,13 +77,9 @@ def _label_table(outcome: ValidationOutcome) -> str:
 def _context(outcome: ValidationOutcome) -> str:
     """Paragraphs on what preparation changed and which severities the run configuration set."""
     parts = []
-    preparation = outcome.preparation or {}
-    if preparation:
-        parts.append(
-            f"Prepared: {preparation.get('rows_read', 0)} rows read, {preparation.get('rows_kept', 0)} validated "
-            f"(copies collapsed: {preparation.get('copies_dropped', 0)}; rows annotated for no policy dropped: "
-            f"{preparation.get('unannotated_dropped', 0)}; missing labels: {preparation.get('missing_labels')})."
-        )
+    if outcome.preparation:
+        preparation = Preparation.from_dict(outcome.preparation)
+        parts.append(f"Prepared (missing labels: {preparation.missing_labels}): {preparation.summary()}")
     if outcome.severity_overrides:
         changed = ", ".join(f"{name} is {severity}" for name, severity in outcome.severity_overrides.items())
         parts.append(f"Severity set by the run configuration (validation.severity): {changed}.")

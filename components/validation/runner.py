@@ -64,6 +64,7 @@ from components.common.constants import (
 )
 from components.common.env import apply_offline_environment
 from components.common.images import ImageDecodeError, decode_image
+from components.data.formats import invalid_labels
 from components.data.ingest import (
     COL_IMAGE_FILE_STATUS,
     IMAGE_ABSENT,
@@ -274,7 +275,7 @@ def _leak(frame: pd.DataFrame, key: str) -> pd.Series:
 
 def _label_states(frame: pd.DataFrame, policy: str) -> pd.Series:
     invalid = (
-        frame[COL_INVALID_LABELS].map(lambda v: isinstance(v, str) and policy in json.loads(v))
+        frame[COL_INVALID_LABELS].map(lambda cell: policy in invalid_labels(cell))
         if COL_INVALID_LABELS in frame.columns
         else pd.Series(False, index=frame.index)
     )
@@ -368,8 +369,8 @@ class _Examples:
 
     def _label(self, row: int, policy: str) -> str:
         """The label as the manifest wrote it: `spam="yes"`, `hate=2`, or `spam=null` when there is none."""
-        raw = self.frame.at[row, COL_INVALID_LABELS] if COL_INVALID_LABELS in self.frame.columns else None
-        written = json.loads(raw).get(policy) if isinstance(raw, str) else None
+        cell = self.frame.at[row, COL_INVALID_LABELS] if COL_INVALID_LABELS in self.frame.columns else None
+        written = invalid_labels(cell).get(policy)
         return f"{self.ref(row)} {policy}={written if written is not None else 'null'}"
 
     def _image_file(self, row: int) -> str:
