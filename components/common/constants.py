@@ -96,6 +96,18 @@ TENSOR_ATTENTION_MASK = "attention_mask"
 TENSOR_PIXEL_VALUES = "pixel_values"
 TENSOR_HAS_TEXT = "has_text"
 TENSOR_HAS_IMAGE = "has_image"
+TENSOR_NGRAM_IDS = (
+    "ngram_ids"  # hashed word and character n-grams of the text (components/training/lexical.py)
+)
+# The classifier's inputs, in the order of `FusionClassifier.forward` and of the exported graph.
+MODEL_INPUTS: tuple[str, ...] = (
+    TENSOR_INPUT_IDS,
+    TENSOR_ATTENTION_MASK,
+    TENSOR_PIXEL_VALUES,
+    TENSOR_HAS_TEXT,
+    TENSOR_HAS_IMAGE,
+    TENSOR_NGRAM_IDS,
+)
 TENSOR_PROBABILITIES = "probabilities"
 # Pooled encoder features, projected to EMBEDDING_DIM dims by a fixed random projection: served with the scores so
 # that drift monitoring can compare what the model "sees" (see monitoring/schema.py).

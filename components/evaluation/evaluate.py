@@ -36,6 +36,11 @@ def score_column(policy: str) -> str:
     return f"score_{policy}"
 
 
+def uncalibrated_column(policy: str) -> str:
+    """Name of the optional column of `policy`'s probability before calibration (for ECE before/after)."""
+    return f"uncalibrated_score_{policy}"
+
+
 def ablation_column(policy: str, removed: str) -> str:
     """Name of the column holding `policy`'s probability with one modality removed.
 
@@ -130,7 +135,11 @@ def _policy_metrics(
     val_s: np.ndarray,
     target: float,
     config: EvaluationConfig,
+    raw: np.ndarray | None = None,
 ) -> dict[str, Any]:
+    ece_before = None
+    if raw is not None and (~np.isnan(y)).any():
+        ece_before = metrics.expected_calibration_error(*_annotated(y, raw), config.calibration_bins)
     y, s = _annotated(y, s)
     val_y, val_s = _annotated(val_y, val_s)
     if y.size == 0 or val_y.size == 0:  # validation refuses such data; a hand-made table may still get here
@@ -155,14 +164,19 @@ def _policy_metrics(
         "test_recall": rates["recall"],
         "test_fpr": rates["fpr"],
         "ece": metrics.expected_calibration_error(y, s, config.calibration_bins),
+        "ece_uncalibrated": ece_before,
         "confusion_matrix": metrics.confusion_matrix_at(y, s, choice.threshold),
         "roc_curve": {"fpr": fpr, "tpr": tpr, "thresholds": thresholds},
+        "pr_curve": dict(zip(("precision", "recall"), metrics.pr_curve_points(y, s), strict=True)),
+        "reliability": metrics.reliability_bins(y, s, config.calibration_bins),
+        "histogram": metrics.score_histogram(y, s),
     }
 
 
 _POLICY_KEYS = (
     "roc_auc", "roc_auc_ci", "pr_auc", "threshold", "threshold_reached_on_validation", "validation_precision",
-    "validation_recall", "test_precision", "test_recall", "test_fpr", "ece", "confusion_matrix", "roc_curve",
+    "validation_recall", "test_precision", "test_recall", "test_fpr", "ece", "ece_uncalibrated",
+    "confusion_matrix", "roc_curve", "pr_curve", "reliability", "histogram",
 )  # fmt: skip
 
 
@@ -281,8 +295,11 @@ def evaluate_scores(
             {"policies": {p: {"roc_auc", "roc_auc_ci": [lo, hi] | None, "pr_auc", "positives", "rows" (annotated),
                               "threshold", "target_precision", "threshold_reached_on_validation",
                               "validation_precision", "validation_recall", "test_precision", "test_recall",
-                              "test_fpr", "ece", "confusion_matrix": [[tn, fp], [fn, tp]],
-                              "roc_curve": {"fpr", "tpr", "thresholds"}}},
+                              "test_fpr", "ece", "ece_uncalibrated" (None without the uncalibrated column),
+                              "confusion_matrix": [[tn, fp], [fn, tp]], "roc_curve": {"fpr", "tpr",
+                              "thresholds"}, "pr_curve": {"precision", "recall"}, "reliability": {"score",
+                              "positive_rate", "rows"} per bin, "histogram": {"edges", "positives",
+                              "negatives"}}},
              "macro": {"roc_auc", "pr_auc", "ece"},
              "slices": {"modality" | "language": {value: {"rows", "policies": {p: {"roc_auc", "pr_auc",
                         "positives", "annotated"}}, "macro_roc_auc", "note"}}},
@@ -309,8 +326,10 @@ def evaluate_scores(
         val_y = _labels(validation, policy)
         val_s = _fusion_scores(validation, policy, "validation")
         target = per_policy(config.target_precision, policy)
+        raw_column = uncalibrated_column(policy)
+        raw = test[raw_column].to_numpy(dtype=float) if raw_column in test.columns else None
         per_policy_results[policy] = _policy_metrics(
-            labels[policy], scores[policy], val_y, val_s, target, config
+            labels[policy], scores[policy], val_y, val_s, target, config, raw
         )
 
     slices: dict[str, dict[str, Any]] = {}

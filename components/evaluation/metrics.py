@@ -280,6 +280,52 @@ def expected_calibration_error(labels: ArrayLike, scores: ArrayLike, bins: int) 
     return float(np.sum(np.abs(label_sum - score_sum)) / y.size)
 
 
+def reliability_bins(labels: ArrayLike, scores: ArrayLike, bins: int) -> dict[str, list]:
+    """Per equal-width probability bin (the bins of `expected_calibration_error`): mean score, observed positive
+    rate and row count; empty bins are left out. The points of a reliability diagram."""
+    y, s = _prepare(labels, scores)
+    s = np.clip(s, 0.0, 1.0)
+    index = np.minimum((s * bins).astype(int), bins - 1)
+    rows = np.bincount(index, minlength=bins)
+    score_sum = np.bincount(index, weights=s, minlength=bins)
+    label_sum = np.bincount(index, weights=y.astype(float), minlength=bins)
+    kept = rows > 0
+    return {
+        "score": (score_sum[kept] / rows[kept]).tolist(),
+        "positive_rate": (label_sum[kept] / rows[kept]).tolist(),
+        "rows": rows[kept].astype(int).tolist(),
+    }
+
+
+def score_histogram(labels: ArrayLike, scores: ArrayLike, bins: int = 20) -> dict[str, list]:
+    """Counts of positives' and negatives' scores over `bins` equal-width bins of [0, 1]."""
+    y, s = _prepare(labels, scores)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    s = np.clip(s, 0.0, 1.0)
+    return {
+        "edges": edges.tolist(),
+        "positives": np.histogram(s[y == 1], edges)[0].astype(int).tolist(),
+        "negatives": np.histogram(s[y == 0], edges)[0].astype(int).tolist(),
+    }
+
+
+def pr_curve_points(
+    labels: ArrayLike, scores: ArrayLike, max_points: int = 101
+) -> tuple[list[float], list[float]]:
+    """Precision-recall curve as (precision, recall) lists of at most `max_points` points, recall rising;
+    two empty lists when fewer than two classes are present."""
+    y, s = _prepare(labels, scores)
+    if _single_class(y):
+        return [], []
+    _, tp, fp = _descending_counts(y, s)
+    precision = tp / (tp + fp)
+    recall = tp / tp[-1]
+    if precision.size > max_points:
+        keep = np.unique(np.round(np.linspace(0, precision.size - 1, max_points)).astype(int))
+        precision, recall = precision[keep], recall[keep]
+    return precision.tolist(), recall.tolist()
+
+
 def roc_curve_points(
     labels: ArrayLike, scores: ArrayLike, max_points: int = 101
 ) -> tuple[list[float], list[float], list[float]]:

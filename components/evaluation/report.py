@@ -8,6 +8,7 @@ comes from a run (names, ids, slice values, messages) is escaped.
 
 from __future__ import annotations
 
+import base64
 import html
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from typing import Any
 
 from components.common.constants import BLESSED, DEFAULT_MODEL_NAME
 from components.data.prepare import Preparation
+from components.evaluation.plots import policy_figure
 
 SYNTHETIC_DATA_LIMITATION = (
     "The training data is the synthetic embedded dataset: these numbers show that the pipeline works end to "
@@ -91,6 +93,14 @@ class _Bullets:
 class _Badge:
     decision: str
     forced: bool
+
+
+@dataclass
+class _Figure:
+    """A PNG drawn by `components.evaluation.plots`, embedded in HTML; Markdown names it only."""
+
+    caption: str
+    png: bytes
 
 
 @dataclass
@@ -262,6 +272,7 @@ def _sections(
                 _fmt(entry.get("test_recall")),
                 _fmt(entry.get("test_fpr")),
                 _fmt(entry.get("ece")),
+                _fmt(entry.get("ece_uncalibrated")),
             ]
         )
     macro = evaluation.get("macro", {})
@@ -277,6 +288,7 @@ def _sections(
             "",
             "",
             _fmt(macro.get("ece")),
+            "",
         ]
     )
     sections.append(
@@ -295,16 +307,28 @@ def _sections(
                         "Recall",
                         "FPR",
                         "ECE",
+                        "ECE before calibration",
                     ],
                     metric_rows,
                 ),
                 _Paragraph(
                     "Precision, recall and FPR are on the test split at the threshold chosen on validation "
-                    "(predicted positive when score >= threshold)."
+                    "(predicted positive when score >= threshold). Scores are calibrated per policy (Platt "
+                    "scaling fitted on validation rows that early stopping did not see); ECE is over "
+                    "equal-width bins."
                 ),
             ],
         )
     )
+    figures: list[Any] = []
+    for policy in policies:
+        png = policy_figure(policy, per_policy.get(policy, {}))
+        if png is not None:
+            figures.append(
+                _Figure(f"{policy}: ROC, precision-recall, reliability and score histograms by label", png)
+            )
+    if figures:
+        sections.append(_Section("Plots", figures))
 
     slice_blocks: list[Any] = []
     for column, values in evaluation.get("slices", {}).items():
@@ -419,6 +443,8 @@ def render_markdown(
                 lines += [f"**Decision: {_md(block.decision)}{forced}**", ""]
             elif isinstance(block, _Bullets):
                 lines += [f"- {_md(item)}" for item in block.items] + [""]
+            elif isinstance(block, _Figure):
+                lines += [f"_{_md(block.caption)}: in the HTML model card._", ""]
             elif isinstance(block, _Table):
                 lines.append("| " + " | ".join(_md(h) for h in block.headers) + " |")
                 lines.append("|" + "|".join("---" for _ in block.headers) + "|")
@@ -442,6 +468,7 @@ tr:nth-child(even) td { background: #fbfcfd; }
 .not-blessed { background: #cf222e; }
 .forced { background: #bc4c00; }
 .fail { color: #cf222e; font-weight: bold; }
+img.plot { max-width: 100%; height: auto; }
 """
 
 
@@ -488,6 +515,12 @@ def render_html(
                 out.append(f'<p><span class="badge {css}">{_h(label)}</span></p>')
             elif isinstance(block, _Bullets):
                 out.append("<ul>" + "".join(f"<li>{_h(item)}</li>" for item in block.items) + "</ul>")
+            elif isinstance(block, _Figure):
+                data = base64.b64encode(block.png).decode("ascii")
+                out.append(
+                    f'<figure><img class="plot" alt="{_h(block.caption)}" src="data:image/png;base64,{data}">'
+                    f"<figcaption>{_h(block.caption)}</figcaption></figure>"
+                )
             elif isinstance(block, _Table):
                 head = "".join(f"<th>{_h(h)}</th>" for h in block.headers)
                 body = "".join(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from components.common.constants import COL_ID, COL_LANGUAGE, COL_MODALITY, MODALITY_BOTH
-from components.evaluation.evaluate import ablation_column, label_column, score_column
+from components.evaluation.evaluate import ablation_column, label_column, score_column, uncalibrated_column
 
 
 def score_frame(
@@ -49,6 +49,7 @@ def score_frame(
     if COL_LANGUAGE in frame.columns:
         table[COL_LANGUAGE] = frame[COL_LANGUAGE]
     scores = runner.probabilities(items)
+    uncalibrated = runner.probabilities(items, calibrated=False)
     multimodal = (frame[COL_MODALITY] == MODALITY_BOTH).to_numpy()
     removed = {}
     if ablations:
@@ -57,6 +58,7 @@ def score_frame(
         if policy in frame.columns:
             table[label_column(policy)] = frame[policy].astype(float)  # NaN: not annotated for it
         table[score_column(policy)] = scores[:, j]
+        table[uncalibrated_column(policy)] = uncalibrated[:, j]
         for name, values in removed.items():
             table[ablation_column(policy, name)] = np.where(multimodal, values[:, j], np.nan)
     return table

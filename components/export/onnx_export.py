@@ -17,30 +17,27 @@ import numpy as np
 from components.common.constants import (
     EMBEDDING_DIM,
     EMBEDDING_PROJECTION_SEED,
+    MODEL_INPUTS,
     TENSOR_ATTENTION_MASK,
     TENSOR_HAS_IMAGE,
     TENSOR_HAS_TEXT,
     TENSOR_IMAGE_EMBEDDING,
     TENSOR_INPUT_IDS,
+    TENSOR_NGRAM_IDS,
     TENSOR_PIXEL_VALUES,
     TENSOR_PROBABILITIES,
     TENSOR_TEXT_EMBEDDING,
 )
 from components.export.golden import GoldenSet
 
-INPUT_NAMES: tuple[str, ...] = (
-    TENSOR_INPUT_IDS,
-    TENSOR_ATTENTION_MASK,
-    TENSOR_PIXEL_VALUES,
-    TENSOR_HAS_TEXT,
-    TENSOR_HAS_IMAGE,
-)
+INPUT_NAMES: tuple[str, ...] = MODEL_INPUTS
 DYNAMIC_AXES: dict[str, dict[int, str]] = {
     TENSOR_INPUT_IDS: {0: "batch", 1: "sequence"},
     TENSOR_ATTENTION_MASK: {0: "batch", 1: "sequence"},
     TENSOR_PIXEL_VALUES: {0: "batch"},
     TENSOR_HAS_TEXT: {0: "batch"},
     TENSOR_HAS_IMAGE: {0: "batch"},
+    TENSOR_NGRAM_IDS: {0: "batch", 1: "ngrams"},
     TENSOR_PROBABILITIES: {0: "batch"},
     TENSOR_TEXT_EMBEDDING: {0: "batch"},
     TENSOR_IMAGE_EMBEDDING: {0: "batch"},
@@ -63,8 +60,8 @@ def embedding_projection(in_dim: int) -> np.ndarray:
 
 
 def probability_model(model):
-    """Wraps a `FusionClassifier` as served: (N, 1) presence flags in; sigmoid probabilities and the projected
-    pooled text and image features out."""
+    """Wraps a `FusionClassifier` as served: (N, 1) presence flags in; calibrated sigmoid probabilities and the
+    projected pooled text and image features out."""
     import torch
     from torch import nn
 
@@ -76,14 +73,14 @@ def probability_model(model):
                 projection = torch.from_numpy(embedding_projection(int(encoder.output_dim)))
                 self.register_buffer(f"{name}_projection", projection, persistent=False)
 
-        def forward(self, input_ids, attention_mask, pixel_values, has_text, has_image):
+        def forward(self, input_ids, attention_mask, pixel_values, has_text, has_image, ngram_ids):
             text_features = self.classifier.text_encoder(input_ids, attention_mask)
             image_features = self.classifier.image_encoder(pixel_values)
             logits = self.classifier.fuse(
-                text_features, image_features, has_text.reshape(-1), has_image.reshape(-1)
+                text_features, image_features, has_text.reshape(-1), has_image.reshape(-1), ngram_ids
             )
             return (
-                torch.sigmoid(logits),
+                torch.sigmoid(self.classifier.calibrate(logits)),
                 text_features @ self.text_projection,
                 image_features @ self.image_projection,
             )
@@ -120,6 +117,7 @@ def export_onnx(model_dir: str | Path, onnx_path: str | Path, opset: int) -> Pat
         torch.zeros(2, 3, side, side, dtype=torch.float32),
         torch.ones(2, 1, dtype=torch.float32),
         torch.ones(2, 1, dtype=torch.float32),
+        torch.ones(2, 8, dtype=torch.int64),
     )
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)

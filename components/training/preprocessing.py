@@ -20,9 +20,11 @@ from components.common.constants import (
     TENSOR_HAS_IMAGE,
     TENSOR_HAS_TEXT,
     TENSOR_INPUT_IDS,
+    TENSOR_NGRAM_IDS,
     TENSOR_PIXEL_VALUES,
 )
 from components.common.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from components.training.lexical import ngram_ids, normalize_text
 
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_MAX_TEXT_BYTES = 1_000_000
@@ -39,6 +41,11 @@ class PreprocessingSpec:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # `validation.text_max_bytes`: larger texts are refused
     pad_token_id: int = 0
+    normalize_evasions: bool = True  # `lexical.normalize_text` before tokenizing and hashing
+    ngram_buckets: int = 2**20  # hash space of the lexical branch (`train.lexical_buckets`)
+    max_ngrams: int = 4096  # distinct n-grams kept per text; served batches are padded to it
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (3, 5)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -47,7 +54,10 @@ class PreprocessingSpec:
     @classmethod
     def from_dict(cls, data: dict) -> PreprocessingSpec:
         data = dict(data)
-        for key in ("image_mean", "image_std"):
+        # Saved before the lexical branch existed: neither normalisation nor n-grams, as it was trained.
+        data.setdefault("normalize_evasions", False)
+        data.setdefault("ngram_buckets", 0)
+        for key in ("image_mean", "image_std", "word_ngrams", "char_ngrams"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -86,26 +96,48 @@ class Preprocessor:
     def encode_texts(
         self, texts: Sequence[str | None], pad_to_length: int | None = None
     ) -> dict[str, np.ndarray]:
-        """Tokenizes texts (None or blank means no text), padding to the longest in the batch or to
-        `pad_to_length`.
+        """Tokenizes texts (None or blank means no text) and hashes their n-grams, padding to the longest in
+        the batch, or to `pad_to_length` tokens and `max_ngrams` n-grams (serving).
 
-        Texts longer than `max_text_length` tokens are truncated.
+        Texts longer than `max_text_length` tokens are truncated; n-gram id 0 is padding.
         """
         present = [text is not None and text.strip() != "" for text in texts]
-        encodings = self.tokenizer.encode_batch(
-            [text if ok else "" for text, ok in zip(texts, present, strict=True)]
-        )
+        kept = [self.clean(text) if ok else "" for text, ok in zip(texts, present, strict=True)]
+        encodings = self.tokenizer.encode_batch(kept)
         length = pad_to_length or max((len(e.ids) for e in encodings), default=2)
         input_ids = np.full((len(texts), length), self.spec.pad_token_id, dtype=np.int64)
         attention_mask = np.zeros((len(texts), length), dtype=np.int64)
         for row, encoding in enumerate(encodings):
             input_ids[row, : len(encoding.ids)] = encoding.ids
             attention_mask[row, : len(encoding.ids)] = 1
+        grams = [self.ngrams(text) for text in kept]
+        width = self.spec.max_ngrams if pad_to_length else max((len(g) for g in grams), default=1)
+        ngram_matrix = np.zeros((len(texts), max(width, 1)), dtype=np.int64)
+        for row, ids in enumerate(grams):
+            ngram_matrix[row, : len(ids)] = ids
         return {
             TENSOR_INPUT_IDS: input_ids,
             TENSOR_ATTENTION_MASK: attention_mask,
             TENSOR_HAS_TEXT: np.asarray(present, dtype=np.float32),
+            TENSOR_NGRAM_IDS: ngram_matrix,
         }
+
+    def clean(self, text: str) -> str:
+        """The text both the tokenizer and the n-gram hashing read (evasions normalised when the spec says)."""
+        return normalize_text(text) if self.spec.normalize_evasions else text
+
+    def ngrams(self, cleaned: str) -> np.ndarray:
+        """Distinct hashed n-gram ids of an already `clean`ed text (empty when the spec has no buckets)."""
+        if self.spec.ngram_buckets <= 0:
+            return np.zeros(0, dtype=np.int64)
+        return ngram_ids(
+            cleaned,
+            self.spec.ngram_buckets,
+            self.spec.max_ngrams,
+            self.spec.word_ngrams,
+            self.spec.char_ngrams,
+            normalize=False,
+        )
 
     # Images -----------------------------------------------------------------------------------------------
     def image_to_uint8(self, data: bytes) -> np.ndarray:

@@ -1,7 +1,10 @@
-"""Training: seeds, class weighting, modality dropout, early stopping on validation, mixed precision on CUDA.
+"""Training: seeds, class weighting, modality dropout, early stopping, calibration, mixed precision on CUDA.
 
-With a frozen text encoder (the default) its features are computed once per item and cached, which makes an
-epoch cost only the image encoder and the fusion head. Set `train.freeze_text_encoder: false` to fine-tune it.
+With frozen encoders (the default) their features are computed once per item and cached, which makes an epoch
+cost only the fusion head and the lexical branch. `train.freeze_text_encoder: false` and
+`train.freeze_image_encoder: false` fine-tune them. The validation split is cut in two by a hash of the item
+id: one part early-stops, the other (`train.calibration_share`) only fits the per-policy Platt calibration, so
+the calibration is fitted on rows the model was not selected on.
 """
 
 from __future__ import annotations
@@ -30,11 +33,21 @@ from components.common.constants import (
     TENSOR_ATTENTION_MASK,
     TENSOR_HAS_TEXT,
     TENSOR_INPUT_IDS,
+    TENSOR_NGRAM_IDS,
 )
 from components.common.env import apply_offline_environment
-from components.training.model import FusionClassifier, build_model, resolve_text_encoder, save_model
+from components.training import efficientnet
+from components.training.lexical import inverse_document_frequency
+from components.training.model import (
+    IMAGE_ENCODER_CNN,
+    FusionClassifier,
+    build_model,
+    resolve_text_encoder,
+    save_model,
+)
 from components.training.preprocessing import TOKENIZER_FILE, PreprocessingSpec, Preprocessor
 
+CNN_IMAGE_SIZE = 64  # the side of train.image_size 0 for the small CNN
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
@@ -51,6 +64,7 @@ class TrainingResult:
     best_validation_loss: float
     best_validation_macro_roc_auc: float | None
     stopped_early: bool
+    calibration: dict[str, dict] = field(default_factory=dict)  # per policy: scale, bias, rows, positives
     history: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -66,7 +80,9 @@ class EncodedItems:
     label_mask: torch.Tensor  # (N, P) float: 1 where the row is annotated for the policy
     has_text: torch.Tensor  # (N,) float
     has_image: torch.Tensor  # (N,) float
-    pixels: torch.Tensor  # (N, 3, S, S) uint8
+    ngram_ids: torch.Tensor  # (N, K) int32, 0 = padding
+    pixels: torch.Tensor | None = None  # (N, 3, S, S) uint8 when the image encoder is trained
+    image_features: torch.Tensor | None = None  # (N, D) when it is frozen
     text_features: torch.Tensor | None = None  # (N, D) when the text encoder is frozen
     input_ids: torch.Tensor | None = None  # (N, L) otherwise
     attention_mask: torch.Tensor | None = None
@@ -115,6 +131,44 @@ def text_features(
     return torch.cat(chunks) if chunks else torch.zeros(0, model.text_encoder.output_dim)
 
 
+@torch.no_grad()
+def _image_inputs(
+    model: FusionClassifier,
+    preprocessor: Preprocessor,
+    images: list[bytes | None],
+    freeze_image: bool,
+    device: torch.device,
+    chunk: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Presence flags plus either cached features of a frozen image encoder or uint8 pixels, decoded in chunks
+    so that a frozen encoder at 224 pixels never holds every decoded image at once."""
+    present, pixels, features = [], [], []
+    mean = torch.tensor(preprocessor.spec.image_mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocessor.spec.image_std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    model.image_encoder.eval()
+    for start in range(0, len(images), chunk):
+        values, flags = preprocessor.images_to_uint8(images[start : start + chunk])
+        present.append(torch.from_numpy(flags))
+        if not freeze_image:
+            pixels.append(torch.from_numpy(values))
+            continue
+        with_image = np.flatnonzero(flags)
+        out = torch.zeros(len(flags), model.image_encoder.output_dim)
+        if len(with_image):
+            batch = torch.from_numpy(values[with_image]).to(device).float().div_(255.0)
+            out[torch.from_numpy(with_image)] = model.image_encoder((batch - mean) / std).float().cpu()
+        features.append(out)
+    side = preprocessor.spec.image_size
+    has_image = torch.cat(present) if present else torch.zeros(0)
+    if freeze_image:
+        return (
+            has_image,
+            None,
+            torch.cat(features) if features else torch.zeros(0, model.image_encoder.output_dim),
+        )
+    return has_image, torch.cat(pixels) if pixels else torch.zeros(0, 3, side, side, dtype=torch.uint8), None
+
+
 def encode_items(
     model: FusionClassifier,
     preprocessor: Preprocessor,
@@ -123,11 +177,14 @@ def encode_items(
     policies: list[str],
     freeze_text: bool,
     device: torch.device,
+    freeze_image: bool = True,
 ) -> EncodedItems:
-    """Preprocesses rows once: decoded images as uint8, text as cached features or token ids."""
+    """Preprocesses rows once: text as cached features or token ids plus n-gram ids; images as cached
+    features (frozen pretrained encoder) or uint8 pixels (a trained one)."""
     texts, images = load_inputs(dataset_dir, frame)
     encoded_text = preprocessor.encode_texts(texts)
-    pixels, has_image = preprocessor.images_to_uint8(images)
+    freeze_image = freeze_image and model.spec.image_encoder["kind"] != IMAGE_ENCODER_CNN
+    has_image, pixels, image_features = _image_inputs(model, preprocessor, images, freeze_image, device)
     labels = frame[policies].to_numpy(dtype=np.float32)
     annotated = ~np.isnan(labels)
     items = EncodedItems(
@@ -135,8 +192,10 @@ def encode_items(
         labels=torch.from_numpy(np.where(annotated, labels, 0.0).astype(np.float32)),
         label_mask=torch.from_numpy(annotated.astype(np.float32)),
         has_text=torch.from_numpy(encoded_text[TENSOR_HAS_TEXT]),
-        has_image=torch.from_numpy(has_image),
-        pixels=torch.from_numpy(pixels),
+        has_image=has_image,
+        ngram_ids=torch.from_numpy(encoded_text[TENSOR_NGRAM_IDS].astype(np.int32)),
+        pixels=pixels,
+        image_features=image_features,
     )
     if freeze_text:
         items.text_features = text_features(model, encoded_text, device)
@@ -173,8 +232,9 @@ class BatchRunner:
         device = self.device
         has_text = (items.has_text[index] if has_text is None else has_text).to(device)
         has_image = (items.has_image[index] if has_image is None else has_image).to(device)
-        pixels = items.pixels[index].to(device).float().div_(255.0)
-        pixels = (pixels - self.mean) / self.std * has_image.view(-1, 1, 1, 1)
+        ngrams = items.ngram_ids[index]
+        width = max(int((ngrams > 0).sum(1).max().item()) if len(ngrams) else 1, 1)
+        ngrams = ngrams[:, :width].to(device=device, dtype=torch.int64)
         with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             if items.text_features is not None:
                 text = items.text_features[index].to(device)
@@ -184,24 +244,36 @@ class BatchRunner:
                 text = self.model.text_encoder(
                     items.input_ids[index, :length].to(device), mask[:, :length].to(device)
                 )
-            image = self.model.image_encoder(pixels)
-            return self.model.fuse(text, image, has_text, has_image).float()
+            if items.image_features is not None:
+                image = items.image_features[index].to(device)
+            else:
+                pixels = items.pixels[index].to(device).float().div_(255.0)
+                image = self.model.image_encoder(
+                    (pixels - self.mean) / self.std * has_image.view(-1, 1, 1, 1)
+                )
+            return self.model.fuse(text, image, has_text, has_image, ngrams).float()
 
     @torch.no_grad()
-    def all_logits(self, items: EncodedItems, drop: str | None = None, batch_size: int = 256) -> torch.Tensor:
-        """Logits for all items (on CPU); `drop` in {None, 'text', 'image'} removes that modality."""
+    def all_logits(
+        self, items: EncodedItems, drop: str | None = None, batch_size: int = 256, calibrated: bool = True
+    ) -> torch.Tensor:
+        """Logits for all items (on CPU); `drop` in {None, 'text', 'image'} removes that modality; calibrated
+        unless `calibrated` is false."""
         self.model.eval()
         outputs = [torch.zeros(0, items.labels.shape[1])]
         for start in range(0, len(items), batch_size):
             index = torch.arange(start, min(start + batch_size, len(items)))
             has_text = torch.zeros(len(index)) if drop == "text" else None
             has_image = torch.zeros(len(index)) if drop == "image" else None
-            outputs.append(self.logits(items, index, has_text, has_image).cpu())
+            logits = self.logits(items, index, has_text, has_image)
+            outputs.append((self.model.calibrate(logits) if calibrated else logits).cpu())
         return torch.cat(outputs)
 
-    def probabilities(self, items: EncodedItems, drop: str | None = None) -> np.ndarray:
+    def probabilities(
+        self, items: EncodedItems, drop: str | None = None, calibrated: bool = True
+    ) -> np.ndarray:
         """Sigmoid outputs for all items, as a numpy array of shape (N, P)."""
-        return torch.sigmoid(self.all_logits(items, drop)).numpy()
+        return torch.sigmoid(self.all_logits(items, drop, calibrated=calibrated)).numpy()
 
 
 def macro_roc_auc(labels: np.ndarray, scores: np.ndarray, mask: np.ndarray | None = None) -> float | None:
@@ -272,6 +344,8 @@ def train_model(
     if train_rows.empty or validation_rows.empty:
         raise ValueError(f"need train and validation rows, got {len(train_rows)} and {len(validation_rows)}")
 
+    validation_rows, calibration_rows = split_for_calibration(validation_rows, settings.calibration_share)
+
     text_folder = resolve_text_encoder(settings.text_encoder)
     spec = _preprocessing_spec(settings, text_folder, config.validation)
     preprocessor = Preprocessor(spec, text_folder / TOKENIZER_FILE)
@@ -281,13 +355,29 @@ def train_model(
     model.to(device)
     if settings.freeze_text_encoder:
         model.text_encoder.requires_grad_(False)
+    freeze_image = settings.freeze_image_encoder and settings.image_encoder != IMAGE_ENCODER_CNN
+    if freeze_image:
+        model.image_encoder.requires_grad_(False)
     started = time.perf_counter()
-    train_items = encode_items(
-        model, preprocessor, dataset_dir, train_rows, policies, settings.freeze_text_encoder, device
+
+    def encode(rows: pd.DataFrame) -> EncodedItems:
+        return encode_items(
+            model,
+            preprocessor,
+            dataset_dir,
+            rows,
+            policies,
+            settings.freeze_text_encoder,
+            device,
+            freeze_image,
+        )
+
+    train_items, validation_items, calibration_items = (
+        encode(rows) for rows in (train_rows, validation_rows, calibration_rows)
     )
-    validation_items = encode_items(
-        model, preprocessor, dataset_dir, validation_rows, policies, settings.freeze_text_encoder, device
-    )
+    if model.lexical is not None:
+        idf = inverse_document_frequency(train_items.ngram_ids.numpy(), spec.ngram_buckets)
+        model.lexical.idf.copy_(torch.from_numpy(idf).to(device))
     runner = BatchRunner(model, preprocessor, device, settings.mixed_precision)
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
@@ -344,7 +434,7 @@ def train_model(
         train_seconds += time.perf_counter() - epoch_start
         samples += seen
 
-        validation_logits = runner.all_logits(validation_items)
+        validation_logits = runner.all_logits(validation_items, calibrated=False)
         validation_loss = float(
             masked_bce_loss(
                 validation_logits.to(device),
@@ -387,6 +477,7 @@ def train_model(
 
     if best_state is not None:
         model.load_state_dict(best_state)
+    calibration = fit_calibration(model, runner, calibration_items, policies)
     save_model(model.cpu(), out_dir, sources)
     return TrainingResult(
         epochs_run=epoch,
@@ -398,8 +489,76 @@ def train_model(
         best_validation_loss=best_loss,
         best_validation_macro_roc_auc=None if best_score == -math.inf or best_score < 0 else best_score,
         stopped_early=stopped_early,
+        calibration=calibration,
         history=history,
     )
+
+
+def split_for_calibration(rows: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Cuts validation rows into (early-stopping rows, calibration rows) by a stable hash of the item id, so
+    that the cut is the same for every run on the same data."""
+    import zlib
+
+    buckets = np.asarray([zlib.crc32(str(i).encode("utf-8")) % 1000 for i in rows[COL_ID]])
+    held = buckets < int(round(share * 1000))
+    if held.all() or not held.any():
+        raise ValueError(
+            f"the validation split of {len(rows)} rows cannot be cut into early-stopping and calibration rows "
+            f"(train.calibration_share={share}); raise split.validation_fraction"
+        )
+    return rows[~held].reset_index(drop=True), rows[held].reset_index(drop=True)
+
+
+def platt_scaling(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """(scale, bias) maximising the likelihood of `labels` under `sigmoid(scale * logits + bias)`."""
+    params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([params], max_iter=200, line_search_fn="strong_wolfe")
+    z, y = logits.double(), labels.double()
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.binary_cross_entropy_with_logits(params[0] * z + params[1], y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    scale, bias = (float(v) for v in params.detach())
+    return scale, bias
+
+
+def fit_calibration(
+    model: FusionClassifier,
+    runner: BatchRunner,
+    items: EncodedItems,
+    policies: list[str],
+    min_per_class: int = 5,
+) -> dict[str, dict]:
+    """Fits Platt scaling per policy (`sigmoid(scale * logit + bias)`, by maximum likelihood) on the
+    calibration rows annotated for it, and stores it in the model's calibration buffers.
+
+    A policy with fewer than `min_per_class` positives or negatives there keeps the identity (noted in the
+    returned record, which the model card shows).
+    """
+    logits = runner.all_logits(items, calibrated=False)
+    labels, mask = items.labels, items.label_mask.bool()
+    record: dict[str, dict] = {}
+    scale = torch.ones(len(policies))
+    bias = torch.zeros(len(policies))
+    for j, policy in enumerate(policies):
+        z, y = logits[mask[:, j], j].double(), labels[mask[:, j], j].double()
+        positives = int(y.sum().item())
+        entry = {"rows": int(len(y)), "positives": positives, "fitted": False, "scale": 1.0, "bias": 0.0}
+        if min(positives, len(y) - positives) >= min_per_class:
+            a, b = platt_scaling(z, y)
+            if (
+                math.isfinite(a) and math.isfinite(b) and a > 0
+            ):  # a non-positive slope would invert the ranking
+                scale[j], bias[j] = a, b
+                entry.update(fitted=True, scale=a, bias=b)
+        record[policy] = entry
+    model.calibration_scale.copy_(scale.to(model.calibration_scale.device))
+    model.calibration_bias.copy_(bias.to(model.calibration_bias.device))
+    return record
 
 
 def learning_rate_schedule(
@@ -423,8 +582,10 @@ def _preprocessing_spec(
     what validation refused."""
     import json
 
-    image_size, mean, std = settings.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-    if settings.image_encoder != "cnn":
+    image_size, mean, std = CNN_IMAGE_SIZE, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    if settings.image_encoder == efficientnet.ENCODER_NAME:
+        image_size, mean, std = efficientnet.INPUT_SIZE, efficientnet.IMAGE_MEAN, efficientnet.IMAGE_STD
+    elif settings.image_encoder != IMAGE_ENCODER_CNN:
         folder = Path(settings.image_encoder).expanduser()
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         image_size = int(config.get("vision_config", config).get("image_size", image_size))
@@ -433,6 +594,8 @@ def _preprocessing_spec(
             values = json.loads(processor.read_text(encoding="utf-8"))
             mean = tuple(values.get("image_mean", mean))
             std = tuple(values.get("image_std", std))
+    if settings.image_size and settings.image_encoder in (IMAGE_ENCODER_CNN, efficientnet.ENCODER_NAME):
+        image_size = settings.image_size  # a Hugging Face backbone keeps the size its positions were built for
     tokenizer_config = json.loads((text_folder / TOKENIZER_FILE).read_text(encoding="utf-8"))
     pad_id = (tokenizer_config.get("padding") or {}).get("pad_id", 0)
     return PreprocessingSpec(
@@ -443,6 +606,7 @@ def _preprocessing_spec(
         max_image_pixels=limits.image_max_pixels,
         max_text_bytes=limits.text_max_bytes,
         pad_token_id=int(pad_id),
+        ngram_buckets=settings.lexical_buckets,
     )
 
 

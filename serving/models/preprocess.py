@@ -1,7 +1,7 @@
 """Triton python-backend model `preprocess`: raw `TEXT` and encoded `IMAGE` bytes to classifier tensors.
 
 Export copies this file into `preprocess/<version>/model.py` together with the training code it imports
-(`components/training/preprocessing.py` and its two helpers, byte for byte) and the model's tokenizer and
+(`components/training/preprocessing.py` and the helpers it imports, byte for byte) and the model's tokenizer and
 preprocessing settings, so the served model sees exactly the tensors it was trained on. It runs in the serving
 environment (numpy<2, tokenizers, Pillow), not in the training one.
 
@@ -16,24 +16,14 @@ import json
 from pathlib import Path
 
 from components.common.constants import (
+    MODEL_INPUTS,
     PREPROCESSING_FILE,
-    TENSOR_ATTENTION_MASK,
-    TENSOR_HAS_IMAGE,
-    TENSOR_HAS_TEXT,
-    TENSOR_INPUT_IDS,
-    TENSOR_PIXEL_VALUES,
     TRITON_INPUT_IMAGE,
     TRITON_INPUT_TEXT,
 )
 from components.training.preprocessing import TOKENIZER_FILE, InvalidItem, PreprocessingSpec, Preprocessor
 
-OUTPUT_NAMES = (
-    TENSOR_INPUT_IDS,
-    TENSOR_ATTENTION_MASK,
-    TENSOR_PIXEL_VALUES,
-    TENSOR_HAS_TEXT,
-    TENSOR_HAS_IMAGE,
-)
+OUTPUT_NAMES = MODEL_INPUTS
 
 
 def load_preprocessor(version_dir: str | Path) -> Preprocessor:

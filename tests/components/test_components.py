@@ -62,7 +62,14 @@ POLICIES = list(RunConfig().policies)
 
 def _config(text_encoder: Path, **gate) -> dict:
     return {
-        "train": {"text_encoder": str(text_encoder), "epochs": 1, "image_size": 16, "hidden_dim": 16},
+        "train": {
+            "text_encoder": str(text_encoder),
+            "image_encoder": "cnn",
+            "epochs": 1,
+            "image_size": 16,
+            "hidden_dim": 16,
+            "lexical_buckets": 4096,
+        },
         "evaluation": {"bootstrap_samples": 10},
         "gate": {
             "min_roc_auc": {"default": gate.get("roc", 0.0)},

@@ -42,6 +42,8 @@ PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 def _config(text_encoder: Path, **overrides) -> RunConfig:
     values = {
         "train.text_encoder": str(text_encoder),
+        "train.image_encoder": "cnn",
+        "train.lexical_buckets": 4096,
         "train.image_size": 16,
         "train.hidden_dim": 16,
         "train.epochs": 2,

@@ -125,7 +125,7 @@ def parity_items(tmp_path_factory) -> tuple[Path, pd.DataFrame, list]:
 def _training_path(model, preprocessor: Preprocessor, folder: Path, frame: pd.DataFrame, freeze: bool):
     """What the model receives in training: encoder inputs captured by forward pre-hooks, and the logits."""
     policies = list(model.spec.policies)
-    items = encode_items(model, preprocessor, folder, frame, policies, freeze, torch.device("cpu"))
+    items = encode_items(model, preprocessor, folder, frame, policies, freeze, torch.device("cpu"), freeze)
     runner = BatchRunner(model, preprocessor, torch.device("cpu"), amp=False)
     seen: dict[str, tuple] = {}
     hooks = [

@@ -1,0 +1,92 @@
+"""The lexical branch's preprocessing (evasion normalisation, hashed n-grams), the pretrained EfficientNet-Lite0
+encoder, and Platt calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from components.training import efficientnet
+from components.training.lexical import inverse_document_frequency, ngram_ids, normalize_text
+from components.training.model import LexicalBranch
+from components.training.trainer import platt_scaling, split_for_calibration
+
+
+@pytest.mark.parametrize(
+    ("obfuscated", "plain"),
+    [
+        ("k\u200bi\u200bl\u200bl them", "kill them"),  # zero-width spaces
+        ("ＫＩＬＬ them", "kill them"),  # full-width (NFKC)
+        ("kіll thеm", "kill them"),  # Cyrillic і and е
+        ("k1ll th3m", "kill them"),  # leetspeak inside words
+        ("kiiiiill them", "kiill them"),  # letter runs cut to two
+    ],
+)
+def test_evasions_normalise_to_the_plain_form(obfuscated, plain):
+    assert normalize_text(obfuscated) == normalize_text(plain)
+
+
+def test_numbers_are_not_read_as_leetspeak():
+    assert normalize_text("call 555 0137 now") == "call 555 0137 now"
+
+
+def test_ngram_ids_are_stable_distinct_and_bounded():
+    ids = ngram_ids("free money, free money now", buckets=1024, max_ngrams=4096)
+    assert ids.dtype == np.int64 and ids.min() >= 1 and ids.max() < 1024
+    assert len(ids) == len(set(ids.tolist()))
+    np.testing.assert_array_equal(ids, ngram_ids("free money, free money now", 1024, 4096))  # no hash seed
+    assert len(ngram_ids("a " * 5000, 1024, 16)) <= 16
+    assert ngram_ids(None, 1024, 16).size == 0 and ngram_ids("", 1024, 16).size == 0
+    # the obfuscated and the plain text hash to the same n-grams
+    np.testing.assert_array_equal(ngram_ids("fr3e m0ney", 2**20, 4096), ngram_ids("free money", 2**20, 4096))
+
+
+def test_idf_weights_rare_ngrams_up_and_ignores_padding():
+    ids = np.array([[1, 2, 0], [1, 3, 0], [1, 0, 0]])
+    idf = inverse_document_frequency(ids, buckets=8)
+    assert idf[0] == 0.0
+    assert idf[2] > idf[1] and idf[3] == idf[2]  # in one document vs in all three
+
+
+def test_lexical_branch_is_a_normalised_weighted_sum():
+    branch = LexicalBranch(buckets=8, outputs=1)
+    with torch.no_grad():
+        branch.weights.weight.copy_(torch.arange(8, dtype=torch.float32).view(8, 1))
+        branch.idf.copy_(torch.tensor([0, 1, 1, 1, 1, 1, 1, 1], dtype=torch.float32))
+    out = branch(torch.tensor([[2, 4, 0, 0], [2, 4, 0, 0]]))
+    # two equal-weight n-grams: (2 + 4) / sqrt(2), padding ignored
+    assert torch.allclose(out, torch.full((2, 1), 6 / 2**0.5))
+    assert torch.allclose(branch(torch.tensor([[2, 4]])), out[:1])  # padding changes nothing
+
+
+def test_platt_scaling_recovers_a_known_miscalibration():
+    generator = np.random.default_rng(0)
+    true_logit = generator.normal(0, 2, 20_000)
+    labels = (generator.random(true_logit.size) < 1 / (1 + np.exp(-true_logit))).astype(float)
+    seen = (true_logit - 1.0) / 0.5  # the model is over-confident and biased
+    scale, bias = platt_scaling(torch.tensor(seen), torch.tensor(labels))
+    assert scale == pytest.approx(0.5, abs=0.05) and bias == pytest.approx(1.0, abs=0.1)
+
+
+def test_calibration_rows_are_a_stable_share_of_validation():
+    import pandas as pd
+
+    rows = pd.DataFrame({"id": [f"item-{i}" for i in range(2000)]})
+    early, held = split_for_calibration(rows, 0.5)
+    assert len(early) + len(held) == 2000 and 0.45 < len(held) / 2000 < 0.55
+    assert not set(early["id"]) & set(held["id"])
+    assert split_for_calibration(rows.iloc[::-1], 0.5)[1]["id"].sort_values().tolist() == sorted(held["id"])
+    with pytest.raises(ValueError, match="raise split.validation_fraction"):
+        split_for_calibration(rows.iloc[:1], 0.5)
+
+
+def test_efficientnet_loads_every_pretrained_weight_without_pickle():
+    model = efficientnet.load_pretrained().eval()  # strict load: every key of the state_dict matched
+    assert sum(p.numel() for p in model.parameters()) == 3_371_008  # 4.69M minus the 1000-class classifier
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 64, 64, generator=generator)
+    with torch.no_grad():
+        features = model((images - 0.5) / 0.5)
+    assert features.shape == (2, efficientnet.FEATURE_DIM)
+    assert torch.isfinite(features).all() and (features[0] - features[1]).abs().max() > 1e-3
