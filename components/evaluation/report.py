@@ -469,6 +469,7 @@ tr:nth-child(even) td { background: #fbfcfd; }
 .forced { background: #bc4c00; }
 .fail { color: #cf222e; font-weight: bold; }
 img.plot { max-width: 100%; height: auto; }
+figure { margin: 1em 0; }
 """
 
 

@@ -595,7 +595,9 @@ def _preprocessing_spec(
             mean = tuple(values.get("image_mean", mean))
             std = tuple(values.get("image_std", std))
     if settings.image_size and settings.image_encoder in (IMAGE_ENCODER_CNN, efficientnet.ENCODER_NAME):
-        image_size = settings.image_size  # a Hugging Face backbone keeps the size its positions were built for
+        image_size = (
+            settings.image_size
+        )  # a Hugging Face backbone keeps the size its positions were built for
     tokenizer_config = json.loads((text_folder / TOKENIZER_FILE).read_text(encoding="utf-8"))
     pad_id = (tokenizer_config.get("padding") or {}).get("pad_id", 0)
     return PreprocessingSpec(

@@ -8,7 +8,12 @@ import pytest
 
 from tests.pipelines.helpers import registry
 
-FAST = ["train.epochs=3", "train.early_stopping_patience=3", "evaluation.bootstrap_samples=30", "train.image_encoder=cnn"]
+FAST = [
+    "train.epochs=3",
+    "train.early_stopping_patience=3",
+    "evaluation.bootstrap_samples=30",
+    "train.image_encoder=cnn",
+]
 NO_FLOORS = ["gate.min_roc_auc.default=0"]  # the tiny retraining set is gated against the champion only
 
 

@@ -24,7 +24,14 @@ from tests.pipelines.helpers import model_versions, registry
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--set", "train.epochs=12", "--set", "train.early_stopping_patience=12", "--set", "train.image_encoder=cnn"]
+FAST = [
+    "--set",
+    "train.epochs=12",
+    "--set",
+    "train.early_stopping_patience=12",
+    "--set",
+    "train.image_encoder=cnn",
+]
 FAST += ["--set", "evaluation.bootstrap_samples=50"]
 # Small data trains a weak model (macro ROC-AUC ~0.75); these tests are about the champion/challenger flow, so
 # the absolute floors are switched off and only non-regression can fail.
