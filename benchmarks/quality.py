@@ -360,7 +360,11 @@ def main(argv: list[str] | None = None) -> int:
                 pixel_baseline,
             )
         )
-    command = "make bench-quality" + (f" ({' '.join(sys.argv[1:])})" if sys.argv[1:] else "")
+    command = (
+        f"python -m benchmarks.quality {' '.join(sys.argv[1:])}".strip()
+        if sys.argv[1:]
+        else "make bench-quality"
+    )
     section = render(results, command, time.perf_counter() - started, args.bootstrap)
     out = Path(args.out)
     marker = "## Quality: the default model against first-try baselines"
