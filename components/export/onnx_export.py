@@ -79,6 +79,8 @@ def probability_model(model):
             logits = self.classifier.fuse(
                 text_features, image_features, has_text.reshape(-1), has_image.reshape(-1), ngram_ids
             )
+            if self.classifier.lexical is None:  # keep the input in the graph: Triton's config declares it
+                logits = logits + 0.0 * ngram_ids[:, :1].to(logits.dtype)
             return (
                 torch.sigmoid(self.classifier.calibrate(logits)),
                 text_features @ self.text_projection,

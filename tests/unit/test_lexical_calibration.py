@@ -128,3 +128,28 @@ def test_obfuscated_real_texts_reach_the_model_as_their_originals(how):
         same_ngrams.mean(),
         same_tokens.mean(),
     )
+
+
+def test_a_model_without_the_lexical_branch_still_exports_every_served_input(tiny_text_encoder, tmp_path):
+    """`train.lexical_buckets: 0`: the ONNX graph keeps `ngram_ids` (Triton's config declares every
+    `MODEL_INPUTS` tensor) and answers like PyTorch."""
+    import onnx
+
+    from components.common.constants import MODEL_INPUTS
+    from components.export.onnx_export import export_onnx, onnx_session
+    from components.training.model import build_model, save_model
+    from components.training.preprocessing import PreprocessingSpec, Preprocessor
+
+    spec = PreprocessingSpec(max_text_length=16, image_size=32, ngram_buckets=0)
+    model, sources = build_model(["hate", "spam"], str(tiny_text_encoder), "cnn", 16, 0.1, spec)
+    assert model.lexical is None
+    save_model(model.eval(), tmp_path / "model", sources)
+    onnx_path = export_onnx(tmp_path / "model", tmp_path / "model.onnx", opset=17)
+    assert [i.name for i in onnx.load(str(onnx_path)).graph.input] == list(MODEL_INPUTS)
+    tensors = Preprocessor.from_model_dir(tmp_path / "model").serving_inputs(
+        ["free money", "hello"], [None, None]
+    )
+    (probabilities,) = onnx_session(onnx_path).run(["probabilities"], {n: tensors[n] for n in MODEL_INPUTS})
+    with torch.no_grad():
+        expected = torch.sigmoid(model(*(torch.from_numpy(tensors[n]) for n in MODEL_INPUTS[:5]))).numpy()
+    assert np.abs(probabilities - expected).max() < 1e-5
