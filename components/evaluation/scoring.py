@@ -48,8 +48,10 @@ def score_frame(
     table = pd.DataFrame({COL_ID: frame[COL_ID].astype(str), COL_MODALITY: frame[COL_MODALITY]})
     if COL_LANGUAGE in frame.columns:
         table[COL_LANGUAGE] = frame[COL_LANGUAGE]
-    scores = runner.probabilities(items)
-    uncalibrated = runner.probabilities(items, calibrated=False)
+    logits = runner.all_logits(items, calibrated=False)
+    uncalibrated = torch.sigmoid(logits).numpy()
+    with torch.no_grad():
+        scores = torch.sigmoid(model.calibrate(logits)).numpy()
     multimodal = (frame[COL_MODALITY] == MODALITY_BOTH).to_numpy()
     removed = {}
     if ablations:

@@ -143,8 +143,6 @@ def _image_inputs(
     """Presence flags plus either cached features of a frozen image encoder or uint8 pixels, decoded in chunks
     so that a frozen encoder at 224 pixels never holds every decoded image at once."""
     present, pixels, features = [], [], []
-    mean = torch.tensor(preprocessor.spec.image_mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(preprocessor.spec.image_std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     model.image_encoder.eval()
     for start in range(0, len(images), chunk):
         values, flags = preprocessor.images_to_uint8(images[start : start + chunk])
@@ -155,8 +153,8 @@ def _image_inputs(
         with_image = np.flatnonzero(flags)
         out = torch.zeros(len(flags), model.image_encoder.output_dim)
         if len(with_image):
-            batch = torch.from_numpy(values[with_image]).to(device).float().div_(255.0)
-            out[torch.from_numpy(with_image)] = model.image_encoder((batch - mean) / std).float().cpu()
+            batch = torch.from_numpy(preprocessor.normalize(values[with_image])).to(device)
+            out[torch.from_numpy(with_image)] = model.image_encoder(batch).float().cpu()
         features.append(out)
     side = preprocessor.spec.image_size
     has_image = torch.cat(present) if present else torch.zeros(0)
