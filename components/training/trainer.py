@@ -144,6 +144,9 @@ def _image_inputs(
     so that a frozen encoder at 224 pixels never holds every decoded image at once."""
     present, pixels, features = [], [], []
     model.image_encoder.eval()
+    encoder, memory = model.image_encoder, torch.contiguous_format
+    if freeze_image and isinstance(encoder, efficientnet.EfficientNetLite0):
+        encoder, memory = efficientnet.feature_extractor(encoder), torch.channels_last
     for start in range(0, len(images), chunk):
         values, flags = preprocessor.images_to_uint8(images[start : start + chunk])
         present.append(torch.from_numpy(flags))
@@ -154,7 +157,7 @@ def _image_inputs(
         out = torch.zeros(len(flags), model.image_encoder.output_dim)
         if len(with_image):
             batch = torch.from_numpy(preprocessor.normalize(values[with_image])).to(device)
-            out[torch.from_numpy(with_image)] = model.image_encoder(batch).float().cpu()
+            out[torch.from_numpy(with_image)] = encoder(batch.contiguous(memory_format=memory)).float().cpu()
         features.append(out)
     side = preprocessor.spec.image_size
     has_image = torch.cat(present) if present else torch.zeros(0)

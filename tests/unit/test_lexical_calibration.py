@@ -92,6 +92,29 @@ def test_efficientnet_loads_every_pretrained_weight_without_pickle():
     assert torch.isfinite(features).all() and (features[0] - features[1]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize(("kernel", "stride", "side"), [(5, 1, 14), (3, 2, 14), (5, 2, 15), (1, 1, 7)])
+def test_same_padding_matches_tensorflow(kernel, stride, side):
+    conv = efficientnet.SameConv2d(2, 3, kernel, stride=stride)
+    x = torch.rand(1, 2, side, side, generator=torch.Generator().manual_seed(1))
+    total = max((-(-side // stride) - 1) * stride + kernel - side, 0)  # TF 'SAME': extra pixel bottom/right
+    padded = torch.nn.functional.pad(x, [total // 2, total - total // 2] * 2)
+    expected = torch.nn.functional.conv2d(padded, conv.weight, None, stride)
+    out = conv(x)
+    assert out.shape[-1] == -(-side // stride)
+    torch.testing.assert_close(out, expected)
+
+
+def test_the_frozen_feature_extractor_computes_the_encoders_features():
+    model = efficientnet.load_pretrained().eval()
+    fused = efficientnet.feature_extractor(model)
+    images = torch.rand(3, 3, 97, 97, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.no_grad():
+        expected = model(images)
+        out = fused(images.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    assert isinstance(model._bn0, torch.nn.BatchNorm2d) and model._conv_stem.bias is None  # original untouched
+
+
 def _obfuscate(text: str, how: str) -> str:
     if how == "leet":
         return text.translate(str.maketrans({"e": "3", "a": "4", "o": "0", "i": "1"}))
