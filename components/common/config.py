@@ -303,6 +303,13 @@ class EvaluationConfig:
     )
     calibration_bins: int = field(default=10, metadata={"help": "Bins of the expected calibration error."})
     min_slice_rows: int = field(default=20, metadata={"help": "Smallest slice that gets metrics reported."})
+    slice_columns: list[str] = field(
+        default_factory=lambda: ["target_group"],
+        metadata={
+            "help": "Dataset columns the card also slices by, beside modality and language (e.g. the group a "
+            "hateful item targets: ROC-AUC and false-positive rate at the threshold per value)."
+        },
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
 
     def __post_init__(self) -> None:
@@ -311,6 +318,9 @@ class EvaluationConfig:
             raise ConfigError("evaluation.bootstrap_samples must be >= 10")
         if self.calibration_bins < 1 or self.min_slice_rows < 1:
             raise ConfigError("evaluation.calibration_bins and evaluation.min_slice_rows must be >= 1")
+        bad = [c for c in self.slice_columns if not isinstance(c, str) or not c.strip()]
+        if bad:
+            raise ConfigError(f"evaluation.slice_columns must name columns, got {self.slice_columns!r}")
 
 
 @dataclass

@@ -181,8 +181,14 @@ _POLICY_KEYS = (
 
 
 def _slice_entry(
-    labels: dict[str, np.ndarray], scores: dict[str, np.ndarray], mask: np.ndarray, min_rows: int
+    labels: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
+    mask: np.ndarray,
+    min_rows: int,
+    thresholds: dict[str, float | None],
 ) -> dict[str, Any]:
+    """Metrics of one slice; `fpr` and `recall` are at each policy's operating threshold (None without negatives,
+    respectively positives, in the slice): the per-group false-positive rate is the usual bias check."""
     rows = int(mask.sum())
     policies: dict[str, dict[str, Any]] = {}
     single_class: list[str] = []
@@ -194,12 +200,23 @@ def _slice_entry(
         if too_small or y.size < min_rows:
             if not too_small:
                 few_annotated.append(policy)
-            policies[policy] = {"roc_auc": None, "pr_auc": None, **counts}
+            policies[policy] = {"roc_auc": None, "pr_auc": None, "fpr": None, "recall": None, **counts}
             continue
         auc = metrics.roc_auc(y, s)
         if auc is None:
             single_class.append(policy)
-        policies[policy] = {"roc_auc": auc, "pr_auc": metrics.pr_auc(y, s), **counts}
+        fpr = recall = None
+        if thresholds.get(policy) is not None:
+            rates = metrics.rates_at_threshold(y, s, thresholds[policy])
+            fpr = rates["fpr"] if counts["positives"] < y.size else None
+            recall = rates["recall"] if counts["positives"] else None
+        policies[policy] = {
+            "roc_auc": auc,
+            "pr_auc": metrics.pr_auc(y, s),
+            "fpr": fpr,
+            "recall": recall,
+            **counts,
+        }
     note = None
     if too_small:
         note = f"{rows} row(s) < min_slice_rows {min_rows}: metrics not reported"
@@ -301,8 +318,9 @@ def evaluate_scores(
                               "positive_rate", "rows"} per bin, "histogram": {"edges", "positives",
                               "negatives"}}},
              "macro": {"roc_auc", "pr_auc", "ece"},
-             "slices": {"modality" | "language": {value: {"rows", "policies": {p: {"roc_auc", "pr_auc",
-                        "positives", "annotated"}}, "macro_roc_auc", "note"}}},
+             "slices": {"modality" | "language" | each of `config.slice_columns`: {value: {"rows",
+                        "policies": {p: {"roc_auc", "pr_auc", "fpr", "recall" (at the threshold), "positives",
+                        "annotated"}}, "macro_roc_auc", "note"}}} ({} for a column the table lacks),
              "ablation": {"rows", "fusion_macro_roc_auc", "text_removed_macro_roc_auc",
                           "image_removed_macro_roc_auc", "policies": {p: {"fusion", "text_removed",
                           "image_removed"}}, "note"}}
@@ -332,14 +350,16 @@ def evaluate_scores(
             labels[policy], scores[policy], val_y, val_s, target, config, raw
         )
 
+    thresholds = {p: per_policy_results[p]["threshold"] for p in policies}
     slices: dict[str, dict[str, Any]] = {}
-    for column in SLICE_COLUMNS:
+    for column in dict.fromkeys([*SLICE_COLUMNS, *config.slice_columns]):
         if column not in test.columns:
             slices[column] = {}
             continue
         values, distinct = _slice_values(test, column)
         slices[column] = {
-            value: _slice_entry(labels, scores, values == value, config.min_slice_rows) for value in distinct
+            value: _slice_entry(labels, scores, values == value, config.min_slice_rows, thresholds)
+            for value in distinct
         }
 
     return {

@@ -58,7 +58,12 @@ def evaluate_model_dir(
     Returns:
         The evaluation dict and the test score table.
     """
-    test = score_frame(model_dir, dataset_dir, frame[frame[COL_SPLIT] == SPLIT_TEST])
+    test = score_frame(
+        model_dir,
+        dataset_dir,
+        frame[frame[COL_SPLIT] == SPLIT_TEST],
+        slice_columns=config.evaluation.slice_columns,
+    )
     validation = score_frame(
         model_dir, dataset_dir, frame[frame[COL_SPLIT] == SPLIT_VALIDATION], ablations=False
     )

@@ -334,7 +334,12 @@ def _sections(
     for column, values in evaluation.get("slices", {}).items():
         slice_blocks.append(_Paragraph(f"By {column}", strong=True))
         if not values:
-            slice_blocks.append(_Paragraph(f"No {column} information in the test split."))
+            slice_blocks.append(
+                _Paragraph(
+                    f"No {column} information in the test split (evaluation.slice_columns names the dataset "
+                    "columns sliced beside modality and language)."
+                )
+            )
             continue
         rows = []
         for value, entry in values.items():
@@ -342,10 +347,14 @@ def _sections(
             rows.append(
                 [str(value), _fmt(entry.get("rows")), _fmt(entry.get("macro_roc_auc"))]
                 + [_fmt(policy_entries.get(p, {}).get("roc_auc")) for p in policies]
+                + [_fmt(policy_entries.get(p, {}).get("fpr")) for p in policies]
                 + [entry.get("note") or ""]
             )
         headers = (
-            [column.capitalize(), "Rows", "Macro ROC-AUC"] + [f"ROC-AUC {p}" for p in policies] + ["Note"]
+            [column.capitalize(), "Rows", "Macro ROC-AUC"]
+            + [f"ROC-AUC {p}" for p in policies]
+            + [f"FPR {p} at threshold" for p in policies]
+            + ["Note"]
         )
         slice_blocks.append(_Table(headers, rows))
     if slice_blocks:

@@ -6,6 +6,7 @@ labels, fusion scores, and scores with the image removed and with the text remov
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,11 @@ from components.evaluation.evaluate import ablation_column, label_column, score_
 
 
 def score_frame(
-    model_dir: str | Path, dataset_dir: str | Path, frame: pd.DataFrame, ablations: bool = True
+    model_dir: str | Path,
+    dataset_dir: str | Path,
+    frame: pd.DataFrame,
+    ablations: bool = True,
+    slice_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Scores `frame`'s rows with the model saved in `model_dir`.
 
@@ -25,6 +30,7 @@ def score_frame(
         dataset_dir: The ingested dataset the rows come from (image paths are relative to it).
         frame: Rows with id, text, image, modality, optional language and the label columns.
         ablations: Also score multimodal rows with one modality removed.
+        slice_columns: Further columns of `frame` the table carries for slicing (absent ones are skipped).
 
     Returns:
         The score table: id, modality, language, and per model policy `label_*` (when the frame has the
@@ -48,6 +54,9 @@ def score_frame(
     table = pd.DataFrame({COL_ID: frame[COL_ID].astype(str), COL_MODALITY: frame[COL_MODALITY]})
     if COL_LANGUAGE in frame.columns:
         table[COL_LANGUAGE] = frame[COL_LANGUAGE]
+    for column in slice_columns:
+        if column in frame.columns and column not in table.columns:
+            table[column] = frame[column]
     logits = runner.all_logits(items, calibrated=False)
     uncalibrated = torch.sigmoid(logits).numpy()
     with torch.no_grad():

@@ -23,7 +23,7 @@ def test_partially_labeled_messy_real_dataset_reaches_a_gate_decision(run_tns, t
     planted = write_messy_dataset(folder)
     result = run_tns(
         "run", "training", "--data", str(folder), "--policies", ",".join(POLICIES),
-        "--set", f"split.group_column={GROUP_COLUMN}", *FAST,
+        "--set", f"split.group_column={GROUP_COLUMN}", "--set", "evaluation.slice_columns=[functionality]", *FAST,
     )  # fmt: skip
     assert result.returncode in (EXIT_OK, EXIT_NOT_BLESSED), result.output[-4000:]
     lines = result.output.splitlines()
@@ -54,7 +54,11 @@ def test_partially_labeled_messy_real_dataset_reaches_a_gate_decision(run_tns, t
         assert entry["rows"] == int(test[policy].notna().sum()) < len(test)  # annotated rows only
         assert entry["positives"] == int((test[policy] == 1).sum())
         assert entry["roc_auc"] is not None
+    functionality = evaluation["slices"]["functionality"]  # a dataset column carried to the score table
+    assert set(functionality) == set(test["functionality"])
+    assert sum(entry["rows"] for entry in functionality.values()) == len(test)
     card = (run_dir / "evaluate-model" / "report").read_text(encoding="utf-8")
     assert "Annotated rows and positives per policy and split" in card
+    assert "By functionality" in card and "FPR hateful at threshold" in card
     decision = json.loads((run_dir / "gate-model" / "decision" / "decision.json").read_text())
     assert decision["decision"] in ("BLESSED", "NOT_BLESSED")

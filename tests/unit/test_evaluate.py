@@ -154,7 +154,9 @@ def test_slices_small_single_class_and_unknown_language():
     assert modality[MODALITY_BOTH]["macro_roc_auc"] == 1.0
     assert modality[MODALITY_BOTH]["note"] is None
     image = modality[MODALITY_IMAGE]
-    assert image["policies"]["spam"] == {"roc_auc": None, "pr_auc": None, "positives": 0, "annotated": 40}
+    assert image["policies"]["spam"] == {
+        "roc_auc": None, "pr_auc": None, "fpr": 0.0, "recall": None, "positives": 0, "annotated": 40
+    }  # fmt: skip
     assert image["policies"]["hate"]["roc_auc"] == 1.0
     assert image["macro_roc_auc"] == 1.0  # mean over defined values only
     assert "single class" in image["note"] and "spam" in image["note"]
@@ -167,6 +169,31 @@ def test_slices_small_single_class_and_unknown_language():
     assert all(language["fr"]["policies"][p]["roc_auc"] is None for p in POLICIES)
     assert "min_slice_rows 20" in language["fr"]["note"]
     assert language[UNKNOWN_LANGUAGE]["rows"] == 10
+
+
+def test_group_slices_report_the_false_positive_rate_at_the_threshold():
+    test, validation = crafted(0), crafted(1, ablations=False)
+    test["target_group"] = np.where(np.arange(len(test)) % 4 < 2, "women", "muslims")
+    negatives = (test["target_group"] == "muslims") & (test[label_column("hate")] == 0)
+    test.loc[negatives[negatives].index[:10], score_column("hate")] = 0.95  # ten false positives in one group
+    result = evaluate_scores(test, validation, POLICIES, CONFIG)
+    threshold = result["policies"]["hate"]["threshold"]
+    assert threshold < 0.95
+    groups = result["slices"]["target_group"]
+    assert set(groups) == {"women", "muslims"}
+    for group in ("muslims", "women"):
+        rows = (test["target_group"] == group) & (test[label_column("hate")] == 0)
+        expected = float((test.loc[rows, score_column("hate")] >= threshold).mean())
+        assert groups[group]["policies"]["hate"]["fpr"] == pytest.approx(expected)
+    muslims, women = groups["muslims"]["policies"]["hate"], groups["women"]["policies"]["hate"]
+    assert muslims["fpr"] >= women["fpr"] + 10 / (muslims["annotated"] - muslims["positives"]) - 1e-9
+    assert women["recall"] == 1.0
+    card = render_html(result, _card())
+    assert "FPR hate at threshold" in card and f"{muslims['fpr']:.3f}" in card
+
+    no_groups = evaluate_scores(crafted(0), validation, POLICIES, EvaluationConfig(bootstrap_samples=50))
+    assert no_groups["slices"]["target_group"] == {}  # the default slice column, absent from this data
+    assert "evaluation.slice_columns" in render_markdown(no_groups, _card())
 
 
 def test_language_column_is_optional():

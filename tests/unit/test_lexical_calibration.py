@@ -112,7 +112,9 @@ def test_the_frozen_feature_extractor_computes_the_encoders_features():
         expected = model(images)
         out = fused(images.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
-    assert isinstance(model._bn0, torch.nn.BatchNorm2d) and model._conv_stem.bias is None  # original untouched
+    assert (
+        isinstance(model._bn0, torch.nn.BatchNorm2d) and model._conv_stem.bias is None
+    )  # original untouched
 
 
 def _obfuscate(text: str, how: str) -> str:
