@@ -13,6 +13,7 @@ FAST = [
     "train.early_stopping_patience=3",
     "evaluation.bootstrap_samples=30",
     "train.image_encoder=cnn",
+    "train.lexical_buckets=65536",
 ]
 NO_FLOORS = ["gate.min_roc_auc.default=0"]  # the tiny retraining set is gated against the champion only
 
