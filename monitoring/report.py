@@ -6,8 +6,9 @@ data quality, and where to look next. Rendered from the JSON summary, so the two
 
 from __future__ import annotations
 
-import html
 from typing import Any
+
+from components.common.markup import escape_html
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#1d2330;
@@ -23,15 +24,14 @@ text-align:left;vertical-align:top}th{background:#f4f6fa}tr.hit td{background:#f
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
+_e = escape_html
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+        return ", ".join(f"{_e(k)}: {_fmt(v)}" for k, v in value.items())
     return _e(value)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from components.common.constants import MODALITIES, MODALITY_BOTH, TRITON_CPU_CONFIG
+from components.common.markup import escape_markdown, markdown_code
 from components.export.golden import GoldenSet
 
 
@@ -62,19 +63,23 @@ class InfraValidationReport:
         lines = [
             f"## Infra validation: {'PASSED' if self.passed else 'FAILED'}",
             "",
-            f"Version {self.version}, config `{self.model_config_name or 'config.pbtxt'}`, tolerance "
+            f"Version {escape_markdown(self.version)}, config "
+            f"{markdown_code(self.model_config_name or 'config.pbtxt')}, tolerance "
             f"{self.tolerance:.0e}; load {_fmt(self.load_seconds, 's')}; max |Triton - PyTorch| "
             f"{_fmt(self.max_abs_diff, '')}.",
             "",
             "| check | result | detail |",
             "|---|---|---|",
         ]
-        lines += [f"| {c.name} | {'pass' if c.passed else 'FAIL'} | {c.detail} |" for c in self.checks]
+        lines += [
+            f"| {escape_markdown(c.name)} | {'pass' if c.passed else 'FAIL'} | {escape_markdown(c.detail)} |"
+            for c in self.checks
+        ]
         if self.latency_ms:
             lines += ["", "| protocol | p50 ms | p99 ms | requests |", "|---|---|---|---|"]
             for protocol, values in self.latency_ms.items():
                 lines.append(
-                    f"| {protocol} | {values['p50']:.2f} | {values['p99']:.2f} | {int(values['requests'])} |"
+                    f"| {escape_markdown(protocol)} | {values['p50']:.2f} | {values['p99']:.2f} | {int(values['requests'])} |"
                 )
         return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from components.common.config import GateConfig, per_policy
 from components.common.constants import BLESSED, NOT_BLESSED
+from components.common.markup import escape_markdown
 
 CHECK_FLOOR = "floor"
 CHECK_NON_REGRESSION = "non_regression"
@@ -83,16 +84,18 @@ class GateDecision:
     def to_markdown(self) -> str:
         """The decision and every reason, as Markdown for a KFP `Markdown` artifact."""
         lines = [
-            f"# Gate decision: {self.decision}",
+            f"# Gate decision: {escape_markdown(self.decision)}",
             "",
-            self.summary,
+            escape_markdown(self.summary),
             "",
             "| check | status | message |",
             "|---|---|---|",
         ]
         for reason in self.reasons:
             status = "pass" if reason.passed else "FAIL"
-            lines.append(f"| {reason.check} | {status} | {reason.message.replace('|', '/')} |")
+            lines.append(
+                f"| {escape_markdown(reason.check)} | {status} | {escape_markdown(reason.message)} |"
+            )
         return "\n".join(lines) + "\n"
 
     @classmethod

@@ -9,12 +9,12 @@ comes from a run (names, ids, slice values, messages) is escaped.
 from __future__ import annotations
 
 import base64
-import html
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
 from components.common.constants import BLESSED, DEFAULT_MODEL_NAME
+from components.common.markup import escape_html, escape_markdown
 from components.data.prepare import Preparation
 from components.evaluation.plots import policy_figure
 
@@ -422,10 +422,7 @@ def _sections(
 
 
 # Markdown -------------------------------------------------------------------------------------------------
-def _md(text: str) -> str:
-    """Escapes text for a Markdown table cell or paragraph (no raw HTML, no cell breaks)."""
-    escaped = str(text).replace("&", "&amp;").replace("<", "&lt;")
-    return escaped.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+_md = escape_markdown
 
 
 def render_markdown(
@@ -482,8 +479,7 @@ figure { margin: 1em 0; }
 """
 
 
-def _h(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+_h = escape_html
 
 
 def render_html(

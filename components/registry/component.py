@@ -32,6 +32,7 @@ def register_model(
         The new registered-model version.
     """
     from components.common.failure import reported
+    from components.common.markup import escape_markdown, markdown_code
     from components.data.executor import resolve_config
     from components.data.ingest import read_fingerprint
     from components.evaluation.executor import read_decision
@@ -51,7 +52,8 @@ def register_model(
         )
     with open(summary.path, "w", encoding="utf-8") as handle:
         handle.write(
-            f"Registered **{info.name}** version **{info.version}** as `challenger` (run `{mlflow_run_id}`).\n"
+            f"Registered **{escape_markdown(info.name)}** version **{escape_markdown(info.version)}** as "
+            f"`challenger` (run {markdown_code(mlflow_run_id)}).\n"
         )
     return info.version
 
@@ -98,6 +100,7 @@ def promote_model(
         The new champion version.
     """
     from components.common.failure import reported
+    from components.common.markup import escape_markdown
     from components.data.executor import resolve_config
     from components.export.executor import read_infra_validation
     from components.registry.executor import promote_step
@@ -109,7 +112,8 @@ def promote_model(
         )
     with open(summary.path, "w", encoding="utf-8") as handle:
         handle.write(
-            f"Promoted **{config.model_name}** version **{model_version}** to `champion`"
-            + (f"; version {replaced} is now `previous`.\n" if replaced else ".\n")
+            f"Promoted **{escape_markdown(config.model_name)}** version **{escape_markdown(model_version)}** "
+            "to `champion`"
+            + (f"; version {escape_markdown(replaced)} is now `previous`.\n" if replaced else ".\n")
         )
     return model_version

@@ -6,9 +6,9 @@ file, inline CSS, no scripts and no external resources.
 
 from __future__ import annotations
 
-from html import escape
 from pathlib import Path
 
+from components.common.markup import escape_html, escape_markdown, markdown_code
 from components.data.prepare import Preparation
 from components.validation.runner import CheckResult, ValidationOutcome
 
@@ -42,16 +42,16 @@ def _status(check: CheckResult) -> tuple[str, str]:
 
 def _row(check: CheckResult) -> str:
     css, label = _status(check)
-    examples = "".join(f"<li><code>{escape(e)}</code></li>" for e in check.examples)
+    examples = "".join(f"<li><code>{escape_html(e)}</code></li>" for e in check.examples)
     return (
         f'<tr class="{css}">'
-        f"<td><code>{escape(check.check)}</code><br><small>{escape(check.expectation)}</small></td>"
+        f"<td><code>{escape_html(check.check)}</code><br><small>{escape_html(check.expectation)}</small></td>"
         f"<td>{'yes' if check.critical else 'no'}</td>"
         f'<td class="status">{label}</td>'
         f'<td class="num">{check.unexpected_count}</td>'
         f"<td>{f'<ul>{examples}</ul>' if examples else ''}</td>"
-        f"<td>{escape(check.message)}</td>"
-        f"<td>{escape(check.remedy)}</td>"
+        f"<td>{escape_html(check.message)}</td>"
+        f"<td>{escape_html(check.remedy)}</td>"
         "</tr>"
     )
 
@@ -60,9 +60,9 @@ def _label_table(outcome: ValidationOutcome) -> str:
     if not outcome.label_counts:
         return ""
     splits = list(next(iter(outcome.label_counts.values())))
-    head = "".join(f"<th>{escape(split)}: positives / annotated</th>" for split in splits)
+    head = "".join(f"<th>{escape_html(split)}: positives / annotated</th>" for split in splits)
     rows = "".join(
-        f"<tr><td><code>{escape(policy)}</code></td>"
+        f"<tr><td><code>{escape_html(policy)}</code></td>"
         + "".join(f'<td class="num">{counts[s]["positives"]} / {counts[s]["annotated"]}</td>' for s in splits)
         + "</tr>"
         for policy, counts in outcome.label_counts.items()
@@ -83,7 +83,7 @@ def _context(outcome: ValidationOutcome) -> str:
     if outcome.severity_overrides:
         changed = ", ".join(f"{name} is {severity}" for name, severity in outcome.severity_overrides.items())
         parts.append(f"Severity set by the run configuration (validation.severity): {changed}.")
-    return "".join(f'<p class="summary">{escape(part)}</p>' for part in parts)
+    return "".join(f'<p class="summary">{escape_html(part)}</p>' for part in parts)
 
 
 def render_html(outcome: ValidationOutcome, title: str = "Data validation") -> str:
@@ -109,19 +109,19 @@ def render_html(outcome: ValidationOutcome, title: str = "Data validation") -> s
     )
     skipped = ""
     if outcome.skipped:
-        names = ", ".join(f"<code>{escape(s)}</code>" for s in outcome.skipped)
+        names = ", ".join(f"<code>{escape_html(s)}</code>" for s in outcome.skipped)
         skipped = f'<p class="summary">Skipped (column absent): {names}</p>'
     rows = "\n".join(_row(c) for c in outcome.checks)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>{escape(title)}</title>
+<title>{escape_html(title)}</title>
 <style>{_CSS}</style>
 </head>
 <body>
-<h1>{escape(title)}</h1>
-<div class="banner {"pass" if outcome.success else "fail"}">{escape(banner)}</div>
+<h1>{escape_html(title)}</h1>
+<div class="banner {"pass" if outcome.success else "fail"}">{escape_html(banner)}</div>
 <p class="summary">{summary}</p>
 {_context(outcome)}
 {skipped}
@@ -151,10 +151,6 @@ def write_html_report(outcome: ValidationOutcome, path: Path, title: str = "Data
     path.write_text(render_html(outcome, title), encoding="utf-8")
 
 
-def _cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
 def markdown_summary(outcome: ValidationOutcome) -> str:
     """Summarises the outcome as Markdown, e.g. for a KFP Markdown visualization.
 
@@ -178,12 +174,14 @@ def markdown_summary(outcome: ValidationOutcome) -> str:
     for check in outcome.checks:
         label = _status(check)[1]
         lines.append(
-            f"| `{_cell(check.check)}` | {'yes' if check.critical else 'no'} | {label} | "
-            f"{check.unexpected_count} | {_cell(check.message)} |"
+            f"| {markdown_code(check.check)} | {'yes' if check.critical else 'no'} | {label} | "
+            f"{check.unexpected_count} | {escape_markdown(check.message)} |"
         )
     if outcome.skipped:
-        lines += ["", "Skipped (column absent): " + ", ".join(f"`{s}`" for s in outcome.skipped)]
+        lines += ["", "Skipped (column absent): " + ", ".join(markdown_code(s) for s in outcome.skipped)]
     if outcome.severity_overrides:
-        changed = ", ".join(f"`{_cell(k)}` {v}" for k, v in outcome.severity_overrides.items())
+        changed = ", ".join(
+            f"{markdown_code(k)} {escape_markdown(v)}" for k, v in outcome.severity_overrides.items()
+        )
         lines += ["", f"Severity set by the run configuration: {changed}."]
     return "\n".join(lines) + "\n"

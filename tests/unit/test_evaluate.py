@@ -193,7 +193,7 @@ def test_group_slices_report_the_false_positive_rate_at_the_threshold():
 
     no_groups = evaluate_scores(crafted(0), validation, POLICIES, EvaluationConfig(bootstrap_samples=50))
     assert no_groups["slices"]["target_group"] == {}  # the default slice column, absent from this data
-    assert "evaluation.slice_columns" in render_markdown(no_groups, _card())
+    assert "evaluation.slice\\_columns" in render_markdown(no_groups, _card())  # `_` escaped for Markdown
 
 
 def test_language_column_is_optional():
@@ -292,9 +292,9 @@ def test_markdown_card_has_every_section(evaluation):
         assert heading in text
     assert "sha256:abc" in text and "| Rows (test) | 200 |" in text
     assert "| 5 | 4 | 60 | 12.5 | cpu |" in text
-    assert "1.000 [1.000, 1.000]" in text
+    assert "1.000 \\[1.000, 1.000\\]" in text  # brackets escaped: data never forms a Markdown link
     assert "**Decision: BLESSED**" in text
-    assert "roc_auc[hate] 1.000 >= floor 0.850: pass" in text
+    assert "roc\\_auc\\[hate\\] 1.000 &gt;= floor 0.850: pass" in text
     assert "trained mostly on English" in text and "synthetic" not in text
     synthetic_card = _card()
     synthetic_card.limitations = [SYNTHETIC_DATA_LIMITATION, *synthetic_card.limitations]

@@ -585,7 +585,7 @@ def test_error_and_reports(tmp_path):
     assert markdown.startswith("## Data validation: FAIL\n")
     assert "| `ids_unique` | yes | FAIL | 2 |" in markdown
     assert (
-        "| `labels_binary[hate]` | yes | FAIL | 1 | labels_binary[hate]: 1 of 10 rows have a label"
+        "| `labels_binary[hate]` | yes | FAIL | 1 | labels\\_binary\\[hate\\]: 1 of 10 rows have a label"
         in markdown
     )
 
