@@ -114,6 +114,10 @@ TENSOR_PROBABILITIES = "probabilities"
 TENSOR_TEXT_EMBEDDING = "text_embedding"
 TENSOR_IMAGE_EMBEDDING = "image_embedding"
 EMBEDDING_DIM = 16
+# Served texts are read up to this many characters: the model sees the first `max_text_length` tokens and at most
+# `max_ngrams` n-grams anyway, and the text descriptors of the inference log look no further (`text_length` and
+# `text_sha256` still cover the whole text). Bounds the work one request can cause.
+MAX_TEXT_CHARS = 20_000
 EMBEDDING_PROJECTION_SEED = 20261125  # changing it changes every logged embedding: a log schema change
 
 # ONNX export.

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from components.common.constants import (
+    MAX_TEXT_CHARS,
     TENSOR_ATTENTION_MASK,
     TENSOR_HAS_IMAGE,
     TENSOR_HAS_TEXT,
@@ -42,6 +43,7 @@ class PreprocessingSpec:
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # `validation.text_max_bytes`: larger texts are refused
     pad_token_id: int = 0
     normalize_evasions: bool = True  # `lexical.normalize_text` before tokenizing and hashing
+    max_text_chars: int = MAX_TEXT_CHARS  # read up to this many characters (0: all), before anything else
     ngram_buckets: int = 2**20  # hash space of the lexical branch (`train.lexical_buckets`)
     max_ngrams: int = 4096  # distinct n-grams kept per text; served batches are padded to it
     word_ngrams: tuple[int, int] = (1, 2)
@@ -57,6 +59,7 @@ class PreprocessingSpec:
         # Saved before the lexical branch existed: neither normalisation nor n-grams, as it was trained.
         data.setdefault("normalize_evasions", False)
         data.setdefault("ngram_buckets", 0)
+        data.setdefault("max_text_chars", 0)  # older models read whole texts
         for key in ("image_mean", "image_std", "word_ngrams", "char_ngrams"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -123,7 +126,10 @@ class Preprocessor:
         }
 
     def clean(self, text: str) -> str:
-        """The text both the tokenizer and the n-gram hashing read (evasions normalised when the spec says)."""
+        """The text both the tokenizer and the n-gram hashing read: its first `max_text_chars` characters,
+        evasions normalised when the spec says."""
+        if self.spec.max_text_chars > 0:
+            text = text[: self.spec.max_text_chars]
         return normalize_text(text) if self.spec.normalize_evasions else text
 
     def ngrams(self, cleaned: str) -> np.ndarray:

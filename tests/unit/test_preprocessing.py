@@ -24,6 +24,7 @@ from components.common.constants import (
     TENSOR_HAS_IMAGE,
     TENSOR_HAS_TEXT,
     TENSOR_INPUT_IDS,
+    TENSOR_NGRAM_IDS,
     TENSOR_PIXEL_VALUES,
 )
 from components.common.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
@@ -363,3 +364,15 @@ def test_too_small_images_are_rejected():
         decode_image(_encode(_noise((4, 20))), min_side=8)
     assert caught.value.reason == "too_small"
     assert decode_image(_encode(_noise((8, 20))), min_side=8).size == (8, 20)
+
+
+def test_texts_are_read_up_to_max_text_chars(tiny_text_encoder):
+    spec = PreprocessingSpec(max_text_length=8, image_size=16, max_text_chars=50)
+    capped = Preprocessor(spec, tiny_text_encoder / "tokenizer.json")
+    head = "word " * 10
+    assert capped.clean(head + "tail " * 10_000) == capped.clean(head)
+    same = capped.encode_texts([head + "zzz" * 30_000, head])
+    assert (same[TENSOR_NGRAM_IDS][0] == same[TENSOR_NGRAM_IDS][1]).all()  # nothing past the cap is hashed
+    assert (
+        PreprocessingSpec.from_dict({"max_text_length": 8}).max_text_chars == 0
+    )  # older models: whole texts
