@@ -14,6 +14,7 @@ from components.common.constants import (
     DECISION_FILE,
     EVALUATION_FILE,
     MODEL_CARD_FILE,
+    MODEL_SPEC,
     SPLIT_TEST,
     SPLIT_VALIDATION,
     TEST_SCORES_FILE,
@@ -45,7 +46,11 @@ METRIC_NAMES = {
 
 
 def evaluate_model_dir(
-    model_dir: str | Path, dataset_dir: str | Path, frame: pd.DataFrame, config: RunConfig
+    model_dir: str | Path,
+    dataset_dir: str | Path,
+    frame: pd.DataFrame,
+    config: RunConfig,
+    policies: list[str] | None = None,
 ):
     """Scores a model on the test split (with ablations) and the validation split, and evaluates it.
 
@@ -54,9 +59,13 @@ def evaluate_model_dir(
         dataset_dir: Ingested dataset the rows come from.
         frame: Its rows with their split (`read_split_frame`).
         config: Effective run configuration.
+        policies: Policies to evaluate (default `config.policies`); those the model does not score are left out.
 
     Returns:
         The evaluation dict and the test score table.
+
+    Raises:
+        ValueError: When the model scores none of the policies.
     """
     test = score_frame(
         model_dir,
@@ -67,7 +76,9 @@ def evaluate_model_dir(
     validation = score_frame(
         model_dir, dataset_dir, frame[frame[COL_SPLIT] == SPLIT_VALIDATION], ablations=False
     )
-    policies = [p for p in config.policies if score_column(p) in test.columns]
+    policies = [
+        p for p in (config.policies if policies is None else policies) if score_column(p) in test.columns
+    ]
     return evaluate_scores(test, validation, policies, config.evaluation), test
 
 
@@ -189,11 +200,17 @@ def gate_step(
     challenger = json.loads((Path(evaluation_dir) / EVALUATION_FILE).read_text(encoding="utf-8"))
     configure(tracking_uri)
     champion_info = get_alias(config.model_name)
-    champion = None
+    champion, champion_policies = None, None
     if champion_info is not None:
         champion_dir = download_model(champion_info)
-        frame = read_split_frame(dataset_dir, splits_dir)
-        champion, _ = evaluate_model_dir(champion_dir, dataset_dir, frame, config)
+        spec = json.loads((Path(champion_dir) / MODEL_SPEC).read_text(encoding="utf-8"))
+        champion_policies = list(spec["policies"])
+        shared = [p for p in config.policies if p in champion_policies]
+        # Disjoint policy sets: a champion that is compared on nothing (the decision names both sets).
+        champion = {"policies": {}, "macro": {"roc_auc": None, "pr_auc": None, "ece": None}}
+        if shared:
+            frame = read_split_frame(dataset_dir, splits_dir)
+            champion, _ = evaluate_model_dir(champion_dir, dataset_dir, frame, config, policies=shared)
     decision = decide(
         challenger,
         champion,
@@ -202,6 +219,7 @@ def gate_step(
         champion_version=champion_info.version if champion_info else None,
         force_promote=force_promote,
         force_reason=force_reason,
+        champion_policies=champion_policies,
     )
     record = {
         **decision.to_dict(),

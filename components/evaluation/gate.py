@@ -22,6 +22,7 @@ from components.common.markup import escape_markdown
 
 CHECK_FLOOR = "floor"
 CHECK_NON_REGRESSION = "non_regression"
+CHECK_POLICY_SET = "policy_set"
 # Slack for float rounding in comparisons (e.g. 0.91 - 0.01 is not exactly 0.90).
 _EPSILON = 1e-9
 
@@ -168,8 +169,13 @@ def decide(
     champion_version: str | None = None,
     force_promote: bool = False,
     force_reason: str = "",
+    champion_policies: list[str] | None = None,
 ) -> GateDecision:
     """Runs every gate check and returns the decision.
+
+    A change of the policy set is a decision, not an error: the champion is compared on the policies both
+    models have; a policy the champion lacks is judged by its floors alone; a policy the champion enforces and
+    the challenger drops fails the `policy_set` check (forcing with a reason accepts it).
 
     Args:
         challenger: `evaluate_scores` output of the newly trained model.
@@ -180,6 +186,7 @@ def decide(
         champion_version: Registry version of the champion, for the record.
         force_promote: Bless the model even when checks fail (failed reasons are kept).
         force_reason: Why the promotion is forced; required with `force_promote`.
+        champion_policies: The champion model's policies (default: `policies`); ignored without a champion.
 
     Returns:
         The decision, its reasons and a one-paragraph summary.
@@ -209,8 +216,20 @@ def decide(
             )
         )
     compared = champion is not None
+    known = list(policies) if champion_policies is None else list(champion_policies)
+    added = [p for p in policies if p not in known] if compared else []
+    dropped = [p for p in known if p not in policies] if compared else []
+    for policy in added:
+        message = f"policy {policy} is new (the champion has none): judged by its floors alone: pass"
+        reasons.append(GateReason(CHECK_POLICY_SET, policy, "policy", 0.0, None, True, message))
+    for policy in dropped:
+        message = (
+            f"policy {policy} is enforced by the champion and missing from this model: fail "
+            "(train it with the policy, or force the promotion with a reason to retire it)"
+        )
+        reasons.append(GateReason(CHECK_POLICY_SET, policy, "policy", 0.0, None, False, message))
     if compared:
-        for policy in policies:
+        for policy in [p for p in policies if p in known]:
             reasons.append(
                 _regression_reason(
                     policy,
@@ -237,6 +256,8 @@ def decide(
             f"Compared to champion{version} on the same test split "
             f"(non-regression tolerance {config.regression_tolerance:.3f}) and absolute floors."
         )
+        if added or dropped:
+            context += f" Policy set changed: added {', '.join(added) or 'none'}; dropped {', '.join(dropped) or 'none'}."
     else:
         context = "First run, no champion: absolute floors only."
     parts = [head, context]

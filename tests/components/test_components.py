@@ -611,6 +611,29 @@ def test_strict_gate_compares_with_the_champion_and_rejects(rejected):
     assert "FAIL" in Path(summary.path).read_text(encoding="utf-8")
 
 
+@pytest.mark.parametrize(
+    ("policies", "added", "dropped"),
+    [(POLICIES[:2], [], POLICIES[2:]), (["brand_new"], ["brand_new"], POLICIES)],
+    ids=["subset", "disjoint"],
+)
+def test_a_changed_policy_set_ends_in_a_decision(
+    workspace, ingested, split, evaluated, promoted, tiny_text_encoder, policies, added, dropped
+):
+    """Finding: a challenger whose policies differ from the champion's ended in `ValueError: policies must
+    name at least one policy` (disjoint sets), or was compared on the shared ones without a word (subset)."""
+    config = json.dumps({**_config(tiny_text_encoder), "policies": policies})
+    verdict, decision, summary = _gate(workspace, ingested, split, evaluated, f"gate_{policies[0]}", config)
+    assert verdict == NOT_BLESSED
+    record = json.loads((Path(decision.path) / DECISION_FILE).read_text(encoding="utf-8"))
+    assert record["champion_version"] == "1" and record["compared_to_champion"] is True
+    policy_set = {r["policy"]: r["passed"] for r in record["reasons"] if r["check"] == "policy_set"}
+    assert policy_set == {**{p: True for p in added}, **{p: False for p in dropped}}
+    compared = [r["policy"] for r in record["reasons"] if r["check"] == "non_regression"]
+    assert compared == [p for p in policies if p in POLICIES]
+    assert f"dropped {', '.join(dropped)}" in record["summary"]
+    assert get_alias(RunConfig().model_name).version == "1"
+
+
 def test_record_rejection_tags_the_run_and_moves_no_alias(workspace, trained, rejected):
     _, decision, _ = rejected
     run_id = trained[2]

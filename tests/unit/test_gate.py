@@ -8,7 +8,13 @@ import pytest
 
 from components.common.config import GateConfig
 from components.common.constants import BLESSED, NOT_BLESSED
-from components.evaluation.gate import CHECK_FLOOR, CHECK_NON_REGRESSION, GateDecision, decide
+from components.evaluation.gate import (
+    CHECK_FLOOR,
+    CHECK_NON_REGRESSION,
+    CHECK_POLICY_SET,
+    GateDecision,
+    decide,
+)
 
 POLICIES = ["hate", "spam"]
 CONFIG = GateConfig(min_roc_auc={"default": 0.85}, min_pr_auc={"default": 0.5}, regression_tolerance=0.01)
@@ -176,3 +182,24 @@ def test_decision_round_trips_through_json():
 def test_no_policies_is_an_error():
     with pytest.raises(ValueError):
         decide(GOOD, None, [], CONFIG)
+
+
+def test_a_changed_policy_set_is_a_decision_that_names_added_and_dropped_policies():
+    champion = evaluation(hate=(0.9, 0.8), violence=(0.9, 0.8))
+    decision = decide(GOOD, champion, POLICIES, CONFIG, champion_policies=["hate", "violence"])
+    assert decision.decision == NOT_BLESSED
+    by_policy = {r.policy: r for r in decision.reasons if r.check == CHECK_POLICY_SET}
+    assert by_policy["spam"].passed and "new" in by_policy["spam"].message  # added: its floors decide
+    assert not by_policy["violence"].passed and "missing from this model" in by_policy["violence"].message
+    assert [r.policy for r in decision.reasons if r.check == CHECK_NON_REGRESSION] == ["hate"]
+    assert "added spam; dropped violence" in decision.summary
+
+    forced = decide(GOOD, champion, POLICIES, CONFIG, champion_policies=["hate", "violence"],
+                    force_promote=True, force_reason="violence moves to its own model")  # fmt: skip
+    assert forced.decision == BLESSED and forced.forced
+
+
+def test_disjoint_policy_sets_compare_nothing_and_judge_by_floors():
+    decision = decide(GOOD, {"policies": {}}, POLICIES, CONFIG, champion_policies=["nudity"])
+    assert not [r for r in decision.reasons if r.check == CHECK_NON_REGRESSION]
+    assert decision.decision == NOT_BLESSED and "dropped nudity" in decision.summary
