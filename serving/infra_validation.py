@@ -16,7 +16,7 @@ import numpy as np
 
 from components.common.constants import MODALITIES, MODALITY_BOTH, TRITON_CPU_CONFIG
 from components.common.markup import escape_markdown, markdown_code
-from components.export.golden import GoldenSet
+from components.export.golden import GoldenSet, abs_difference
 
 
 class InfraValidationError(RuntimeError):
@@ -189,11 +189,15 @@ def infra_validate(
                         report.checks.append(Check(check_name, False, f"request failed: {error}"))
                         continue
                     scores = score_matrix(predictions)
-                    diff = float(np.abs(scores - golden.probabilities[rows]).max())
+                    diff = float(abs_difference(scores, golden.probabilities[rows]).max())
                     worst = max(worst, diff)
                     versions = sorted({p.model_version for p in predictions})
                     problems = []
-                    if diff > tolerance:
+                    if not np.isfinite(scores).all():
+                        problems.append(
+                            f"{int((~np.isfinite(scores)).sum())} non-finite score(s) (NaN or inf)"
+                        )
+                    elif diff > tolerance:
                         problems.append(f"max |Triton - PyTorch| {diff:.2e} > {tolerance:.0e}")
                     if versions != [str(version)]:
                         problems.append(f"answered as version {versions}, expected {version}")

@@ -89,6 +89,14 @@ class GoldenSet:
         )
 
 
+def abs_difference(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """|actual - expected| element-wise, infinite where either side is NaN or infinite, so that a comparison
+    with a tolerance fails on non-finite outputs (`max` and `>` would pass NaN through silently)."""
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    finite = np.isfinite(actual) & np.isfinite(expected)
+    return np.where(finite, np.abs(np.where(finite, actual - expected, 0.0)), np.inf)
+
+
 def select_golden(dataset_dir: str | Path, frame: pd.DataFrame, policies: list[str], size: int) -> GoldenSet:
     """Picks up to `size` test-split items, a third of each modality present, deterministically.
 

@@ -28,7 +28,7 @@ from components.common.constants import (
     TENSOR_PROBABILITIES,
     TENSOR_TEXT_EMBEDDING,
 )
-from components.export.golden import GoldenSet
+from components.export.golden import GoldenSet, abs_difference
 
 INPUT_NAMES: tuple[str, ...] = MODEL_INPUTS
 DYNAMIC_AXES: dict[str, dict[int, str]] = {
@@ -243,7 +243,7 @@ def check_parity(
             feeds = {"training": trained, "serving": preprocessor.serving_inputs(texts, images)}
             for padding, tensors in feeds.items():
                 (probabilities,) = session.run([TENSOR_PROBABILITIES], {n: tensors[n] for n in INPUT_NAMES})
-                diff = np.abs(probabilities - golden.probabilities[rows])
+                diff = abs_difference(probabilities, golden.probabilities[rows])
                 worst_in_batch_size = max(worst_in_batch_size, float(diff.max()))
                 for offset, row in enumerate(rows):
                     modality = golden.modalities[row]

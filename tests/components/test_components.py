@@ -656,3 +656,29 @@ def test_force_promote_without_reason_fails_the_gate(
         _gate(workspace, ingested, split, evaluated, "gate_forced", strict_config, force_promote=True)
     record = json.loads(failure.read_text(encoding="utf-8"))
     assert record["step"] == "gate"
+
+
+def test_nan_outputs_fail_parity(workspace, ingested, split, trained, tmp_path):
+    """Finding: an export whose outputs are NaN passed parity (`max` and `>` ignore NaN). A model whose weights
+    diverged to NaN gives NaN in PyTorch and in onnxruntime alike; the check must fail, naming the cause."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from components.common.constants import MODEL_WEIGHTS
+    from components.data.split import read_split_frame
+    from components.export.golden import select_golden
+    from components.export.onnx_export import check_parity, export_onnx, reference_probabilities
+
+    model_dir = tmp_path / "diverged"
+    shutil.copytree(trained[0].path, model_dir)
+    weights = load_file(model_dir / MODEL_WEIGHTS)
+    weights["calibration_bias"] = torch.full_like(weights["calibration_bias"], float("nan"))
+    save_file(weights, model_dir / MODEL_WEIGHTS)
+    frame = read_split_frame(ingested[0].path, split.path)
+    golden = select_golden(ingested[0].path, frame, POLICIES, 6)
+    golden.probabilities = reference_probabilities(model_dir, golden)
+    assert np.isnan(golden.probabilities).all()
+    onnx_path = export_onnx(model_dir, tmp_path / "model.onnx", opset=17)
+    report = check_parity(model_dir, onnx_path, golden, [1, 4], 1e-4)
+    assert not report.passed and report.max_abs_diff == float("inf")

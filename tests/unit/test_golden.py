@@ -74,3 +74,13 @@ def test_save_and_load_round_trip_with_probabilities(tmp_path: Path):
     assert (loaded.ids, loaded.texts, loaded.images) == (golden.ids, golden.texts, golden.images)
     assert loaded.policies == ["a", "b"] and loaded.modalities == golden.modalities
     np.testing.assert_array_equal(loaded.probabilities, golden.probabilities)
+
+
+def test_abs_difference_is_infinite_where_either_side_is_not_finite():
+    import numpy as np
+
+    from components.export.golden import abs_difference
+
+    diff = abs_difference(np.array([0.5, np.nan, 0.2, np.inf]), np.array([0.25, 0.1, np.nan, 0.3]))
+    assert diff.tolist() == [0.25, np.inf, np.inf, np.inf]
+    assert not diff.max() <= 1e-4  # a tolerance check now fails on NaN outputs
