@@ -12,10 +12,11 @@ line by line, so one bad line costs only that line.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -62,6 +63,35 @@ SCALAR_FIELDS: tuple[str, ...] = (
     "latency_ms",
     "error",
 )
+# The JSON type of each scalar field (the schema table of `monitoring.schema`): "int" excludes booleans,
+# "number" is a finite int or float, "version" a str or int; a trailing "?" admits null.
+FIELD_KINDS: dict[str, str] = {
+    "schema_version": "int",
+    "request_id": "str",
+    "item": "int",
+    "timestamp": "str",
+    "model_name": "str?",
+    "model_version": "version",
+    "text_present": "bool?",
+    "text_length": "int?",
+    "text_words": "int?",
+    "text_non_letter_share": "number?",
+    "text_upper_share": "number?",
+    "text_url_count": "int?",
+    "text_emoji_count": "int?",
+    "text_language": "str?",
+    "text_sha256": "str?",
+    "text": "str?",
+    "image_present": "bool?",
+    "image_width": "int?",
+    "image_height": "int?",
+    "image_format": "str?",
+    "image_bytes": "int?",
+    "image_sha256": "str?",
+    "action": "str?",
+    "latency_ms": "number?",
+    "error": "str?",
+}
 MALFORMED_EXAMPLES = 5
 DEFAULT_MAX_MALFORMED_SHARE = 0.05
 
@@ -156,28 +186,69 @@ def log_files(path: Path) -> list[Path]:
     return sorted(files)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _of_kind(value: Any, kind: str) -> bool:
+    if value is None:
+        return kind.endswith("?")
+    kind = kind.rstrip("?")
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return _is_number(value)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "version":
+        return isinstance(value, str | int) and not isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def _mapping_problem(record: dict, name: str, valid: Callable[[Any], bool], what: str) -> str | None:
+    value = record.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and valid(v) for k, v in value.items()):
+        return f"{name} is not an object of {what}"
+    return None
+
+
 def _check_record(record: Any) -> str | None:
-    """Why a parsed line is not a usable record (None when it is). Raises on a schema version mismatch."""
+    """Why a parsed line is not a usable record (None when it is): every field is checked against its type, so
+    that whatever a line holds it is either read or skipped and counted. Raises on a schema version mismatch."""
     if not isinstance(record, dict):
         return f"not a JSON object ({type(record).__name__})"
     missing = [name for name in REQUIRED_FIELDS if name not in record]
     if missing:
         return f"missing field(s) {', '.join(missing)}"
+    if not _of_kind(record["schema_version"], "int"):
+        return "schema_version is not of type int"
     if record["schema_version"] != LOG_SCHEMA_VERSION:
         raise LogSchemaError(
             f"log schema version {record['schema_version']!r} (request {record.get('request_id')!r}); this "
             f"version of tns reads schema version {LOG_SCHEMA_VERSION} only"
         )
-    if not record.get("error"):
-        scores = record.get("scores")
-        if not isinstance(scores, dict) or not all(isinstance(v, int | float) for v in scores.values()):
-            return "scores missing or not numbers"
+    for name, kind in FIELD_KINDS.items():
+        if not _of_kind(record.get(name), kind):
+            return f"{name} is not of type {kind.rstrip('?')}" + (" or null" if kind.endswith("?") else "")
+    if not record.get("error") and record.get("scores") is None:
+        return "scores missing on a served row"
+    problem = (
+        _mapping_problem(record, "scores", _is_number, "finite numbers")
+        or _mapping_problem(record, "flags", lambda v: isinstance(v, bool), "booleans")
+        or _mapping_problem(record, "labels", lambda v: v is None or (_is_number(v) and v in (0, 1)), "0/1")
+    )
+    if problem:
+        return problem
     for name in ("text_embedding", "image_embedding"):
         value = record.get(name)
-        if value is not None and (not isinstance(value, list) or len(value) != EMBEDDING_DIM):
-            return f"{name} is not a list of {EMBEDDING_DIM} numbers"
+        if value is not None and (
+            not isinstance(value, list) or len(value) != EMBEDDING_DIM or not all(map(_is_number, value))
+        ):
+            return f"{name} is not a list of {EMBEDDING_DIM} finite numbers"
     try:
-        datetime.fromisoformat(str(record["timestamp"]))
+        datetime.fromisoformat(record["timestamp"])
     except ValueError:
         return f"timestamp {record['timestamp']!r} is not ISO 8601"
     return None
@@ -230,7 +301,52 @@ def _read_fast(path: Path):
             pa.types.is_list(table.schema.field(name).type) or pa.types.is_null(table.schema.field(name).type)
         ):
             return None
+        if name in names and pa.types.is_list(table.schema.field(name).type):
+            element = table.schema.field(name).type.value_type
+            if not (
+                pa.types.is_floating(element) or pa.types.is_integer(element) or pa.types.is_null(element)
+            ):
+                return None
+    if not _arrow_types_match(table):
+        return None  # a column of another type than the schema's: the line reader names and counts the rows
     return table
+
+
+def _arrow_types_match(table) -> bool:
+    """Whether every column pyarrow inferred has the type `FIELD_KINDS` (and the flag and label objects) say."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kinds = {
+        "int": pa.types.is_integer,
+        "number": lambda t: pa.types.is_integer(t) or pa.types.is_floating(t),
+        "bool": pa.types.is_boolean,
+        "version": lambda t: pa.types.is_string(t) or pa.types.is_integer(t),
+        "str": pa.types.is_string,
+    }
+    schema = table.schema
+    for name, kind in FIELD_KINDS.items():
+        if name in schema.names:
+            arrow_type = schema.field(name).type
+            if not (pa.types.is_null(arrow_type) or kinds[kind.rstrip("?")](arrow_type)):
+                return False
+    for name, valid in (("flags", pa.types.is_boolean), ("labels", kinds["number"])):
+        if name not in schema.names or pa.types.is_null(schema.field(name).type):
+            continue
+        arrow_type = schema.field(name).type
+        if not pa.types.is_struct(arrow_type) or not all(
+            valid(f.type) or pa.types.is_null(f.type) for f in arrow_type
+        ):
+            return False
+    if "labels" in schema.names and pa.types.is_struct(schema.field("labels").type):
+        labels = table.column("labels").combine_chunks()
+        for index, sub in enumerate(labels.type):
+            if pa.types.is_null(sub.type):
+                continue
+            values = labels.field(index)
+            if pc.any(pc.invert(pc.is_in(values, value_set=pa.array([0, 1], type=sub.type)))).as_py():
+                return False
+    return True
 
 
 def _columns_from_table(table, stats: ReadStats) -> dict[str, np.ndarray] | None:
