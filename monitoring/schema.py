@@ -39,6 +39,7 @@ from datetime import datetime
 from typing import Any
 
 from components.common.constants import EMBEDDING_DIM, MAX_TEXT_CHARS
+from components.common.images import IMAGE_FORMATS
 
 LOG_SCHEMA_VERSION = 1
 PARTITION_PREFIX = "date="
@@ -267,7 +268,8 @@ def image_features(image: bytes | None) -> dict[str, Any]:
 
     width = height = None
     try:
-        with Image.open(io.BytesIO(image)) as opened:  # lazy: reads the header, not the pixels
+        # Lazy: reads the header, not the pixels; the formats the server decodes, others are unreadable.
+        with Image.open(io.BytesIO(image), formats=IMAGE_FORMATS) as opened:
             width, height = opened.size
             image_format = opened.format or IMAGE_FORMAT_UNREADABLE
     except Image.DecompressionBombError:

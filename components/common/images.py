@@ -12,6 +12,9 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 25_000_000
+# The formats decoded (GIF: its first frame). Pillow's other decoders (TIFF, PSD, EPS through Ghostscript, ...)
+# are attack surface that uploads to a content platform do not need.
+IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 
 
 class ImageDecodeError(ValueError):
@@ -26,7 +29,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: in
     """Decodes encoded image bytes to an RGB image, refusing oversized or broken input.
 
     Args:
-        data: Encoded image (PNG, JPEG, WebP, ...).
+        data: Encoded image in one of `IMAGE_FORMATS`.
         max_pixels: Largest width*height accepted, checked on the header before decoding.
         min_side: Smallest width or height accepted.
 
@@ -41,7 +44,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: in
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageDecodeError("too_large", f"{width}x{height} exceeds {max_pixels} pixels")
@@ -54,6 +57,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: in
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageDecodeError("too_large", str(error)) from error
     except UnidentifiedImageError:
-        raise ImageDecodeError("undecodable", "not a recognised image format") from None
+        raise ImageDecodeError(
+            "undecodable", f"not an image in an accepted format ({', '.join(IMAGE_FORMATS)})"
+        ) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageDecodeError("undecodable", f"{type(error).__name__}: {error}") from error

@@ -376,3 +376,23 @@ def test_texts_are_read_up_to_max_text_chars(tiny_text_encoder):
     assert (
         PreprocessingSpec.from_dict({"max_text_length": 8}).max_text_chars == 0
     )  # older models: whole texts
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "PPM", "ICO", "TGA"])
+def test_formats_outside_the_accepted_ones_are_refused(fmt):
+    """Finding: Image.open admitted every Pillow format (TIFF, PSD, EPS, ...), each a decoder to attack."""
+    with pytest.raises(ImageDecodeError, match="accepted format") as caught:
+        decode_image(_encode(_noise((16, 16)), fmt))
+    assert caught.value.reason == "undecodable"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
+def test_the_accepted_formats_decode(fmt):
+    assert decode_image(_encode(_noise((16, 16)), fmt)).size == (16, 16)
+
+
+def test_the_log_describes_other_formats_as_unreadable():
+    from monitoring.schema import IMAGE_FORMAT_UNREADABLE, image_features
+
+    assert image_features(_encode(_noise((16, 16)), "TIFF"))["image_format"] == IMAGE_FORMAT_UNREADABLE
+    assert image_features(_encode(_noise((16, 16)), "PNG"))["image_format"] == "PNG"

@@ -212,7 +212,9 @@ def test_undecodable_image(tmp_path):
     assert failed(outcome) == ["image_decodable"]
     check = by_name(outcome)["image_decodable"]
     assert check.unexpected_count == 1 and check.critical
-    assert check.examples == ["id=3 image=undecodable: not a recognised image format"]
+    assert check.examples == [
+        "id=3 image=undecodable: not an image in an accepted format (PNG, JPEG, WEBP, GIF, BMP)"
+    ]
     assert check.message.startswith(
         "image_decodable: 1 of 10 rows have an image that cannot be decoded (e.g. id=3"
     )
