@@ -261,7 +261,7 @@ def cached_windows(cache: Path, rows: int, seed: int = 7) -> tuple[Path, Path, f
         for job in jobs:
             job.result()
     seconds = time.perf_counter() - started
-    done.write_text(json.dumps({"rows": rows, "seed": seed, "seconds": round(seconds, 1)}) + "\n")
+    done.write_text(json.dumps({"rows": rows, "seed": seed, "seconds": round(seconds, 3)}) + "\n")
     return reference, current, seconds, False
 
 

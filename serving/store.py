@@ -17,12 +17,15 @@ from pathlib import Path
 from components.common.constants import (
     ALIAS_CHAMPION,
     DEFAULT_MODEL_NAME,
+    REPOSITORY_MANIFEST_FILE,
     SERVING_METADATA_FILE,
+    TAG_REPOSITORY_MANIFEST,
     TRITON_ENSEMBLE,
     TRITON_POSTPROCESS,
     TRITON_REPOSITORY_ARTIFACT,
 )
 from components.common.env import tns_home
+from components.common.integrity import IntegrityError, verify_repository
 
 SERVING_DIR = "serving"
 PARTIAL_PREFIX = ".partial-"
@@ -38,6 +41,10 @@ class ChampionNotFoundError(ServingStoreError):
 
 class RepositoryNotExportedError(ServingStoreError):
     """The champion version's run holds no exported Triton repository."""
+
+
+class RepositoryIntegrityError(ServingStoreError):
+    """The champion's repository does not match what its export recorded (a changed, missing or extra file)."""
 
 
 def serving_cache(model_name: str = DEFAULT_MODEL_NAME) -> Path:
@@ -106,19 +113,50 @@ def champion_repository(
     version = str(champion.version)
     target = Path(dest) if dest is not None else serving_cache(model_name) / version
     target = target.expanduser().resolve()
-    if is_model_repository(target, version):
-        return target
     if not champion.run_id:
         raise RepositoryNotExportedError(
             f"'{model_name}' version {version} ({ALIAS_CHAMPION}) has no MLflow run, so no exported repository"
         )
-    if dest is not None and target.exists() and any(target.iterdir()):
-        raise ServingStoreError(
-            f"{target} exists and is not the repository of '{model_name}' version {version}: "
-            "choose an empty or new folder"
-        )
-    _download(champion.run_id, target, model_name, version)
+    if not is_model_repository(target, version):
+        if dest is not None and target.exists() and any(target.iterdir()):
+            raise ServingStoreError(
+                f"{target} exists and is not the repository of '{model_name}' version {version}: "
+                "choose an empty or new folder"
+            )
+        _download(champion.run_id, target, model_name, version)
+    _verify(target, champion.run_id, model_name, version)  # a cached copy too: the cache is a folder as well
     return target
+
+
+def _verify(repository: Path, run_id: str, model_name: str, version: str) -> None:
+    """Checks the repository against the run's manifest and the manifest against the version's tag, before a
+    server runs any of its code; clears Python bytecode caches, which the manifest does not cover."""
+    import mlflow
+
+    from components.registry.mlflow_registry import version_tags
+
+    label = f"'{model_name}' version {version} ({ALIAS_CHAMPION})"
+    expected = version_tags(model_name, version).get(TAG_REPOSITORY_MANIFEST)
+    if not expected:
+        raise RepositoryIntegrityError(
+            f"{label} has no '{TAG_REPOSITORY_MANIFEST}' tag: it was exported before repositories carried a "
+            "manifest, so its files cannot be checked. Re-run `tns run training` to export it again, or serve a "
+            "folder you trust with `tns serve --repository DIR`."
+        )
+    try:
+        with tempfile.TemporaryDirectory(prefix="tns-manifest-") as scratch:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=REPOSITORY_MANIFEST_FILE, dst_path=scratch
+            )
+            manifest = Path(path).read_bytes()
+    except Exception as error:  # noqa: BLE001 (any store failure: name it and stop)
+        raise RepositoryIntegrityError(f"the manifest of {label} cannot be fetched: {error}") from error
+    try:
+        verify_repository(repository, manifest, expected)
+    except IntegrityError as error:
+        raise RepositoryIntegrityError(f"refusing to serve {label}: {error}") from error
+    for cache in repository.rglob("__pycache__"):
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def _download(run_id: str, target: Path, model_name: str, version: str) -> None:

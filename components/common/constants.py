@@ -129,6 +129,10 @@ EXPORT_REPORT_FILE = "export_report.json"
 GOLDEN_DIR = "golden"
 REPOSITORY_DIR = "model_repository"
 TRITON_REPOSITORY_ARTIFACT = "triton_repository"  # MLflow run artifact path of the exported repository
+# SHA-256 of every repository file (`components.common.integrity`): beside the repository in the export folder,
+# a run artifact at the root of the run, and its own hash in a registered-version tag.
+REPOSITORY_MANIFEST_FILE = "repository_manifest.json"
+TAG_REPOSITORY_MANIFEST = "tns.export.repository_manifest_sha256"
 INFRA_VALIDATION_FILE = "infra_validation.json"
 
 # Triton model repository: model names and the ensemble's raw inputs and outputs.

@@ -22,7 +22,15 @@ from components.common.constants import (
     INFRA_VALIDATION_FILE,
     ONNX_MODEL_FILE,
     REPOSITORY_DIR,
+    REPOSITORY_MANIFEST_FILE,
+    TAG_REPOSITORY_MANIFEST,
     TRITON_REPOSITORY_ARTIFACT,
+)
+from components.common.integrity import (
+    IntegrityError,
+    manifest_sha256,
+    repository_manifest,
+    verify_repository,
 )
 
 DEFAULT_THRESHOLD = 0.5
@@ -105,6 +113,8 @@ def export_model_dir(
             )
             onnx_bytes = onnx_path.stat().st_size
             onnx_sha256 = _sha256(onnx_path)
+            manifest = repository_manifest(repository)
+            (out_dir / REPOSITORY_MANIFEST_FILE).write_bytes(manifest)
         golden.save(out_dir / GOLDEN_DIR)
     except Exception as error:
         _clear(out_dir)
@@ -118,6 +128,7 @@ def export_model_dir(
         "onnx_opset": settings.opset,
         "onnx_bytes": onnx_bytes,
         "onnx_sha256": onnx_sha256,
+        "repository_manifest_sha256": manifest_sha256(manifest),
         "parity": parity.to_dict(),
         "thresholds": thresholds,
         "thresholds_defaulted": sorted(p for p in config.policies if p not in chosen),
@@ -159,6 +170,7 @@ def export_step(
         raise
     client = MlflowClient()
     client.log_artifacts(run_id, report["repository"], TRITON_REPOSITORY_ARTIFACT)
+    client.log_artifact(run_id, str(Path(out_dir) / REPOSITORY_MANIFEST_FILE))
     client.log_dict(run_id, report, f"export/{EXPORT_REPORT_FILE}")
     client.log_metric(run_id, "export_parity_max_abs_diff", report["parity"]["max_abs_diff"])
     set_version_tags(
@@ -167,6 +179,7 @@ def export_step(
         {
             "tns.export.onnx_opset": report["onnx_opset"],
             "tns.export.onnx_sha256": report["onnx_sha256"],
+            TAG_REPOSITORY_MANIFEST: report["repository_manifest_sha256"],
             "tns.export.parity_max_abs_diff": f"{report['parity']['max_abs_diff']:.3e}",
         },
     )
@@ -203,12 +216,28 @@ def infra_validation_step(
     from mlflow import MlflowClient
 
     from components.export.golden import GoldenSet
-    from components.registry.mlflow_registry import configure, mark_version_failed, set_version_tags
+    from components.registry.mlflow_registry import (
+        configure,
+        mark_version_failed,
+        set_version_tags,
+        version_tags,
+    )
     from serving.infra_validation import InfraValidationError, default_model_config_name, infra_validate
 
     configure(tracking_uri)
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:  # before any of the repository's code runs in a server
+        verify_repository(
+            export_dir / REPOSITORY_DIR,
+            (export_dir / REPOSITORY_MANIFEST_FILE).read_bytes(),
+            version_tags(config.model_name, version).get(TAG_REPOSITORY_MANIFEST),
+        )
+    except (IntegrityError, OSError) as error:
+        mark_version_failed(config.model_name, version, "infra_validation", f"integrity: {error}")
+        raise InfraValidationError(
+            f"infra validation of version {version} refused the repository: {error}"
+        ) from error
     try:
         report = infra_validate(
             export_dir / REPOSITORY_DIR,

@@ -169,6 +169,11 @@ def _drop_challenger(model_name: str, version: str) -> None:
         _client().delete_registered_model_alias(model_name, ALIAS_CHALLENGER)
 
 
+def version_tags(model_name: str, version: str) -> dict[str, str]:
+    """The tags of a registered version."""
+    return dict(_client().get_model_version(model_name, version).tags)
+
+
 def set_version_tags(model_name: str, version: str, tags: dict[str, str]) -> None:
     """Sets tags on a registered-model version."""
     client = _client()

@@ -682,3 +682,23 @@ def test_nan_outputs_fail_parity(workspace, ingested, split, trained, tmp_path):
     onnx_path = export_onnx(model_dir, tmp_path / "model.onnx", opset=17)
     report = check_parity(model_dir, onnx_path, golden, [1, 4], 1e-4)
     assert not report.passed and report.max_abs_diff == float("inf")
+
+
+@pytest.mark.parametrize("file", ["postprocess/1/model.py", "classifier/1/model.onnx"])
+def test_infra_validation_refuses_a_tampered_repository(
+    workspace, ingested, split, trained, gated, promoted, exported, tmp_path, file
+):
+    """Finding: a repository's code and weights were served unchecked; now a changed file stops the step
+    before tritonserver starts, naming the file."""
+    from serving.infra_validation import InfraValidationError
+
+    version = _second_challenger(workspace, ingested, trained, gated, f"tampered_{Path(file).name}")
+    tampered = _artifact(Model, tmp_path, "export")
+    shutil.copytree(exported[1].path, tampered.path)
+    with (Path(tampered.path) / REPOSITORY_DIR / file).open("ab") as handle:
+        handle.write(b"\n")
+    with pytest.raises(InfraValidationError, match=f"{file} does not match its SHA-256"):
+        _infra_validate(workspace, ingested, trained, tampered, version, f"tampered_{Path(file).stem}")
+    tags = MlflowClient().get_model_version(RunConfig().model_name, version).tags
+    assert tags["tns.blocked_at"] == "infra_validation" and "integrity" in tags["tns.blocked_reason"]
+    assert get_alias(RunConfig().model_name, ALIAS_CHAMPION).version == "1"

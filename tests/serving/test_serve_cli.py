@@ -23,7 +23,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.common.constants import DEFAULT_MODEL_NAME, EXIT_FAILED, EXIT_OK, TRITON_REPOSITORY_ARTIFACT
+from components.common.constants import (
+    DEFAULT_MODEL_NAME,
+    EXIT_FAILED,
+    EXIT_OK,
+    REPOSITORY_MANIFEST_FILE,
+    TAG_REPOSITORY_MANIFEST,
+    TRITON_REPOSITORY_ARTIFACT,
+)
 from components.export.golden import GoldenSet
 from serving.triton import free_port
 from tests.serving.helpers import TOLERANCE
@@ -241,14 +248,18 @@ def test_serve_repository_predict_and_ctrl_c(exported_repository, tmp_path: Path
     assert not _listening(http_port) and not _listening(grpc_port)
 
 
-def test_serve_champion_from_mlflow_and_sigterm(exported_repository, tmp_path: Path, stop_on_failure):
-    """The champion's logged `triton_repository` is downloaded into TNS_HOME/serving and served."""
+def _register_champion(exported_repository, tmp_path: Path) -> tuple[Path, str]:
+    """Logs the fixture repository, its manifest and the manifest's tag as the export step does, and makes
+    version 3 the champion; returns (TNS_HOME, tracking URI)."""
     import mlflow
 
-    from components.registry.mlflow_registry import configure, promote_version
+    from components.common.integrity import manifest_sha256, repository_manifest
+    from components.registry.mlflow_registry import configure, promote_version, set_version_tags
 
     home = tmp_path / "home"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    manifest = tmp_path / REPOSITORY_MANIFEST_FILE
+    manifest.write_bytes(repository_manifest(exported_repository.path))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TNS_HOME", str(home))
         for name in MLFLOW_URI_VARIABLES:  # set here so that leaving the context removes them again
@@ -259,15 +270,27 @@ def test_serve_champion_from_mlflow_and_sigterm(exported_repository, tmp_path: P
             client.create_registered_model(DEFAULT_MODEL_NAME)
             with mlflow.start_run() as run:
                 mlflow.log_artifacts(str(exported_repository.path), TRITON_REPOSITORY_ARTIFACT)
+                mlflow.log_artifact(str(manifest))
             for _ in range(exported_repository.version):  # the fixture repository serves version 3
                 version = client.create_model_version(
                     DEFAULT_MODEL_NAME, source=run.info.artifact_uri, run_id=run.info.run_id
                 ).version
+            set_version_tags(
+                DEFAULT_MODEL_NAME,
+                str(version),
+                {TAG_REPOSITORY_MANIFEST: manifest_sha256(manifest.read_bytes())},
+            )
             promote_version(DEFAULT_MODEL_NAME, str(version))
         finally:
             mlflow.set_tracking_uri(None)
             mlflow.set_registry_uri(None)
     assert str(version) == "3"
+    return home, uri
+
+
+def test_serve_champion_from_mlflow_and_sigterm(exported_repository, tmp_path: Path, stop_on_failure):
+    """The champion's logged `triton_repository` is downloaded into TNS_HOME/serving and served."""
+    home, uri = _register_champion(exported_repository, tmp_path)
 
     serve = _start_serve(["--http-port", "0", "--grpc-port", "0"], _environment(home, uri))
     stop_on_failure.append(serve)
@@ -285,3 +308,32 @@ def test_serve_champion_from_mlflow_and_sigterm(exported_repository, tmp_path: P
     code, output = _stop(serve, signal.SIGTERM)
     assert code == EXIT_OK, output
     assert not _listening(serve.http_port) and not _listening(serve.grpc_port)
+
+
+@pytest.mark.parametrize("file", ["postprocess/3/model.py", "classifier/3/model.onnx"])
+def test_a_tampered_champion_repository_is_refused(exported_repository, tmp_path: Path, file: str):
+    """Finding: `tns serve` ran the champion's python-backend code and weights as downloaded, unchecked."""
+    import mlflow
+
+    from serving.store import RepositoryIntegrityError, champion_repository
+
+    home, uri = _register_champion(exported_repository, tmp_path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TNS_HOME", str(home))
+        for name in MLFLOW_URI_VARIABLES:
+            patch.setenv(name, uri)
+        try:
+            cached = champion_repository(DEFAULT_MODEL_NAME, uri)  # untouched: fetched and checked
+            with (cached / file).open("ab") as handle:  # the cache is edited: refused on the next start
+                handle.write(b"\nimport os  # injected\n")
+            with pytest.raises(RepositoryIntegrityError, match=f"{file} does not match"):
+                champion_repository(DEFAULT_MODEL_NAME, uri)
+            run_id = mlflow.MlflowClient().get_model_version(DEFAULT_MODEL_NAME, "3").run_id
+            stored = Path(mlflow.get_run(run_id).info.artifact_uri.removeprefix("file://"))
+            with (stored / TRITON_REPOSITORY_ARTIFACT / file).open("ab") as handle:  # the artifact store
+                handle.write(b"\n")
+            with pytest.raises(RepositoryIntegrityError, match=f"{file} does not match"):
+                champion_repository(DEFAULT_MODEL_NAME, uri, dest=tmp_path / "fresh")
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)

@@ -9,11 +9,14 @@ import mlflow
 import pytest
 
 from components.common.constants import (
+    REPOSITORY_MANIFEST_FILE,
     SERVING_METADATA_FILE,
+    TAG_REPOSITORY_MANIFEST,
     TRITON_ENSEMBLE,
     TRITON_POSTPROCESS,
     TRITON_REPOSITORY_ARTIFACT,
 )
+from components.common.integrity import manifest_sha256, repository_manifest
 from components.registry.mlflow_registry import (
     configure,
     log_model_folder,
@@ -63,15 +66,21 @@ def champion(
     tmp_path: Path, model: str, repository_version: str | None, marker: str = "", promote: bool = True
 ) -> str:
     """Logs a run (with a fake repository unless `repository_version` is None), registers it, promotes it."""
+    tags = {}
     with mlflow.start_run() as run:
-        if repository_version is not None:
+        if repository_version is not None:  # logged as the export step logs it: files, manifest, its hash
             folder = fake_repository(tmp_path / f"export-{marker or 'x'}", repository_version, marker)
             mlflow.log_artifacts(str(folder), TRITON_REPOSITORY_ARTIFACT)
+            manifest = tmp_path / f"manifest-{marker or 'x'}" / REPOSITORY_MANIFEST_FILE
+            manifest.parent.mkdir()
+            manifest.write_bytes(repository_manifest(folder))
+            mlflow.log_artifact(str(manifest))
+            tags[TAG_REPOSITORY_MANIFEST] = manifest_sha256(manifest.read_bytes())
     model_dir = tmp_path / f"model-{marker or 'x'}"
     model_dir.mkdir()
     (model_dir / "model_spec.json").write_text("{}")
     source = log_model_folder(run.info.run_id, model_dir)
-    info = register_challenger(model, run.info.run_id, source, tags={})
+    info = register_challenger(model, run.info.run_id, source, tags=tags)
     if promote:
         promote_version(model, info.version)
     return info.version
@@ -171,3 +180,14 @@ def test_repository_of_another_version_is_refused(registry, tmp_path, mlflow_iso
 def test_repository_metadata_refuses_other_folders(tmp_path):
     with pytest.raises(ServingStoreError, match="not a Triton model repository"):
         repository_metadata(tmp_path)
+
+
+def test_a_version_without_a_manifest_tag_is_refused(registry, mlflow_isolation, tmp_path):
+    version = champion(tmp_path, f"{MODEL}-untagged", "1", marker="untagged")
+    from components.registry.mlflow_registry import _client
+
+    _client().delete_model_version_tag(f"{MODEL}-untagged", version, TAG_REPOSITORY_MANIFEST)
+    with pytest.raises(
+        store.RepositoryIntegrityError, match="exported before repositories carried a manifest"
+    ):
+        champion_repository(f"{MODEL}-untagged", registry)
