@@ -44,7 +44,12 @@ class RepositoryNotExportedError(ServingStoreError):
 
 
 class RepositoryIntegrityError(ServingStoreError):
-    """The champion's repository does not match what its export recorded (a changed, missing or extra file)."""
+    """The champion's repository does not match what its export recorded (a changed, missing or extra file:
+    `file`), or its manifest cannot be trusted (`file` None)."""
+
+    def __init__(self, message: str, file: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
 
 
 def serving_cache(model_name: str = DEFAULT_MODEL_NAME) -> Path:
@@ -117,14 +122,21 @@ def champion_repository(
         raise RepositoryNotExportedError(
             f"'{model_name}' version {version} ({ALIAS_CHAMPION}) has no MLflow run, so no exported repository"
         )
-    if not is_model_repository(target, version):
-        if dest is not None and target.exists() and any(target.iterdir()):
-            raise ServingStoreError(
-                f"{target} exists and is not the repository of '{model_name}' version {version}: "
-                "choose an empty or new folder"
-            )
-        _download(champion.run_id, target, model_name, version)
-    _verify(target, champion.run_id, model_name, version)  # a cached copy too: the cache is a folder as well
+    if is_model_repository(target, version):
+        try:  # a cached copy is checked too: the cache is a folder anyone on the host may have edited
+            _verify(target, champion.run_id, model_name, version)
+            return target
+        except RepositoryIntegrityError as error:
+            if dest is not None or error.file is None:
+                raise
+            shutil.rmtree(target)  # a changed cached copy: fetched again below, and checked again
+    elif dest is not None and target.exists() and any(target.iterdir()):
+        raise ServingStoreError(
+            f"{target} exists and is not the repository of '{model_name}' version {version}: "
+            "choose an empty or new folder"
+        )
+    _download(champion.run_id, target, model_name, version)
+    _verify(target, champion.run_id, model_name, version)
     return target
 
 
@@ -154,7 +166,7 @@ def _verify(repository: Path, run_id: str, model_name: str, version: str) -> Non
     try:
         verify_repository(repository, manifest, expected)
     except IntegrityError as error:
-        raise RepositoryIntegrityError(f"refusing to serve {label}: {error}") from error
+        raise RepositoryIntegrityError(f"refusing to serve {label}: {error}", error.file) from error
     for cache in repository.rglob("__pycache__"):
         shutil.rmtree(cache, ignore_errors=True)
 

@@ -18,7 +18,15 @@ _IGNORED_DIRS = frozenset({"__pycache__"})
 
 
 class IntegrityError(RuntimeError):
-    """A repository does not match its manifest (or the manifest not its recorded hash); names the file."""
+    """A repository does not match its manifest (or the manifest not its recorded hash); names the file.
+
+    Attributes:
+        file: The repository file that differs (relative path), or None when the manifest itself is the problem.
+    """
+
+    def __init__(self, message: str, file: str | None = None) -> None:
+        super().__init__(message)
+        self.file = file
 
 
 def _file_sha256(path: Path) -> str:
@@ -70,9 +78,13 @@ def verify_repository(folder: str | Path, manifest: bytes, expected_sha256: str 
     for name, digest in expected.items():
         path = found.get(name)
         if path is None:
-            raise IntegrityError(f"{folder}: {name} is missing (listed in the export manifest)")
+            raise IntegrityError(f"{folder}: {name} is missing (listed in the export manifest)", name)
         if path.is_symlink() or _file_sha256(path) != digest:
-            raise IntegrityError(f"{folder}: {name} does not match its SHA-256 recorded at export (changed)")
+            raise IntegrityError(
+                f"{folder}: {name} does not match its SHA-256 recorded at export (changed)", name
+            )
     extra = sorted(set(found) - set(expected))
     if extra:
-        raise IntegrityError(f"{folder}: {extra[0]} was not exported ({len(extra)} unexpected file(s))")
+        raise IntegrityError(
+            f"{folder}: {extra[0]} was not exported ({len(extra)} unexpected file(s))", extra[0]
+        )

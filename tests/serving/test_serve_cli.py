@@ -324,16 +324,18 @@ def test_a_tampered_champion_repository_is_refused(exported_repository, tmp_path
             patch.setenv(name, uri)
         try:
             cached = champion_repository(DEFAULT_MODEL_NAME, uri)  # untouched: fetched and checked
-            with (cached / file).open("ab") as handle:  # the cache is edited: refused on the next start
+            original = (cached / file).read_bytes()
+            with (cached / file).open("ab") as handle:  # the cache is edited: fetched again, and checked
                 handle.write(b"\nimport os  # injected\n")
-            with pytest.raises(RepositoryIntegrityError, match=f"{file} does not match"):
-                champion_repository(DEFAULT_MODEL_NAME, uri)
+            assert champion_repository(DEFAULT_MODEL_NAME, uri) == cached
+            assert (cached / file).read_bytes() == original
             run_id = mlflow.MlflowClient().get_model_version(DEFAULT_MODEL_NAME, "3").run_id
             stored = Path(mlflow.get_run(run_id).info.artifact_uri.removeprefix("file://"))
             with (stored / TRITON_REPOSITORY_ARTIFACT / file).open("ab") as handle:  # the artifact store
                 handle.write(b"\n")
-            with pytest.raises(RepositoryIntegrityError, match=f"{file} does not match"):
+            with pytest.raises(RepositoryIntegrityError, match=f"{file} does not match") as caught:
                 champion_repository(DEFAULT_MODEL_NAME, uri, dest=tmp_path / "fresh")
+            assert caught.value.file == file
         finally:
             mlflow.set_tracking_uri(None)
             mlflow.set_registry_uri(None)
