@@ -20,6 +20,7 @@ from typing import Any
 
 from components.common.constants import DEFAULT_MODEL_NAME, EXIT_DRIFT, EXIT_FAILED, EXIT_OK, MANIFEST_NAMES
 from components.common.env import tns_home
+from components.common.markup import redact_credentials
 from monitoring.drift import DriftConfig, DriftResult, check_drift, window_id
 from monitoring.logs import DEFAULT_MAX_MALFORMED_SHARE, LogReadError, LogWindow, read_logs
 from monitoring.schema import LogSchemaError
@@ -205,7 +206,7 @@ def build_summary(
         "config": request.config.__dict__,
         "report_html": str(out_dir / REPORT_FILE),
         "summary_json": str(out_dir / SUMMARY_FILE),
-        "command": request.command,
+        "command": redact_credentials(request.command),
         "trigger": None,
     }
 

@@ -26,6 +26,7 @@ from components.common.constants import (
 )
 from components.common.env import tns_home
 from components.common.integrity import IntegrityError, verify_repository
+from components.common.markup import redact_credentials
 
 SERVING_DIR = "serving"
 PARTIAL_PREFIX = ".partial-"
@@ -108,11 +109,13 @@ def champion_repository(
         uri = configure(tracking_uri)
         champion = get_alias(model_name, ALIAS_CHAMPION)
     except Exception as error:  # noqa: BLE001 (an unreachable or broken tracking store: name it and stop)
-        where = tracking_uri or "the default tracking URI"
-        raise ServingStoreError(f"cannot read the MLflow registry at {where}: {error}") from error
+        where = redact_credentials(tracking_uri or "the default tracking URI")
+        raise ServingStoreError(
+            f"cannot read the MLflow registry at {where}: {redact_credentials(error)}"
+        ) from error
     if champion is None:
         raise ChampionNotFoundError(
-            f"Registered model '{model_name}' has no '{ALIAS_CHAMPION}' version in MLflow at {uri}: train and "
+            f"Registered model '{model_name}' has no '{ALIAS_CHAMPION}' version in MLflow at {redact_credentials(uri)}: train and "
             "promote one with `tns run training`, or serve an exported folder with `tns serve --repository DIR`."
         )
     version = str(champion.version)

@@ -15,6 +15,12 @@ from typing import Any
 # plain), table cells, strike-through, headings. HTML characters become entities.
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~#])")
 _BACKTICK_RUN = re.compile(r"`+")
+# `scheme://user:secret@host` and secret-looking query or option values (`?token=...`, `--password ...`).
+_URL_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@:]+(?::[^/\s@]*)?@")
+_SECRET_VALUES = re.compile(
+    r"(?i)((?:token|password|passwd|secret|api[_-]?key|access[_-]?key|auth)[\w-]*(?:=|\s+|:\s*))"
+    r"(?!\*\*\*)[^\s&'\"]+"
+)
 
 
 def _text(value: Any) -> str:
@@ -41,3 +47,10 @@ def markdown_code(value: Any) -> str:
     longest = max((len(run) for run in _BACKTICK_RUN.findall(text)), default=0)
     fence = "`" * (longest + 1)
     return f"{fence} {text} {fence}" if longest else f"{fence}{text}{fence}"
+
+
+def redact_credentials(text: Any) -> str:
+    """`text` with the credentials of URLs (`https://user:secret@host` -> `https://***@host`) and the values
+    of token, password, secret and key parameters replaced by `***`: for messages, summaries and reports that
+    show a tracking URI, a KFP host or a command line."""
+    return _SECRET_VALUES.sub(r"\1***", _URL_CREDENTIALS.sub(r"\1***@", _text(text)))

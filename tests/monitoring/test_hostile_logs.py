@@ -69,6 +69,7 @@ def test_a_hostile_window_ends_in_a_verdict_without_markup(tmp_path: Path, monke
             max_malformed_share=0.1,
             save_snapshot=False,
             config=DriftConfig(),
+            command="tns drift --tracking-uri https://svc:topsecret@mlflow.example.com",
         )
     )
     assert outcome.exit_code in (0, 10)
@@ -76,3 +77,4 @@ def test_a_hostile_window_ends_in_a_verdict_without_markup(tmp_path: Path, monke
     report = (outcome.out_dir / "report.html").read_text(encoding="utf-8")
     assert "<img src=x" not in report and "<script>alert" not in report
     assert "&lt;img src=x onerror=alert(1)&gt;" in report
+    assert "topsecret" not in report and "topsecret" not in json.dumps(outcome.summary)

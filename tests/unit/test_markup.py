@@ -109,3 +109,23 @@ def test_validation_gate_and_infra_markdown_escape_messages():
     )
     markdown = outside_code(report.to_markdown())
     assert "<img" not in markdown and "[click](" not in markdown and "onerror" in markdown
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("cannot read https://alice:s3cr3t@mlflow.example.com/api", "s3cr3t"),
+        ("tns drift --tracking-uri postgresql://svc:pa55@db:5432/mlflow --policy p.yaml", "pa55"),
+        ("https://kfp.example.com/?token=abc123&x=1", "abc123"),
+        ("KFP_TOKEN: eyJhbGciOi.sig --password hunter2", "hunter2"),
+    ],
+)
+def test_credentials_are_redacted_from_messages(text, secret):
+    """Finding: credentials inside a tracking URI were echoed into summaries and reports."""
+    from components.common.markup import redact_credentials
+
+    out = redact_credentials(text)
+    assert secret not in out and "***" in out
+    assert redact_credentials("sqlite:///home/u/.tns/mlflow.db and http://127.0.0.1:5000") == (
+        "sqlite:///home/u/.tns/mlflow.db and http://127.0.0.1:5000"
+    )
