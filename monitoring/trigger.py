@@ -118,10 +118,17 @@ class DecisionLedger:
         """Appends one record as one line, under an exclusive lock, flushed to disk before returning."""
         line = json.dumps(record, sort_keys=True, default=str) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as handle:
+        with self.path.open("a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                handle.write(line)
+                size = handle.seek(0, os.SEEK_END)
+                if size:
+                    handle.seek(size - 1)
+                    if handle.read(1) != b"\n":
+                        # A torn last line (a crash mid-append): end it, or this record would join it and be
+                        # unreadable, and the decision it records (a window that fired) would be lost.
+                        line = "\n" + line
+                handle.write(line.encode("utf-8"))
                 handle.flush()
                 os.fsync(handle.fileno())
             finally:
