@@ -75,6 +75,12 @@ class TritonPythonModel:
                 failure = pb_utils.TritonError(f"bad request: {error}", pb_utils.TritonError.INVALID_ARG)
                 responses.append(pb_utils.InferenceResponse(error=failure))
                 continue
+            except Exception as error:  # noqa: BLE001 (a decoder bug on one request must not fail its batch)
+                failure = pb_utils.TritonError(
+                    f"preprocessing failed: {type(error).__name__}: {error}", pb_utils.TritonError.INTERNAL
+                )
+                responses.append(pb_utils.InferenceResponse(error=failure))
+                continue
             outputs = [pb_utils.Tensor(name, tensors[name]) for name in OUTPUT_NAMES]
             responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses
