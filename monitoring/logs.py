@@ -31,6 +31,7 @@ from monitoring.schema import (
     LABEL_PREFIX,
     LABELS_DIR,
     LOG_SCHEMA_VERSION,
+    PARTITION_PREFIX,
     SCORE_PREFIX,
     TEXT_EMBEDDING_PREFIX,
     LogSchemaError,
@@ -174,15 +175,29 @@ class LogWindow:
 
 
 def log_files(path: Path) -> list[Path]:
-    """The log files under `path` (or `path` itself), sorted, without the delayed-label files."""
+    """The log files under `path` (or `path` itself), sorted: only those inside `date=YYYY-MM-DD/` partitions,
+    so that a dataset manifest or other JSON Lines beside the logs is never read as log lines.
+
+    Raises:
+        LogReadError: When a folder holds `.jsonl`/`.parquet` files but no partition (names the folder to pass).
+    """
     if path.is_file():
         return [path]
-    files = [
-        p
-        for pattern in ("*.jsonl", "*.parquet")
-        for p in path.rglob(pattern)
-        if LABELS_DIR not in p.relative_to(path).parts[:-1]
-    ]
+    files, others = [], []
+    for pattern in ("*.jsonl", "*.parquet"):
+        for found in path.rglob(pattern):
+            folders = found.relative_to(path).parts[:-1]
+            if LABELS_DIR in folders:
+                continue
+            partitioned = any(part.startswith(PARTITION_PREFIX) for part in folders)
+            (files if partitioned else others).append(found)
+    if not files and others:
+        roots = sorted({p.parent for p in path.rglob(f"{PARTITION_PREFIX}*") if p.is_dir()})
+        hint = f"; the logs here are under {roots[0]}: pass that folder" if roots else ""
+        raise LogReadError(
+            f"{path} holds no log partitions ({PARTITION_PREFIX}YYYY-MM-DD/), only {len(others)} other file(s) "
+            f"such as {others[0].relative_to(path)}, which are not inference logs{hint}"
+        )
     return sorted(files)
 
 

@@ -78,3 +78,18 @@ def test_a_hostile_window_ends_in_a_verdict_without_markup(tmp_path: Path, monke
     assert "<img src=x" not in report and "<script>alert" not in report
     assert "&lt;img src=x onerror=alert(1)&gt;" in report
     assert "topsecret" not in report and "topsecret" not in json.dumps(outcome.summary)
+
+
+def test_only_log_partitions_are_read_as_logs(tmp_path: Path):
+    """Finding: `tns drift --current OUT` on a `tns traffic simulate` folder read `dataset/manifest.jsonl` as log
+    lines and failed at 23% malformed."""
+    from monitoring.logs import LogReadError
+
+    out = tmp_path / "simulation"
+    write(out / "logs", records(300, 3))
+    (out / "dataset").mkdir()
+    (out / "dataset" / "manifest.jsonl").write_text('{"id": "a", "text": "x", "spam": 1}\n' * 100)
+    window = read_logs(out)
+    assert (window.stats.lines, window.stats.malformed, len(window.frame)) == (300, 0, 300)
+    with pytest.raises(LogReadError, match=r"holds no log partitions .* such as manifest.jsonl"):
+        read_logs(out / "dataset")
