@@ -18,7 +18,8 @@ _BACKTICK_RUN = re.compile(r"`+")
 # `scheme://user:secret@host` and secret-looking query or option values (`?token=...`, `--password ...`).
 _URL_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@:]+(?::[^/\s@]*)?@")
 _SECRET_VALUES = re.compile(
-    r"(?i)((?:token|password|passwd|secret|api[_-]?key|access[_-]?key|auth)[\w-]*(?:=|\s+|:\s*))"
+    r"(?i)((?<![a-z])(?:token|password|passwd|secret|api[_-]?key|access[_-]?key|authorization)(?![a-z])"
+    r"(?:=|\s+|:\s*))"
     r"(?!\*\*\*)[^\s&'\"]+"
 )
 

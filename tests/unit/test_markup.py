@@ -126,6 +126,5 @@ def test_credentials_are_redacted_from_messages(text, secret):
 
     out = redact_credentials(text)
     assert secret not in out and "***" in out
-    assert redact_credentials("sqlite:///home/u/.tns/mlflow.db and http://127.0.0.1:5000") == (
-        "sqlite:///home/u/.tns/mlflow.db and http://127.0.0.1:5000"
-    )
+    kept = "sqlite:///home/u/.tns/mlflow.db and http://127.0.0.1:5000 --group author tokens: 12"
+    assert redact_credentials(kept) == kept
