@@ -343,6 +343,8 @@ def _arrow_types_match(table) -> bool:
     for name, kind in FIELD_KINDS.items():
         if name in schema.names:
             arrow_type = schema.field(name).type
+            if name == "timestamp" and pa.types.is_timestamp(arrow_type):
+                continue  # pyarrow parses ISO 8601 strings into timestamps
             if not (pa.types.is_null(arrow_type) or kinds[kind.rstrip("?")](arrow_type)):
                 return False
     for name, valid in (("flags", pa.types.is_boolean), ("labels", kinds["number"])):

@@ -93,3 +93,13 @@ def test_only_log_partitions_are_read_as_logs(tmp_path: Path):
     assert (window.stats.lines, window.stats.malformed, len(window.frame)) == (300, 0, 300)
     with pytest.raises(LogReadError, match=r"holds no log partitions .* such as manifest.jsonl"):
         read_logs(out / "dataset")
+
+
+def test_well_formed_logs_take_the_fast_path(tmp_path: Path):
+    """The typed checks must not send every file to the line reader (pyarrow reads timestamps as timestamps)."""
+    from monitoring import logs
+
+    write(tmp_path / "logs", records(200, 4))
+    (file,) = logs.log_files(tmp_path / "logs")
+    table = logs._read_fast(file)
+    assert table is not None and logs._arrow_types_match(table)
