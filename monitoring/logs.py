@@ -65,12 +65,13 @@ SCALAR_FIELDS: tuple[str, ...] = (
     "error",
 )
 # The JSON type of each scalar field (the schema table of `monitoring.schema`): "int" excludes booleans,
-# "number" is a finite int or float, "version" a str or int; a trailing "?" admits null.
+# "number" is a finite int or float, "version" a str or int, "timestamp" an ISO 8601 str (which pyarrow may read
+# as a timestamp); a trailing "?" admits null.
 FIELD_KINDS: dict[str, str] = {
     "schema_version": "int",
     "request_id": "str",
     "item": "int",
-    "timestamp": "str",
+    "timestamp": "timestamp",
     "model_name": "str?",
     "model_version": "version",
     "text_present": "bool?",
@@ -338,13 +339,12 @@ def _arrow_types_match(table) -> bool:
         "bool": pa.types.is_boolean,
         "version": lambda t: pa.types.is_string(t) or pa.types.is_integer(t),
         "str": pa.types.is_string,
+        "timestamp": lambda t: pa.types.is_string(t) or pa.types.is_timestamp(t),
     }
     schema = table.schema
     for name, kind in FIELD_KINDS.items():
         if name in schema.names:
             arrow_type = schema.field(name).type
-            if name == "timestamp" and pa.types.is_timestamp(arrow_type):
-                continue  # pyarrow parses ISO 8601 strings into timestamps
             if not (pa.types.is_null(arrow_type) or kinds[kind.rstrip("?")](arrow_type)):
                 return False
     for name, valid in (("flags", pa.types.is_boolean), ("labels", kinds["number"])):

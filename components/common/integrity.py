@@ -29,7 +29,8 @@ class IntegrityError(RuntimeError):
         self.file = file
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -49,7 +50,7 @@ def _files(folder: Path) -> dict[str, Path]:
 def repository_manifest(folder: str | Path) -> bytes:
     """The manifest of `folder`: canonical JSON `{"format", "files": {relative path: sha256}}`, sorted."""
     folder = Path(folder)
-    files = {name: _file_sha256(path) for name, path in _files(folder).items()}
+    files = {name: file_sha256(path) for name, path in _files(folder).items()}
     return json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1, sort_keys=True).encode("utf-8")
 
 
@@ -79,7 +80,7 @@ def verify_repository(folder: str | Path, manifest: bytes, expected_sha256: str 
         path = found.get(name)
         if path is None:
             raise IntegrityError(f"{folder}: {name} is missing (listed in the export manifest)", name)
-        if path.is_symlink() or _file_sha256(path) != digest:
+        if path.is_symlink() or file_sha256(path) != digest:
             raise IntegrityError(
                 f"{folder}: {name} does not match its SHA-256 recorded at export (changed)", name
             )

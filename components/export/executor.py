@@ -7,7 +7,6 @@ pipeline stops before the promote step and `champion` stays where it was.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ from components.common.constants import (
 )
 from components.common.integrity import (
     IntegrityError,
+    file_sha256,
     manifest_sha256,
     repository_manifest,
     verify_repository,
@@ -41,14 +41,6 @@ def _clear(folder: Path) -> None:
     if folder.is_dir():
         for child in folder.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_model_dir(
@@ -112,7 +104,7 @@ def export_model_dir(
                 out_dir / REPOSITORY_DIR, model_dir, onnx_path, served, config.serving
             )
             onnx_bytes = onnx_path.stat().st_size
-            onnx_sha256 = _sha256(onnx_path)
+            onnx_sha256 = file_sha256(onnx_path)
             manifest = repository_manifest(repository)
             (out_dir / REPOSITORY_MANIFEST_FILE).write_bytes(manifest)
         golden.save(out_dir / GOLDEN_DIR)

@@ -13,7 +13,7 @@ from monitoring.logs import FIELD_KINDS, read_logs
 from tests.monitoring.records import START, records, write
 
 MARKUP = "<img src=x onerror=alert(1)>"
-WRONG = {"int": "7", "number": "fast", "bool": "yes", "str": 12, "version": [3]}
+WRONG = {"int": "7", "number": "fast", "bool": "yes", "str": 12, "version": [3], "timestamp": 12}
 # Fields whose wrong type used to raise out of read_logs (a traceback from `tns drift`), before the typed checks.
 BROKEN_NESTED = {
     "flags": {"spam": "maybe"},
