@@ -1,7 +1,8 @@
 """Benchmarks: training throughput against a bare PyTorch loop, pipeline orchestration overhead against
 calling the same step functions directly, and the Triton serving ensemble against in-process onnxruntime and
 PyTorch eager (`benchmarks/serving.py`), and the drift check against a plain scipy two-sample test
-(`benchmarks/drift.py`). Every baseline is measured in the same run, and results are reported as ratios,
+(`benchmarks/drift.py`), and hostile input at scale against the exact pass and ordinary text
+(`benchmarks/hostile.py`). Every baseline is measured in the same run, and results are reported as ratios,
 because shared machines are noisy.
 
     python -m benchmarks.run --out docs/benchmarks.md      (what `make bench` runs)
@@ -24,7 +25,7 @@ from pathlib import Path
 from components.common.config import RunConfig
 from components.common.env import apply_offline_environment
 
-SECTIONS = ("training", "orchestration", "serving", "drift")
+SECTIONS = ("training", "orchestration", "serving", "drift", "hostile")
 DEFAULT_OUT = Path("docs/benchmarks.md")
 
 
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     command = (
         "make bench  (python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]) + ")"
     )
-    training = orchestration = serving = drift = None
+    training = orchestration = serving = drift = hostile = None
     with tempfile.TemporaryDirectory(prefix="tns-bench-") as tmp:
         folder = Path(tmp)
         if "serving" in sections:  # first: it fails fast when tritonserver or perf_analyzer is missing
@@ -422,6 +423,12 @@ def main(argv: list[str] | None = None) -> int:
                 folder / "drift",
                 args.drift_rows or SIZES,
                 log=lambda line: print(line, file=sys.stderr, flush=True),
+            )
+        if "hostile" in sections:
+            from benchmarks.hostile import bench_hostile
+
+            hostile = bench_hostile(
+                folder / "hostile", log=lambda line: print(line, file=sys.stderr, flush=True)
             )
     measured = f"Measured {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `{command}`\non {_machine()}."
     parts = [
@@ -467,6 +474,10 @@ artifact copies; it is constant per run, so it matters for tiny runs and vanishe
         from benchmarks.drift import drift_section
 
         parts.append(drift_section(drift))
+    if hostile is not None:
+        from benchmarks.hostile import hostile_section
+
+        parts.append(hostile_section(hostile))
     report = "\n".join(parts)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

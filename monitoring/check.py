@@ -21,7 +21,7 @@ from typing import Any
 from components.common.constants import DEFAULT_MODEL_NAME, EXIT_DRIFT, EXIT_FAILED, EXIT_OK, MANIFEST_NAMES
 from components.common.env import tns_home
 from components.common.markup import redact_credentials
-from monitoring.drift import DriftConfig, DriftResult, check_drift, window_id
+from monitoring.drift import DriftConfig, DriftResult, WindowCounts, check_drift, window_id
 from monitoring.logs import DEFAULT_MAX_MALFORMED_SHARE, LogReadError, LogWindow, read_logs
 from monitoring.schema import LogSchemaError
 
@@ -97,26 +97,27 @@ def is_dataset(path: Path) -> bool:
 
 
 def _window_identity(window: LogWindow) -> str:
-    frame = window.frame
-    if frame.empty:
+    stats = window.stats
+    if not stats.rows:
         return f"{window.path.resolve()}|empty"
-    first, last = frame.iloc[0], frame.iloc[-1]
+    first, last = window.frame.iloc[0], window.frame.iloc[-1]
     return (
-        f"{window.path.resolve()}|{len(frame)}|{frame['timestamp'].min().isoformat()}|"
-        f"{frame['timestamp'].max().isoformat()}|{first['request_id']}:{first['item']}|{last['request_id']}:{last['item']}"
+        f"{window.path.resolve()}|{stats.rows}|{stats.start.isoformat()}|{stats.end.isoformat()}|"
+        f"{first['request_id']}:{first['item']}|{last['request_id']}:{last['item']}"
     )
 
 
 def _window_info(window: LogWindow) -> dict[str, Any]:
-    frame = window.frame
-    info: dict[str, Any] = {"path": str(window.path), **window.stats.to_dict()}
-    if not frame.empty:
-        info["start"] = frame["timestamp"].min().isoformat()
-        info["end"] = frame["timestamp"].max().isoformat()
-        versions = frame["model_version"].astype(str).value_counts()
-        info["model_versions"] = [str(v) for v in versions.index]
-        info["model_name"] = str(frame["model_name"].mode().iloc[0]) if "model_name" in frame else None
-    return info
+    return {"path": str(window.path), **window.stats.to_dict()}
+
+
+def window_counts(window: LogWindow) -> WindowCounts:
+    """The exact figures of a window, which its frame (a sample above the row budget) may not give."""
+    stats = window.stats
+    return WindowCounts(
+        rows=stats.rows,
+        flags={policy: (flagged, counted) for policy, (flagged, counted) in stats.flag_counts.items()},
+    )
 
 
 def model_alias(model_name: str, version: str, tracking_uri: str) -> str | None:
@@ -140,7 +141,12 @@ def load_reference(request: DriftRequest, scorer_factory: Callable[[], Any] | No
     """The reference window: logs as they are, or a dataset scored once by the served model and cached."""
     if not is_dataset(request.reference):
         return read_logs(
-            request.reference, request.reference_since, request.reference_until, request.max_malformed_share
+            request.reference,
+            request.reference_since,
+            request.reference_until,
+            request.max_malformed_share,
+            row_budget=request.config.max_sample_rows,
+            seed=request.config.seed,
         )
     from monitoring.reference import scored_reference
 
@@ -262,7 +268,14 @@ def run_drift_check(
         DriftCheckError: When the logs cannot be read (missing, schema mismatch, too many malformed lines).
     """
     try:
-        current = read_logs(request.current, request.since, request.until, request.max_malformed_share)
+        current = read_logs(
+            request.current,
+            request.since,
+            request.until,
+            request.max_malformed_share,
+            row_budget=request.config.max_sample_rows,
+            seed=request.config.seed + 1,
+        )
         reference = load_reference(request, scorer_factory)
     except (LogReadError, LogSchemaError) as error:
         raise DriftCheckError(str(error)) from error
@@ -271,7 +284,13 @@ def run_drift_check(
         raise DriftCheckError(
             f"the windows score different policies: reference {reference.policies}, current {current.policies}"
         )
-    result = check_drift(reference.frame, current.frame, policies, request.config)
+    result = check_drift(
+        reference.frame,
+        current.frame,
+        policies,
+        request.config,
+        counts=(window_counts(reference), window_counts(current)),
+    )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     summary_id = window_id(_window_identity(reference), _window_identity(current))
     out_dir = (request.out_dir or tns_home() / "monitoring" / "reports" / f"{stamp}-{summary_id}").resolve()

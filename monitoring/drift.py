@@ -13,7 +13,8 @@ so that signals of different kinds can be ranked together):
 * **flagged rate** `flag_rate_<policy>`: the change of the share flagged, significant by a two-proportion z-test;
 * **performance** `performance_<policy>`: where delayed labels exist in both windows, the drop of ROC-AUC.
 
-Large windows are sampled (`max_sample_rows`, seeded) for the distribution tests; rates use every row.
+Large windows are sampled (`max_sample_rows`, seeded; `read_logs` already keeps a uniform sample of that many
+rows) for the distribution tests and embeddings; the row counts and flag rates use every row (`WindowCounts`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from monitoring.schema import (
+    DEFAULT_ROW_BUDGET,
     FLAG_PREFIX,
     IMAGE_EMBEDDING_PREFIX,
     IMAGE_NUMERIC_COLUMNS,
@@ -61,7 +63,8 @@ class DriftConfig:
         performance_drop: Drop of a policy's ROC-AUC on labeled rows that counts as drift.
         min_rows: Fewer current (or reference) rows than this is "insufficient data", not a verdict.
         min_labeled: Labeled rows (with both classes) per window needed to judge performance.
-        max_sample_rows: Rows per window used for distribution tests (a seeded sample above it).
+        max_sample_rows: Rows per window used for distribution tests and embeddings (a seeded sample above
+            it); also the row budget `tns drift` reads each window with.
         examples: Typical drifted examples shown per top signal.
         seed: Seed of the sampling and of the embedding classifier.
     """
@@ -75,7 +78,7 @@ class DriftConfig:
     performance_drop: float = 0.05
     min_rows: int = 200
     min_labeled: int = 50
-    max_sample_rows: int = 200_000
+    max_sample_rows: int = DEFAULT_ROW_BUDGET
     examples: int = 5
     seed: int = 0
 
@@ -93,6 +96,30 @@ class DriftConfig:
         for name in ("min_rows", "min_labeled", "max_sample_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"drift.{name} must be at least 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """Exact figures of a whole window, for when the frame compared is a sample of it.
+
+    Attributes:
+        rows: Served rows in the window.
+        flags: Per policy, (rows flagged, rows with a flag).
+    """
+
+    rows: int
+    flags: dict[str, tuple[int, int]]
+
+    @classmethod
+    def of(cls, frame, policies: list[str]) -> WindowCounts:
+        """The figures of a frame that holds the whole window."""
+        flags = {}
+        for policy in policies:
+            column = FLAG_PREFIX + policy
+            if column in frame.columns:
+                values = frame[column].dropna().astype(float)
+                flags[policy] = (int((values > 0.5).sum()), len(values))
+        return cls(rows=len(frame), flags=flags)
 
 
 @dataclass
@@ -378,20 +405,21 @@ def _mix_matched(reference, current, seed: int):
 
 
 # Rates and performance ------------------------------------------------------------------------------------------
-def _flag_rate_signals(reference, current, policies: list[str], config: DriftConfig) -> list[Signal]:
+def _flag_rate_signals(
+    reference: WindowCounts, current: WindowCounts, policies: list[str], config: DriftConfig
+) -> list[Signal]:
     from scipy.stats import norm
 
     signals = []
     for policy in policies:
-        column = FLAG_PREFIX + policy
-        if column not in reference.columns or column not in current.columns:
+        if policy not in reference.flags or policy not in current.flags:
             continue
-        ref, cur = reference[column].dropna().astype(float), current[column].dropna().astype(float)
-        if ref.empty or cur.empty:
+        (ref_flagged, ref_rows), (cur_flagged, cur_rows) = reference.flags[policy], current.flags[policy]
+        if not ref_rows or not cur_rows:
             continue
-        p_ref, p_cur = float(ref.mean()), float(cur.mean())
-        pooled = (ref.sum() + cur.sum()) / (len(ref) + len(cur))
-        spread = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / len(ref) + 1 / len(cur)))
+        p_ref, p_cur = ref_flagged / ref_rows, cur_flagged / cur_rows
+        pooled = (ref_flagged + cur_flagged) / (ref_rows + cur_rows)
+        spread = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / ref_rows + 1 / cur_rows))
         p_value = float(2 * norm.sf(abs(p_cur - p_ref) / spread))
         change = abs(p_cur - p_ref)
         significant = p_value < config.flag_rate_alpha
@@ -408,7 +436,7 @@ def _flag_rate_signals(reference, current, policies: list[str], config: DriftCon
                 severity=severity if significant else min(severity, 0.99),
                 reference_value=round(p_ref, 4),
                 current_value=round(p_cur, 4),
-                rows={"reference": len(ref), "current": len(cur)},
+                rows={"reference": ref_rows, "current": cur_rows},
             )
         )
     return signals
@@ -519,30 +547,41 @@ def _examples(signal: Signal, reference, current, policies: list[str], limit: in
 
 
 # The check ----------------------------------------------------------------------------------------------------------
-def check_drift(reference, current, policies: list[str], config: DriftConfig | None = None) -> DriftResult:
+def check_drift(
+    reference,
+    current,
+    policies: list[str],
+    config: DriftConfig | None = None,
+    counts: tuple[WindowCounts, WindowCounts] | None = None,
+) -> DriftResult:
     """Compares two windows (flat frames from `monitoring.logs.read_logs`).
 
     Args:
-        reference: The reference window.
-        current: The current window.
+        reference: The reference window (every row, or a uniform sample of it).
+        current: The current window (likewise).
         policies: Policy names (score columns `score_<policy>`).
         config: Thresholds and limits.
+        counts: The exact (reference, current) figures when the frames are samples (default: the frames').
 
     Returns:
         The result: status, signals ranked by severity (drifted first), examples for the top drifted signals.
     """
     config = config or DriftConfig()
-    if len(current) < config.min_rows or len(reference) < config.min_rows:
+    ref_counts, cur_counts = counts or (
+        WindowCounts.of(reference, policies),
+        WindowCounts.of(current, policies),
+    )
+    if cur_counts.rows < config.min_rows or ref_counts.rows < config.min_rows:
         reasons = [
-            f"{name} window has {len(frame)} rows, fewer than the {config.min_rows} a verdict needs"
-            for name, frame in (("current", current), ("reference", reference))
-            if len(frame) < config.min_rows
+            f"{name} window has {rows} rows, fewer than the {config.min_rows} a verdict needs"
+            for name, rows in (("current", cur_counts.rows), ("reference", ref_counts.rows))
+            if rows < config.min_rows
         ]
         return DriftResult(
             status=STATUS_INSUFFICIENT,
             signals=[],
-            reference_rows=len(reference),
-            current_rows=len(current),
+            reference_rows=ref_counts.rows,
+            current_rows=cur_counts.rows,
             sampled={},
             policies=policies,
             reasons=reasons,
@@ -551,12 +590,12 @@ def check_drift(reference, current, policies: list[str], config: DriftConfig | N
     cur_sample = _sample(current, config.max_sample_rows, config.seed + 1)
     signals, snapshot = _evidently_signals(ref_sample, cur_sample, policies, config)
     signals += _embedding_signals(ref_sample, cur_sample, config)
-    signals += _flag_rate_signals(reference, current, policies, config)
+    signals += _flag_rate_signals(ref_counts, cur_counts, policies, config)
     if any(s.drifted for s in signals if s.group == GROUP_MODALITY):
         # A new modality mix moves every policy's score distribution by itself (image-only posts score
         # differently): judge the scores against a reference with the current mix, so that prediction drift
         # means "the model answers differently for the same kind of post".
-        matched = _mix_matched(reference, current, config.seed)
+        matched = _mix_matched(ref_sample, cur_sample, config.seed)
         signals = [s for s in signals if s.kind not in ("prediction", "flag_rate")]
         adjusted, _ = _evidently_signals(
             _sample(matched, config.max_sample_rows, config.seed),
@@ -565,7 +604,7 @@ def check_drift(reference, current, policies: list[str], config: DriftConfig | N
             config,
             frozenset({"prediction"}),
         )
-        adjusted += _flag_rate_signals(matched, current, policies, config)
+        adjusted += _flag_rate_signals(WindowCounts.of(matched, policies), cur_counts, policies, config)
         for signal in adjusted:
             signal.note = "reference re-weighted to the current modality mix"
         signals += adjusted
@@ -583,8 +622,8 @@ def check_drift(reference, current, policies: list[str], config: DriftConfig | N
     return DriftResult(
         status=STATUS_DRIFT if drifted else STATUS_NO_DRIFT,
         signals=signals,
-        reference_rows=len(reference),
-        current_rows=len(current),
+        reference_rows=ref_counts.rows,
+        current_rows=cur_counts.rows,
         sampled={"reference": len(ref_sample), "current": len(cur_sample)},
         policies=policies,
         examples=examples,

@@ -1,22 +1,28 @@
-"""Writing inference logs by day and reading a window of them back as one flat table.
+"""Writing inference logs by day and reading a window of them back as one flat table, in bounded memory.
 
 Writing appends JSON lines to `<root>/date=YYYY-MM-DD/<name>-<pid>.jsonl` (one file per process and day, so
-writers never interleave). Reading takes a file or a folder (every `*.jsonl` / `*.parquet` below it, except the
-delayed-label files under `labels/`), checks the schema version, skips and counts malformed lines, joins the
-delayed labels and returns one row per scored item with the columns named in `monitoring.schema`.
+writers never interleave). Reading takes a file or a folder (the `*.jsonl` / `*.parquet` files inside its day
+partitions, plus the delayed labels under `labels/`), checks the schema version, skips and counts malformed
+lines, joins the delayed labels and returns one row per scored item with the columns named in
+`monitoring.schema`.
 
-Files are read with pyarrow's multithreaded JSON reader; a file it cannot parse (a malformed line) is read again
-line by line, so one bad line costs only that line.
+Reading streams: JSON Lines files are read in chunks of about `CHUNK_BYTES` (Parquet files by row group
+batches); a line longer than `MAX_LOG_LINE_BYTES` is skipped and counted without ever being held whole. Each
+chunk goes through pyarrow's multithreaded JSON reader; a chunk it cannot read, or whose columns have other types
+than the schema's, is checked line by line (`monitoring.log_records.check_record`), so one bad line costs only
+that line. Counts, flag rates, labeled rows, the time range and the model versions are taken over every row;
+the rows themselves are kept in a seeded reservoir of at most `row_budget` rows (`monitoring.reservoir`), so
+that memory stays flat however large the window is, and the drift check's distribution tests and embeddings run
+on that uniform sample.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,78 +30,41 @@ from typing import Any
 
 import numpy as np
 
-from components.common.constants import EMBEDDING_DIM
+from monitoring.log_records import (
+    FIELD_KINDS,
+    canonical_columns,
+    check_record,
+    checked_table,
+    columns_from_records,
+    columns_from_table,
+)
+from monitoring.reservoir import Reservoir
 from monitoring.schema import (
+    DEFAULT_ROW_BUDGET,
     FLAG_PREFIX,
-    IMAGE_EMBEDDING_PREFIX,
     LABEL_PREFIX,
     LABELS_DIR,
-    LOG_SCHEMA_VERSION,
+    MAX_LOG_LINE_BYTES,
     PARTITION_PREFIX,
     SCORE_PREFIX,
-    TEXT_EMBEDDING_PREFIX,
-    LogSchemaError,
     partition_name,
 )
 
-REQUIRED_FIELDS: tuple[str, ...] = ("schema_version", "request_id", "item", "timestamp", "model_version")
-SCALAR_FIELDS: tuple[str, ...] = (
-    "request_id",
-    "item",
-    "timestamp",
-    "model_name",
-    "model_version",
-    "text_present",
-    "text_length",
-    "text_words",
-    "text_non_letter_share",
-    "text_upper_share",
-    "text_url_count",
-    "text_emoji_count",
-    "text_language",
-    "text_sha256",
-    "text",
-    "image_present",
-    "image_width",
-    "image_height",
-    "image_format",
-    "image_bytes",
-    "action",
-    "latency_ms",
-    "error",
-)
-# The JSON type of each scalar field (the schema table of `monitoring.schema`): "int" excludes booleans,
-# "number" is a finite int or float, "version" a str or int, "timestamp" an ISO 8601 str (which pyarrow may read
-# as a timestamp); a trailing "?" admits null.
-FIELD_KINDS: dict[str, str] = {
-    "schema_version": "int",
-    "request_id": "str",
-    "item": "int",
-    "timestamp": "timestamp",
-    "model_name": "str?",
-    "model_version": "version",
-    "text_present": "bool?",
-    "text_length": "int?",
-    "text_words": "int?",
-    "text_non_letter_share": "number?",
-    "text_upper_share": "number?",
-    "text_url_count": "int?",
-    "text_emoji_count": "int?",
-    "text_language": "str?",
-    "text_sha256": "str?",
-    "text": "str?",
-    "image_present": "bool?",
-    "image_width": "int?",
-    "image_height": "int?",
-    "image_format": "str?",
-    "image_bytes": "int?",
-    "image_sha256": "str?",
-    "action": "str?",
-    "latency_ms": "number?",
-    "error": "str?",
-}
+__all__ = [
+    "DEFAULT_MAX_MALFORMED_SHARE",
+    "FIELD_KINDS",
+    "LogReadError",
+    "LogWindow",
+    "LogWriter",
+    "ReadStats",
+    "log_files",
+    "read_logs",
+]
+
 MALFORMED_EXAMPLES = 5
 DEFAULT_MAX_MALFORMED_SHARE = 0.05
+CHUNK_BYTES = 32 << 20
+PARQUET_BATCH_ROWS = 50_000
 
 
 class LogReadError(ValueError):
@@ -136,7 +105,8 @@ class LogWriter:
 
 @dataclass
 class ReadStats:
-    """What reading a window found besides the rows."""
+    """What reading a window found besides the rows. Every figure is over every line and row read, also when
+    `LogWindow.frame` holds only a sample of the rows (`sampled_rows` of `rows`)."""
 
     files: int = 0
     lines: int = 0
@@ -146,28 +116,59 @@ class ReadStats:
     failed_requests: int = 0
     outside_window: int = 0
     labeled_rows: int = 0
+    sampled_rows: int = 0
+    row_budget: int | None = None
+    flag_counts: dict[str, list[int]] = field(default_factory=dict)  # policy: [flagged, rows with a flag]
+    start: Any = None  # pandas.Timestamp of the first and last row
+    end: Any = None
+    model_versions: Counter = field(default_factory=Counter)
+    model_names: Counter = field(default_factory=Counter)
 
     @property
     def malformed_share(self) -> float:
         return self.malformed / self.lines if self.lines else 0.0
 
+    @property
+    def sampled(self) -> bool:
+        """Whether the frame is a sample (the window had more rows than the row budget)."""
+        return self.sampled_rows < self.rows
+
+    def malformed_line(self, where: str, problem: str) -> None:
+        """Counts a skipped line, keeping the first few as examples."""
+        self.malformed += 1
+        if len(self.malformed_examples) < MALFORMED_EXAMPLES:
+            self.malformed_examples.append(f"{where}: {problem}")
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "files": self.files,
             "lines": self.lines,
             "rows": self.rows,
+            "sampled_rows": self.sampled_rows,
+            "row_budget": self.row_budget,
             "malformed_lines": self.malformed,
             "malformed_share": round(self.malformed_share, 6),
             "malformed_examples": self.malformed_examples,
             "failed_requests": self.failed_requests,
             "outside_window": self.outside_window,
             "labeled_rows": self.labeled_rows,
+            "flag_rates": {
+                policy: round(flagged / counted, 6) if counted else None
+                for policy, (flagged, counted) in self.flag_counts.items()
+            },
         }
+        if self.rows:
+            info["start"] = self.start.isoformat()
+            info["end"] = self.end.isoformat()
+            info["model_versions"] = [str(v) for v, _ in self.model_versions.most_common()]
+            info["model_name"] = self.model_names.most_common(1)[0][0] if self.model_names else None
+        return info
 
 
 @dataclass
 class LogWindow:
-    """A window of logs as a flat table (`frame`) and what reading it found (`stats`)."""
+    """A window of logs as a flat table (`frame`: every row, or a seeded uniform sample of `stats.row_budget`
+    rows when the window has more) and what reading it found over every row (`stats`)."""
 
     frame: Any  # pandas.DataFrame
     stats: ReadStats
@@ -202,285 +203,222 @@ def log_files(path: Path) -> list[Path]:
     return sorted(files)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _bounded_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, line) for each non-blank line of `path`; the line is None when it is longer than
+    `max_line_bytes` (its bytes are skipped in pieces, never held whole)."""
+    with path.open("rb") as handle:
+        number = 0
+        while line := handle.readline(max_line_bytes + 1):
+            number += 1
+            if len(line) - line.endswith(b"\n") > max_line_bytes:
+                while not line.endswith(b"\n") and (line := handle.readline(1 << 20)):
+                    pass
+                yield number, None
+            elif line.strip():
+                yield number, line
 
 
-def _of_kind(value: Any, kind: str) -> bool:
-    if value is None:
-        return kind.endswith("?")
-    kind = kind.rstrip("?")
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return _is_number(value)
-    if kind == "bool":
-        return isinstance(value, bool)
-    if kind == "version":
-        return isinstance(value, str | int) and not isinstance(value, bool)
-    return isinstance(value, str)
-
-
-def _mapping_problem(record: dict, name: str, valid: Callable[[Any], bool], what: str) -> str | None:
-    value = record.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and valid(v) for k, v in value.items()):
-        return f"{name} is not an object of {what}"
-    return None
-
-
-def _check_record(record: Any) -> str | None:
-    """Why a parsed line is not a usable record (None when it is): every field is checked against its type, so
-    that whatever a line holds it is either read or skipped and counted. Raises on a schema version mismatch."""
-    if not isinstance(record, dict):
-        return f"not a JSON object ({type(record).__name__})"
-    missing = [name for name in REQUIRED_FIELDS if name not in record]
-    if missing:
-        return f"missing field(s) {', '.join(missing)}"
-    if not _of_kind(record["schema_version"], "int"):
-        return "schema_version is not of type int"
-    if record["schema_version"] != LOG_SCHEMA_VERSION:
-        raise LogSchemaError(
-            f"log schema version {record['schema_version']!r} (request {record.get('request_id')!r}); this "
-            f"version of tns reads schema version {LOG_SCHEMA_VERSION} only"
-        )
-    for name, kind in FIELD_KINDS.items():
-        if not _of_kind(record.get(name), kind):
-            return f"{name} is not of type {kind.rstrip('?')}" + (" or null" if kind.endswith("?") else "")
-    if not record.get("error") and record.get("scores") is None:
-        return "scores missing on a served row"
-    problem = (
-        _mapping_problem(record, "scores", _is_number, "finite numbers")
-        or _mapping_problem(record, "flags", lambda v: isinstance(v, bool), "booleans")
-        or _mapping_problem(record, "labels", lambda v: v is None or (_is_number(v) and v in (0, 1)), "0/1")
-    )
-    if problem:
-        return problem
-    for name in ("text_embedding", "image_embedding"):
-        value = record.get(name)
-        if value is not None and (
-            not isinstance(value, list) or len(value) != EMBEDDING_DIM or not all(map(_is_number, value))
-        ):
-            return f"{name} is not a list of {EMBEDDING_DIM} finite numbers"
+def _parsed(line: bytes) -> Any:
+    """A line as JSON, or the reason it is not."""
     try:
-        datetime.fromisoformat(record["timestamp"])
-    except ValueError:
-        return f"timestamp {record['timestamp']!r} is not ISO 8601"
-    return None
+        return json.loads(line.decode("utf-8", errors="replace"))
+    except json.JSONDecodeError as error:
+        return _NotJson(f"not JSON ({error.msg})")
+    except RecursionError:
+        return _NotJson("not JSON (nested too deeply)")
 
 
-def _read_lines(path: Path, stats: ReadStats) -> list[dict[str, Any]]:
-    """Line-by-line reading: keeps the good records, counts and samples the bad ones."""
+@dataclass(frozen=True)
+class _NotJson:
+    problem: str
+
+
+def _checked_records(items: Iterable[tuple[str, Any]], stats: ReadStats) -> list[dict[str, Any]]:
+    """The records of (where, parsed value) pairs that `check_record` passes; the others are counted."""
     records = []
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            stats.lines += 1
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                problem: str | None = f"not JSON ({error.msg})"
-            else:
-                problem = _check_record(record)
-            if problem:
-                stats.malformed += 1
-                if len(stats.malformed_examples) < MALFORMED_EXAMPLES:
-                    stats.malformed_examples.append(f"{path}:{number}: {problem}")
-                continue
-            records.append(record)
+    for where, value in items:
+        problem = value.problem if isinstance(value, _NotJson) else check_record(value)
+        if problem:
+            stats.malformed_line(where, problem)
+        else:
+            records.append(value)
     return records
 
 
-def _read_fast(path: Path):
-    """The whole file through pyarrow (None when pyarrow cannot read it or the columns are not as expected)."""
+def _json_chunks(path: Path, stats: ReadStats, max_line_bytes: int) -> Iterator[dict[str, np.ndarray]]:
+    """The columns of a JSON Lines file, chunk by chunk."""
+    chunk: list[tuple[int, bytes]] = []
+    size = 0
+    for number, line in _bounded_lines(path, max_line_bytes):
+        stats.lines += 1
+        if line is None:
+            stats.malformed_line(
+                f"{path}:{number}",
+                f"longer than {max_line_bytes} bytes (monitoring.schema.MAX_LOG_LINE_BYTES)",
+            )
+            continue
+        chunk.append((number, line))
+        size += len(line)
+        if size >= CHUNK_BYTES:
+            yield _json_chunk_columns(chunk, path, stats, max_line_bytes)
+            chunk, size = [], 0
+    if chunk:
+        yield _json_chunk_columns(chunk, path, stats, max_line_bytes)
+
+
+def _json_chunk_columns(
+    chunk: list[tuple[int, bytes]], path: Path, stats: ReadStats, max_line_bytes: int
+) -> dict[str, np.ndarray]:
     import pyarrow as pa
     import pyarrow.json as pa_json
+
+    data = b"".join(line if line.endswith(b"\n") else line + b"\n" for _, line in chunk)
+    try:
+        table = pa_json.read_json(
+            pa.BufferReader(data),
+            read_options=pa_json.ReadOptions(block_size=max(1 << 20, max_line_bytes + 2)),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
+        table = None
+    del data
+    table = checked_table(table) if table is not None else None
+    columns = columns_from_table(table) if table is not None else None
+    if columns is None:
+        records = _checked_records(((f"{path}:{n}", _parsed(line)) for n, line in chunk), stats)
+        columns = columns_from_records(records)
+    return columns
+
+
+def _parquet_chunks(path: Path, stats: ReadStats) -> Iterator[dict[str, np.ndarray]]:
+    """The columns of a Parquet file, batch by batch."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path) if path.suffix == ".parquet" else pa_json.read_json(path)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
-        return None
-    names = set(table.column_names)
-    if not set(REQUIRED_FIELDS) <= names or "scores" not in names:
-        return None
-    scores_type = table.schema.field("scores").type
-    if not pa.types.is_struct(scores_type) or not all(
-        pa.types.is_floating(f.type) or pa.types.is_integer(f.type) or pa.types.is_null(f.type)
-        for f in scores_type
-    ):
-        return None
-    for name in ("text_embedding", "image_embedding"):
-        if name in names and not (
-            pa.types.is_list(table.schema.field(name).type) or pa.types.is_null(table.schema.field(name).type)
-        ):
-            return None
-        if name in names and pa.types.is_list(table.schema.field(name).type):
-            element = table.schema.field(name).type.value_type
-            if not (
-                pa.types.is_floating(element) or pa.types.is_integer(element) or pa.types.is_null(element)
-            ):
-                return None
-    if not _arrow_types_match(table):
-        return None  # a column of another type than the schema's: the line reader names and counts the rows
-    return table
+        batches = pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS)
+        first_row = 0
+        for batch in batches:
+            stats.lines += batch.num_rows
+            table = checked_table(pa.Table.from_batches([batch]))
+            columns = columns_from_table(table) if table is not None else None
+            if columns is None:
+                rows = enumerate(batch.to_pylist(), start=first_row)
+                columns = columns_from_records(
+                    _checked_records(((f"{path}:row {i}", r) for i, r in rows), stats)
+                )
+            first_row += batch.num_rows
+            yield columns
+    except (pa.ArrowInvalid, OSError) as error:
+        stats.lines += 1
+        stats.malformed_line(str(path), f"not a readable Parquet file ({error})")
 
 
-def _arrow_types_match(table) -> bool:
-    """Whether every column pyarrow inferred has the type `FIELD_KINDS` (and the flag and label objects) say."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    kinds = {
-        "int": pa.types.is_integer,
-        "number": lambda t: pa.types.is_integer(t) or pa.types.is_floating(t),
-        "bool": pa.types.is_boolean,
-        "version": lambda t: pa.types.is_string(t) or pa.types.is_integer(t),
-        "str": pa.types.is_string,
-        "timestamp": lambda t: pa.types.is_string(t) or pa.types.is_timestamp(t),
-    }
-    schema = table.schema
-    for name, kind in FIELD_KINDS.items():
-        if name in schema.names:
-            arrow_type = schema.field(name).type
-            if not (pa.types.is_null(arrow_type) or kinds[kind.rstrip("?")](arrow_type)):
-                return False
-    for name, valid in (("flags", pa.types.is_boolean), ("labels", kinds["number"])):
-        if name not in schema.names or pa.types.is_null(schema.field(name).type):
-            continue
-        arrow_type = schema.field(name).type
-        if not pa.types.is_struct(arrow_type) or not all(
-            valid(f.type) or pa.types.is_null(f.type) for f in arrow_type
-        ):
-            return False
-    if "labels" in schema.names and pa.types.is_struct(schema.field("labels").type):
-        labels = table.column("labels").combine_chunks()
-        for index, sub in enumerate(labels.type):
-            if pa.types.is_null(sub.type):
-                continue
-            values = labels.field(index)
-            if pc.any(pc.invert(pc.is_in(values, value_set=pa.array([0, 1], type=sub.type)))).as_py():
-                return False
-    return True
-
-
-def _columns_from_table(table, stats: ReadStats) -> dict[str, np.ndarray] | None:
-    """Flat numpy columns of a pyarrow table of records (None when a row needs the line-by-line checks)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    versions = table.column("schema_version")
-    if versions.null_count or not pa.types.is_integer(versions.type):
-        return None
-    wrong = pc.not_equal(versions, LOG_SCHEMA_VERSION)
-    if pc.any(wrong).as_py():
-        found = pc.filter(versions, wrong)[0].as_py()
-        raise LogSchemaError(
-            f"log schema version {found!r}; this version of tns reads schema version {LOG_SCHEMA_VERSION} only"
-        )
-    for name in REQUIRED_FIELDS:
-        if table.column(name).null_count:
-            return None
-    errors = table.column("error") if "error" in table.column_names else None
-    failed = (
-        pc.fill_null(pc.greater(pc.utf8_length(errors), 0), False).to_numpy(zero_copy_only=False)
-        if errors is not None and pa.types.is_string(errors.type)
-        else np.zeros(table.num_rows, dtype=bool)
-    )
-    scores = table.column("scores").combine_chunks()
-    if pc.any(pc.and_(pc.is_null(scores), pc.invert(pa.array(failed)))).as_py():
-        return None  # a served row without scores: let the line reader name it
-    columns: dict[str, np.ndarray] = {}
-    for name in SCALAR_FIELDS:
-        if name in table.column_names:
-            column = table.column(name)
-            columns[name] = (
-                column.to_pandas(deduplicate_objects=True).to_numpy()
-                if pa.types.is_string(column.type)
-                else column.to_numpy(zero_copy_only=False)
-            )
-    for struct_name, prefix in (("scores", SCORE_PREFIX), ("flags", FLAG_PREFIX), ("labels", LABEL_PREFIX)):
-        if struct_name not in table.column_names or not pa.types.is_struct(
-            table.schema.field(struct_name).type
-        ):
-            continue
-        array = table.column(struct_name).combine_chunks()
-        for index, sub in enumerate(array.type):
-            values = pc.if_else(pc.is_null(array), None, array.field(index))
-            columns[prefix + sub.name] = values.to_numpy(zero_copy_only=False).astype(np.float64)
-    for list_name, prefix in (
-        ("text_embedding", TEXT_EMBEDDING_PREFIX),
-        ("image_embedding", IMAGE_EMBEDDING_PREFIX),
-    ):
-        matrix = np.full((table.num_rows, EMBEDDING_DIM), np.nan, dtype=np.float32)
-        if list_name in table.column_names and pa.types.is_list(table.schema.field(list_name).type):
-            array = table.column(list_name).combine_chunks()
-            present = pc.invert(pc.is_null(array)).to_numpy(zero_copy_only=False)
-            lengths = pc.fill_null(pc.list_value_length(array), EMBEDDING_DIM).to_numpy(zero_copy_only=False)
-            if (lengths != EMBEDDING_DIM).any():
-                return None
-            values = pc.list_flatten(array).to_numpy(zero_copy_only=False).astype(np.float32)
-            matrix[present] = values.reshape(-1, EMBEDDING_DIM)
-        for index in range(EMBEDDING_DIM):
-            columns[f"{prefix}{index}"] = matrix[:, index]
-    columns["_failed"] = failed
-    stats.lines += table.num_rows
-    return columns
-
-
-def _columns_from_records(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """The same flat columns as `_columns_from_table`, from checked records."""
-    n = len(records)
-    columns: dict[str, np.ndarray] = {}
-    for name in SCALAR_FIELDS:
-        columns[name] = np.asarray([record.get(name) for record in records], dtype=object)
-    for struct_name, prefix in (("scores", SCORE_PREFIX), ("flags", FLAG_PREFIX), ("labels", LABEL_PREFIX)):
-        keys = list(dict.fromkeys(key for record in records for key in (record.get(struct_name) or {})))
-        for key in keys:
-            columns[prefix + key] = np.asarray(
-                [float((record.get(struct_name) or {}).get(key, np.nan)) for record in records],
-                dtype=np.float64,
-            )
-    for list_name, prefix in (
-        ("text_embedding", TEXT_EMBEDDING_PREFIX),
-        ("image_embedding", IMAGE_EMBEDDING_PREFIX),
-    ):
-        matrix = np.full((n, EMBEDDING_DIM), np.nan, dtype=np.float32)
-        for row, record in enumerate(records):
-            if record.get(list_name) is not None:
-                matrix[row] = record[list_name]
-        for index in range(EMBEDDING_DIM):
-            columns[f"{prefix}{index}"] = matrix[:, index]
-    columns["_failed"] = np.asarray([bool(record.get("error")) for record in records], dtype=bool)
-    return columns
-
-
-def _read_file(path: Path, stats: ReadStats) -> dict[str, np.ndarray]:
-    table = _read_fast(path)
-    columns = _columns_from_table(table, stats) if table is not None else None
-    del table
-    if columns is None:
-        columns = _columns_from_records(_read_lines(path, stats))
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
-    return columns
-
-
-def _labels(root: Path) -> Iterator[tuple[str, int, dict[str, int]]]:
+def _labels(root: Path, max_line_bytes: int) -> dict[tuple[str, int], dict[str, Any]]:
+    """The delayed labels under `root/labels/` by (request id, item); a later line wins."""
     folder = root / LABELS_DIR
+    labels: dict[tuple[str, int], dict[str, Any]] = {}
     if not root.is_dir() or not folder.is_dir():
-        return
+        return labels
     for path in sorted(folder.rglob("*.jsonl")):
-        with path.open("r", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                    yield str(entry["request_id"]), int(entry["item"]), dict(entry["labels"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # a broken label line loses only that label
+        for _, line in _bounded_lines(path, max_line_bytes):
+            entry = None if line is None else _parsed(line)
+            try:
+                key = (str(entry["request_id"]), int(entry["item"]))
+                values = {str(k): float(v) for k, v in dict(entry["labels"]).items() if v in (0, 1)}
+            except (KeyError, TypeError, ValueError):
+                continue  # a broken label line loses only that label
+            labels[key] = values
+    return labels
+
+
+def _join_labels(columns: dict[str, np.ndarray], labels: dict, policies: list[str]) -> None:
+    """Fills `label_<policy>` columns of a chunk from the delayed labels (a label file wins over an inline label)."""
+    if not labels:
+        return
+    rows = len(columns["item"])
+    for policy in policies:
+        columns.setdefault(LABEL_PREFIX + policy, np.full(rows, np.nan))
+    for row, key in enumerate(zip(columns["request_id"], columns["item"].tolist(), strict=True)):
+        entry = labels.get(key)
+        if entry:
+            for policy in policies:
+                if policy in entry:
+                    columns[LABEL_PREFIX + policy][row] = entry[policy]
+
+
+def _take(columns: dict[str, np.ndarray], keep: np.ndarray) -> dict[str, np.ndarray]:
+    return columns if keep.all() else {name: values[keep] for name, values in columns.items()}
+
+
+def _timestamps(columns: dict[str, np.ndarray], stats: ReadStats, path: Path) -> np.ndarray:
+    """The chunk's timestamps as UTC datetime64; rows whose timestamp pandas cannot parse are counted as
+    malformed and marked NaT."""
+    import pandas as pd
+
+    raw = columns["timestamp"]
+    stamps = pd.to_datetime(raw, utc=True, format="ISO8601", errors="coerce")
+    bad = np.asarray(stamps.isna())
+    for row in np.flatnonzero(bad):
+        stats.malformed_line(
+            f"{path} request {columns['request_id'][row]!r}", f"timestamp {raw[row]!r} is not ISO 8601"
+        )
+    return stamps.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+
+
+def _window_rows(
+    columns: dict[str, np.ndarray],
+    path: Path,
+    stats: ReadStats,
+    since: datetime | None,
+    until: datetime | None,
+) -> dict[str, np.ndarray]:
+    """The chunk's served rows inside the window (failed requests, bad timestamps and outside rows counted)."""
+    import pandas as pd
+
+    stamps = _timestamps(columns, stats, path)
+    valid = ~np.isnat(stamps)
+    failed = columns.pop("_failed").astype(bool)
+    stats.failed_requests += int((failed & valid).sum())
+    keep = valid & ~failed
+    inside = keep.copy()
+    if since is not None:
+        inside &= stamps >= pd.Timestamp(since).tz_convert("UTC").tz_localize(None).to_datetime64()
+    if until is not None:
+        inside &= stamps < pd.Timestamp(until).tz_convert("UTC").tz_localize(None).to_datetime64()
+    stats.outside_window += int((keep & ~inside).sum())
+    columns["timestamp"] = stamps
+    return _take(columns, inside)
+
+
+def _count(columns: dict[str, np.ndarray], stats: ReadStats, policies: list[str]) -> None:
+    """Adds a chunk's kept rows to the exact figures of `stats`."""
+    import pandas as pd
+
+    rows = len(columns["item"])
+    if not rows:
+        return
+    stats.rows += rows
+    for policy in policies:
+        flags = columns.get(FLAG_PREFIX + policy)
+        if flags is not None:
+            counted = ~np.isnan(flags)
+            totals = stats.flag_counts.setdefault(policy, [0, 0])
+            totals[0] += int((flags[counted] > 0.5).sum())
+            totals[1] += int(counted.sum())
+    labels = [columns[LABEL_PREFIX + p] for p in policies if LABEL_PREFIX + p in columns]
+    if labels:
+        stats.labeled_rows += int((~np.isnan(np.vstack(labels))).any(axis=0).sum())
+    first, last = (
+        pd.Timestamp(columns["timestamp"].min(), tz="UTC"),
+        pd.Timestamp(columns["timestamp"].max(), tz="UTC"),
+    )
+    stats.start = first if stats.start is None else min(stats.start, first)
+    stats.end = last if stats.end is None else max(stats.end, last)
+    stats.model_versions.update(pd.Series(columns["model_version"]).astype(str).value_counts().to_dict())
+    if "model_name" in columns:
+        stats.model_names.update(
+            pd.Series(columns["model_name"]).dropna().astype(str).value_counts().to_dict()
+        )
 
 
 def read_logs(
@@ -488,14 +426,21 @@ def read_logs(
     since: datetime | None = None,
     until: datetime | None = None,
     max_malformed_share: float = DEFAULT_MAX_MALFORMED_SHARE,
+    row_budget: int | None = DEFAULT_ROW_BUDGET,
+    seed: int = 0,
+    max_line_bytes: int = MAX_LOG_LINE_BYTES,
 ) -> LogWindow:
-    """Reads a window of inference logs into one flat table.
+    """Reads a window of inference logs into one flat table, streaming.
 
     Args:
         path: A log file or a log folder (day partitions below it).
         since: Keep rows at or after this time (timezone-aware).
         until: Keep rows before this time.
         max_malformed_share: Fail when more than this share of lines is malformed.
+        row_budget: Most rows kept in `frame` (a seeded uniform sample above it; None keeps every row). The
+            counts in `stats` are over every row either way.
+        seed: Seed of that sample.
+        max_line_bytes: Longer lines are skipped and counted as malformed.
 
     Returns:
         The window. Failed requests are counted and dropped; delayed labels are joined.
@@ -509,68 +454,42 @@ def read_logs(
     path = Path(path)
     if not path.exists():
         raise LogReadError(f"{path} does not exist")
-    stats = ReadStats()
-    frames = []
+    stats = ReadStats(row_budget=row_budget)
+    labels = _labels(path, max_line_bytes)
+    reservoir = Reservoir(row_budget, seed)
+    policies: list[str] = []
     for file in log_files(path):
         stats.files += 1
-        part = _read_file(file, stats)
-        if len(part.get("_failed", ())):
-            frames.append(pd.DataFrame(part))
-        del part
+        chunks = (
+            _parquet_chunks(file, stats)
+            if file.suffix == ".parquet"
+            else _json_chunks(file, stats, max_line_bytes)
+        )
+        for raw in chunks:
+            if not len(raw.get("_failed", ())):
+                continue
+            columns = _window_rows(canonical_columns(raw), file, stats, since, until)
+            del raw
+            chunk_policies = [c.removeprefix(SCORE_PREFIX) for c in columns if c.startswith(SCORE_PREFIX)]
+            policies += [p for p in chunk_policies if p not in policies]
+            _join_labels(columns, labels, chunk_policies)
+            _count(columns, stats, chunk_policies)
+            reservoir.add(columns)
+            del columns
     if stats.lines and stats.malformed_share > max_malformed_share:
         raise LogReadError(
             f"{stats.malformed} of {stats.lines} lines in {path} are malformed "
             f"({stats.malformed_share:.1%} > the allowed {max_malformed_share:.1%}); for example:\n  "
             + "\n  ".join(stats.malformed_examples)
         )
-    frame = pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
-    del frames
-    if frame.empty:
-        return LogWindow(frame=frame, stats=stats, policies=[], path=path)
-    stats.failed_requests = int(frame["_failed"].sum())
-    frame = frame.loc[~frame["_failed"].astype(bool)].drop(columns="_failed").reset_index(drop=True)
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
-    if since is not None or until is not None:
-        keep = np.ones(len(frame), dtype=bool)
-        if since is not None:
-            keep &= (frame["timestamp"] >= pd.Timestamp(since)).to_numpy()
-        if until is not None:
-            keep &= (frame["timestamp"] < pd.Timestamp(until)).to_numpy()
-        stats.outside_window = int((~keep).sum())
-        frame = frame.loc[keep].reset_index(drop=True)
-    policies = [c.removeprefix(SCORE_PREFIX) for c in frame.columns if c.startswith(SCORE_PREFIX)]
-    _join_labels(frame, path, policies)
-    label_columns = [LABEL_PREFIX + p for p in policies if LABEL_PREFIX + p in frame.columns]
-    stats.labeled_rows = int(frame[label_columns].notna().any(axis=1).sum()) if label_columns else 0
-    for flag in (FLAG_PREFIX + p for p in policies):
-        if flag in frame.columns:
-            frame[flag] = frame[flag].astype(np.float64)
+    kept = reservoir.columns()
+    if not kept or not len(kept["item"]):
+        return LogWindow(
+            frame=pd.DataFrame(), stats=stats, policies=policies if stats.rows else [], path=path
+        )
+    frame = pd.DataFrame(kept)
+    del kept, reservoir
+    frame["timestamp"] = frame["timestamp"].dt.tz_localize("UTC")
     frame = frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
-    stats.rows = len(frame)
+    stats.sampled_rows = len(frame)
     return LogWindow(frame=frame, stats=stats, policies=policies, path=path)
-
-
-def _join_labels(frame, root: Path, policies: list[str]) -> None:
-    """Fills `label_<policy>` columns from the delayed-label files (a label file wins over an inline label)."""
-    labels = list(_labels(root))
-    if not labels:
-        return
-    index = {
-        (rid, int(item)): row
-        for row, (rid, item) in enumerate(zip(frame["request_id"], frame["item"], strict=True))
-    }
-    for policy in policies:
-        column = LABEL_PREFIX + policy
-        if column not in frame.columns:
-            frame[column] = np.nan
-    positions = frame.columns.get_indexer([LABEL_PREFIX + p for p in policies])
-    values = frame.iloc[:, positions].to_numpy(dtype=np.float64, copy=True)
-    for request_id, item, entry in labels:
-        row = index.get((request_id, item))
-        if row is None:
-            continue
-        for j, policy in enumerate(policies):
-            if policy in entry:
-                values[row, j] = float(entry[policy])
-    for j, policy in enumerate(policies):
-        frame[LABEL_PREFIX + policy] = values[:, j]

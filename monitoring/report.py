@@ -94,6 +94,26 @@ def _examples_section(examples: dict[str, list[dict[str, Any]]]) -> str:
     return "".join(parts)
 
 
+def _sampling_rows(current: dict[str, Any], reference: dict[str, Any]) -> list[tuple[str, str]]:
+    """A line saying that the windows were sampled, when they were (more rows than the row budget)."""
+    sampled = [
+        f"{_e(window.get('sampled_rows'))} of {_e(window.get('rows'))} {name} rows"
+        for name, window in (("current", current), ("reference", reference))
+        if (window.get("sampled_rows") or 0) < (window.get("rows") or 0)
+    ]
+    if not sampled:
+        return []
+    budget = current.get("row_budget") or reference.get("row_budget")
+    return [
+        (
+            "sampling",
+            f"distribution tests, embeddings and examples on a seeded uniform sample of {', '.join(sampled)} "
+            f"(row budget <code>drift.max_sample_rows</code> = {_e(budget)}); row counts, flag rates, "
+            "malformed lines and labeled rows over every row",
+        )
+    ]
+
+
 def _decision_section(summary: dict[str, Any]) -> str:
     verdict = "".join(f"<li>{_e(reason)}</li>" for reason in summary.get("reasons", []))
     trigger = summary.get("trigger")
@@ -166,6 +186,7 @@ def render_report(summary: dict[str, Any]) -> str:
                 f"{_e(current.get('labeled_rows', 0))} current, {_e(reference.get('labeled_rows', 0))} reference",
             ),
         ]
+        + _sampling_rows(current, reference)
         + [("malformed example", f"<code>{_e(x)}</code>") for x in current.get("malformed_examples", [])[:3]]
     )
     where = _meta_table(

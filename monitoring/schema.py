@@ -14,7 +14,7 @@ Record (JSON object, one per line; schema version `LOG_SCHEMA_VERSION`):
 | `text_url_count`, `text_emoji_count` | int | URLs and emoji in the text (descriptors read its first `MAX_TEXT_CHARS`, 20,000, characters) |
 | `text_language` | str or null | `detect_language` of the text (`en`, `es`, `fr`, `de`, `unknown`) |
 | `text_sha256` | str or null | SHA-256 of the UTF-8 text; the raw text itself is not logged by default |
-| `text` | str or null | the raw text, only when the logger is told to keep it |
+| `text` | str or null | the raw text's first `MAX_TEXT_CHARS` characters, only when the logger is told to keep it |
 | `image_present` | bool | the item had an image |
 | `image_width`, `image_height` | int or null | pixel size from the image header |
 | `image_format` | str or null | `PNG`, `JPEG`, ... from the header (`unreadable`: not an image; `too_large`: a bomb) |
@@ -26,7 +26,8 @@ Record (JSON object, one per line; schema version `LOG_SCHEMA_VERSION`):
 | `error` | str or null | set (and scores absent) when the request failed |
 | `labels` | {policy: 0/1} or null | the moderator's delayed label, when it arrived |
 
-Files: `<root>/date=YYYY-MM-DD/<name>.jsonl` (one partition per UTC day of `timestamp`). Delayed labels may also
+Files: `<root>/date=YYYY-MM-DD/<name>.jsonl` (one partition per UTC day of `timestamp`; a line longer than
+`MAX_LOG_LINE_BYTES`, 1 MiB, is malformed). Delayed labels may also
 arrive later as `<root>/labels/*.jsonl` lines `{"request_id", "item", "labels": {...}}`, joined on read.
 """
 
@@ -44,6 +45,10 @@ from components.common.images import IMAGE_FORMATS
 LOG_SCHEMA_VERSION = 1
 PARTITION_PREFIX = "date="
 LABELS_DIR = "labels"
+MAX_LOG_LINE_BYTES = 1 << 20  # a longer line is skipped and counted as malformed (a record is a few kB)
+DEFAULT_ROW_BUDGET = (
+    200_000  # rows a read window keeps (a seeded uniform sample above it; counts use every row)
+)
 LANGUAGE_UNKNOWN = "unknown"
 IMAGE_FORMAT_UNREADABLE = "unreadable"
 IMAGE_FORMAT_TOO_LARGE = "too_large"
@@ -323,7 +328,8 @@ def make_record(
         latency_ms: The request's round trip.
         error: Why the request failed, if it did.
         labels: A moderator's per-policy labels, if known.
-        keep_text: Log the raw text too (off by default: a hash and descriptors are enough for drift).
+        keep_text: Log the raw text too, its first `MAX_TEXT_CHARS` characters (off by default: a hash and
+            descriptors are enough for drift).
 
     Returns:
         A JSON-serialisable dict.
@@ -337,7 +343,7 @@ def make_record(
         "model_name": model_name,
         "model_version": str(model_version),
         **text_features(text),
-        "text": text if keep_text and text else None,
+        "text": text[:MAX_TEXT_CHARS] if keep_text and text else None,
         **image_features(image),
         "text_embedding": _embedding(text_embedding) if text else None,
         "image_embedding": _embedding(image_embedding) if image else None,

@@ -17,6 +17,8 @@ from components.common.constants import (
     DEFAULT_POLICIES,
     DUPLICATE_KEY_EXACT,
     DUPLICATE_KEYS,
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
     MISSING_LABEL_MODES,
     MISSING_LABELS_MASK,
     SEVERITY_CRITICAL,
@@ -131,11 +133,14 @@ class ValidationConfig:
         },
     )
     image_max_pixels: int = field(
-        default=25_000_000,
+        default=MAX_IMAGE_PIXELS,
         metadata={"help": "Largest width*height accepted; bigger images are rejected before decoding."},
     )
     image_min_side: int = field(default=8, metadata={"help": "Smallest image width or height, in pixels."})
-    image_max_bytes: int = field(default=20_000_000, metadata={"help": "Largest encoded image file."})
+    image_max_bytes: int = field(
+        default=MAX_IMAGE_BYTES,
+        metadata={"help": "Largest encoded image file, checked wherever an image file is read."},
+    )
     positive_rate_min: float = field(
         default=0.005, metadata={"help": "Lowest positive rate per policy, over its annotated rows."}
     )

@@ -118,6 +118,8 @@ EMBEDDING_DIM = 16
 # `max_ngrams` n-grams anyway, and the text descriptors of the inference log look no further (`text_length` and
 # `text_sha256` still cover the whole text). Bounds the work one request can cause.
 MAX_TEXT_CHARS = 20_000
+MAX_IMAGE_PIXELS = 25_000_000  # width*height, checked on the header before decoding
+MAX_IMAGE_BYTES = 20_000_000  # an encoded image file
 EMBEDDING_PROJECTION_SEED = 20261125  # changing it changes every logged embedding: a log schema change
 
 # ONNX export.

@@ -1,17 +1,24 @@
-"""Bounded image decoding shared by validation, training and serving.
+"""Bounded image reading and decoding shared by ingestion, validation, training, reference data and serving.
 
-The pixel count is read from the image header and checked before any pixel is decoded, which defeats
-decompression bombs (a tiny PNG that inflates to gigabytes).
+Every image file the project opens goes through `read_image_file`: the path must stay inside its dataset folder
+(no absolute path, no `..`, no symlink out), the file must exist and be at most `max_bytes`, and it is read
+with that bound, so a file that grows while read cannot exhaust memory. Every image decoded goes through
+`decode_image`: only `IMAGE_FORMATS`, and the pixel count is read from the header and checked before any pixel
+is decoded, which defeats decompression bombs (a tiny PNG that inflates to gigabytes).
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-DEFAULT_MAX_PIXELS = 25_000_000
+from components.common.constants import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+
+DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
+DEFAULT_MAX_IMAGE_BYTES = MAX_IMAGE_BYTES
 # The formats decoded (GIF: its first frame). Pillow's other decoders (TIFF, PSD, EPS through Ghostscript, ...)
 # are attack surface that uploads to a content platform do not need.
 IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
@@ -23,6 +30,63 @@ class ImageDecodeError(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+
+
+class ImageFileError(ValueError):
+    """An image file could not be read; `reason` is one of `unsafe_path`, `missing_file`, `too_many_bytes`,
+    `unreadable`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def contained_image_path(root: Path, relative: str | Path) -> Path:
+    """The file `relative` names inside `root`, resolved.
+
+    Raises:
+        ImageFileError: `unsafe_path` for an absolute path, a `..` or a link leading outside `root`;
+            `missing_file` when no file is there.
+    """
+    root = Path(root).resolve()
+    candidate = Path(relative)
+    if candidate.is_absolute() or ".." in candidate.parts:
+        raise ImageFileError("unsafe_path", f"{relative} is absolute or climbs out of the dataset folder")
+    path = (root / candidate).resolve()
+    if not path.is_relative_to(root):
+        raise ImageFileError("unsafe_path", f"{relative} leads outside the dataset folder")
+    if not path.is_file():
+        raise ImageFileError("missing_file", f"{relative} is not a file in {root}")
+    return path
+
+
+def read_image_file(
+    root: Path | None, relative: str | Path, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> bytes:
+    """The encoded bytes of an image file, contained and bounded.
+
+    Args:
+        root: The folder the path must stay inside (None: `relative` is a path the user named themselves).
+        relative: The path, relative to `root`.
+        max_bytes: Largest file accepted (`validation.image_max_bytes`).
+
+    Raises:
+        ImageFileError: Naming what was wrong (see `contained_image_path`; `too_many_bytes`, `unreadable`).
+    """
+    path = contained_image_path(root, relative) if root is not None else Path(relative)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageFileError("too_many_bytes", f"{relative}: {size} bytes exceeds {max_bytes}")
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise ImageFileError("missing_file", f"{relative} does not exist") from None
+    except OSError as error:
+        raise ImageFileError("unreadable", f"{relative}: {type(error).__name__}: {error}") from error
+    if len(data) > max_bytes:
+        raise ImageFileError("too_many_bytes", f"{relative}: more than {max_bytes} bytes")
+    return data
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1) -> Image.Image:

@@ -95,11 +95,14 @@ def test_only_log_partitions_are_read_as_logs(tmp_path: Path):
         read_logs(out / "dataset")
 
 
-def test_well_formed_logs_take_the_fast_path(tmp_path: Path):
+def test_well_formed_logs_take_the_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The typed checks must not send every file to the line reader (pyarrow reads timestamps as timestamps)."""
     from monitoring import logs
 
-    write(tmp_path / "logs", records(200, 4))
-    (file,) = logs.log_files(tmp_path / "logs")
-    table = logs._read_fast(file)
-    assert table is not None and logs._arrow_types_match(table)
+    def per_record(record):
+        raise AssertionError("a well-formed file went through the per-record checks")
+
+    write(tmp_path / "logs", records(200, 4, label_rate=0.3))  # labels on some rows, null on the others
+    monkeypatch.setattr(logs, "check_record", per_record)
+    window = read_logs(tmp_path / "logs")
+    assert window.stats.rows == 200 and window.stats.malformed == 0
