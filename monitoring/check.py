@@ -148,17 +148,20 @@ def load_reference(request: DriftRequest, scorer_factory: Callable[[], Any] | No
             row_budget=request.config.max_sample_rows,
             seed=request.config.seed,
         )
-    from monitoring.reference import scored_reference
+    from monitoring.reference import ReferenceDatasetError, scored_reference
 
-    return scored_reference(
-        request.reference,
-        scorer_factory=scorer_factory,
-        model_name=request.model_name,
-        tracking_uri=request.tracking_uri,
-        repository=request.repository,
-        max_rows=request.reference_rows,
-        seed=request.config.seed,
-    )
+    try:
+        return scored_reference(
+            request.reference,
+            scorer_factory=scorer_factory,
+            model_name=request.model_name,
+            tracking_uri=request.tracking_uri,
+            repository=request.repository,
+            max_rows=request.reference_rows,
+            seed=request.config.seed,
+        )
+    except ReferenceDatasetError as error:
+        raise DriftCheckError(str(error)) from error
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from components.common.constants import COL_CREATED_AT, COL_ID, COL_IMAGE, COL_TEXT
 from components.common.env import tns_home
+from components.common.images import ImageFileError, read_image_file
 from monitoring.logs import LogWindow, LogWriter, read_logs
 from monitoring.schema import make_record
 
@@ -77,6 +78,34 @@ def scored_reference(
     return read_logs(folder)
 
 
+class ReferenceDatasetError(ValueError):
+    """A reference dataset row cannot be used (an image path outside the dataset, a missing or oversized file)."""
+
+
+def _image(root: Path, relative: str, row: dict[str, Any]) -> bytes:
+    """The row's image through the one contained, bounded reader every image path uses."""
+    try:
+        return read_image_file(root, relative)
+    except ImageFileError as error:
+        raise ReferenceDatasetError(
+            f"reference dataset {root}, row {row.get(COL_ID)!r}: image {error}; a reference must be a dataset "
+            "that passes `tns validate` (fix or drop the row)"
+        ) from None
+
+
+def _created_at(value: Any, default: datetime) -> datetime:
+    """A row's `created_at` as a timezone-aware time (UTC when it has no zone), or `default` when it is not
+    ISO 8601: it names the row's log partition, so only a parsed date may reach the path."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            return default
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _score_into(folder: Path, root: Path, table, scorer) -> None:
     import shutil
 
@@ -98,7 +127,7 @@ def _score_into(folder: Path, root: Path, table, scorer) -> None:
                 else None
             )
             image_path = row.get(COL_IMAGE)
-            image = (root / image_path).read_bytes() if isinstance(image_path, str) and image_path else None
+            image = _image(root, image_path, row) if isinstance(image_path, str) and image_path else None
             if text is None and image is None:
                 continue
             texts.append(text)
@@ -110,12 +139,11 @@ def _score_into(folder: Path, root: Path, table, scorer) -> None:
         for row, text, image, scored in zip(kept, texts, images, scorer.score(texts, images), strict=True):
             parsed = {p: parse_label(row.get(p)) for p in policies}
             labels = {p: int(value) for p, value in parsed.items() if value in (0.0, 1.0)}
-            stamp = row.get(COL_CREATED_AT)
             records.append(
                 make_record(
                     request_id=f"reference-{row.get(COL_ID)}",
                     item=0,
-                    timestamp=stamp if isinstance(stamp, str) and stamp else now,
+                    timestamp=_created_at(row.get(COL_CREATED_AT), now),
                     model_name=scored.model_name,
                     model_version=scored.model_version,
                     text=text,

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from components.common.constants import EMBEDDING_DIM, MAX_TEXT_CHARS
@@ -366,5 +366,13 @@ def _embedding(values: Any) -> list[float] | None:
 
 
 def partition_name(timestamp: str) -> str:
-    """The day partition folder (`date=YYYY-MM-DD`) of an ISO 8601 timestamp."""
-    return f"{PARTITION_PREFIX}{timestamp[:10]}"
+    """The day partition folder (`date=YYYY-MM-DD`, the UTC day) of an ISO 8601 timestamp.
+
+    Raises:
+        ValueError: When `timestamp` is not ISO 8601 (the folder name is built from the parsed date only, so
+            no string from a record or dataset ever becomes part of a path).
+    """
+    moment = datetime.fromisoformat(timestamp)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return f"{PARTITION_PREFIX}{moment.date().isoformat()}"

@@ -371,10 +371,12 @@ def _predict(args: argparse.Namespace) -> int:
         raise UsageError("--timeout must be positive")
     image = None
     if args.image is not None:
+        from components.common.images import ImageFileError, read_image_file
+
         try:
-            image = args.image.expanduser().read_bytes()
-        except OSError as error:
-            raise UsageError(f"--image {args.image}: {error.strerror or error}") from None
+            image = read_image_file(None, args.image.expanduser())
+        except ImageFileError as error:
+            raise UsageError(f"--image {args.image}: {error}") from None
     url = args.url or f"127.0.0.1:{DEFAULT_PORTS[args.protocol]}"
     try:
         with ContentSafetyClient(

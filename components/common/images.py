@@ -34,11 +34,13 @@ class ImageDecodeError(ValueError):
 
 class ImageFileError(ValueError):
     """An image file could not be read; `reason` is one of `unsafe_path`, `missing_file`, `too_many_bytes`,
-    `unreadable`."""
+    `unreadable`, `problem` says what was wrong without the path."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
+    def __init__(self, reason: str, path: str | Path, problem: str) -> None:
+        super().__init__(f"{reason}: {path} {problem}")
         self.reason = reason
+        self.path = str(path)
+        self.problem = problem
 
 
 def contained_image_path(root: Path, relative: str | Path) -> Path:
@@ -51,12 +53,12 @@ def contained_image_path(root: Path, relative: str | Path) -> Path:
     root = Path(root).resolve()
     candidate = Path(relative)
     if candidate.is_absolute() or ".." in candidate.parts:
-        raise ImageFileError("unsafe_path", f"{relative} is absolute or climbs out of the dataset folder")
+        raise ImageFileError("unsafe_path", relative, "is absolute or climbs out of the dataset folder")
     path = (root / candidate).resolve()
     if not path.is_relative_to(root):
-        raise ImageFileError("unsafe_path", f"{relative} leads outside the dataset folder")
+        raise ImageFileError("unsafe_path", relative, "leads outside the dataset folder")
     if not path.is_file():
-        raise ImageFileError("missing_file", f"{relative} is not a file in {root}")
+        raise ImageFileError("missing_file", relative, f"is not a file in {root}")
     return path
 
 
@@ -77,15 +79,17 @@ def read_image_file(
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise ImageFileError("too_many_bytes", f"{relative}: {size} bytes exceeds {max_bytes}")
+            raise ImageFileError("too_many_bytes", relative, f"has {size} bytes, more than {max_bytes}")
         with path.open("rb") as handle:
             data = handle.read(max_bytes + 1)
     except FileNotFoundError:
-        raise ImageFileError("missing_file", f"{relative} does not exist") from None
+        raise ImageFileError("missing_file", relative, "does not exist") from None
     except OSError as error:
-        raise ImageFileError("unreadable", f"{relative}: {type(error).__name__}: {error}") from error
+        raise ImageFileError(
+            "unreadable", relative, f"cannot be read ({type(error).__name__}: {error})"
+        ) from error
     if len(data) > max_bytes:
-        raise ImageFileError("too_many_bytes", f"{relative}: more than {max_bytes} bytes")
+        raise ImageFileError("too_many_bytes", relative, f"has more than {max_bytes} bytes")
     return data
 
 

@@ -35,6 +35,7 @@ from components.common.constants import (
     MODALITY_NONE,
     MODALITY_TEXT,
 )
+from components.common.images import ImageFileError, contained_image_path
 from components.data.formats import DatasetFormatError, clean_text, load_dataset
 from components.data.generate import GENERATOR_MARKER
 from components.data.prepare import Preparation, prepare_frame
@@ -67,13 +68,10 @@ def _sha256(data: bytes) -> str:
 
 
 def _resolve_image(root: Path, relative: str) -> tuple[Path | None, str]:
-    candidate = Path(relative)
-    if candidate.is_absolute() or ".." in candidate.parts:
-        return None, IMAGE_UNSAFE_PATH
-    path = (root / candidate).resolve()
-    if not path.is_relative_to(root):
-        return None, IMAGE_UNSAFE_PATH
-    return (path, IMAGE_OK) if path.is_file() else (None, IMAGE_MISSING_FILE)
+    try:
+        return contained_image_path(root, relative), IMAGE_OK
+    except ImageFileError as error:
+        return None, IMAGE_UNSAFE_PATH if error.reason == IMAGE_UNSAFE_PATH else IMAGE_MISSING_FILE
 
 
 def modality_of(has_text: bool, has_image: bool) -> str:

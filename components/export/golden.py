@@ -23,6 +23,7 @@ from components.common.constants import (
     MODALITY_BOTH,
     SPLIT_TEST,
 )
+from components.common.images import read_image_file
 
 GOLDEN_ITEMS_FILE = "items.json"
 GOLDEN_IMAGES_DIR = "images"
@@ -83,7 +84,7 @@ class GoldenSet:
             ids=[item["id"] for item in items],
             modalities=[item["modality"] for item in items],
             texts=[item["text"] for item in items],
-            images=[(folder / item["image"]).read_bytes() if item["image"] else None for item in items],
+            images=[read_image_file(folder, item["image"]) if item["image"] else None for item in items],
             policies=list(document["policies"]),
             probabilities=probabilities,
         )
@@ -126,6 +127,6 @@ def select_golden(dataset_dir: str | Path, frame: pd.DataFrame, policies: list[s
         ids=picked[COL_ID].astype(str).tolist(),
         modalities=picked[COL_MODALITY].tolist(),
         texts=[t if isinstance(t, str) else None for t in picked[COL_TEXT]],
-        images=[(dataset_dir / p).read_bytes() if isinstance(p, str) else None for p in picked[COL_IMAGE]],
+        images=[read_image_file(dataset_dir, p) if isinstance(p, str) else None for p in picked[COL_IMAGE]],
         policies=list(policies),
     )

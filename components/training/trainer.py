@@ -36,6 +36,7 @@ from components.common.constants import (
     TENSOR_NGRAM_IDS,
 )
 from components.common.env import apply_offline_environment
+from components.common.images import DEFAULT_MAX_IMAGE_BYTES, read_image_file
 from components.training import efficientnet
 from components.training.lexical import inverse_document_frequency
 from components.training.model import (
@@ -108,10 +109,19 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_inputs(dataset_dir: Path, frame: pd.DataFrame) -> tuple[list[str | None], list[bytes | None]]:
-    """Texts and encoded image bytes of the rows of an ingested dataset."""
+def load_inputs(
+    dataset_dir: Path, frame: pd.DataFrame, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+) -> tuple[list[str | None], list[bytes | None]]:
+    """Texts and encoded image bytes of the rows of an ingested dataset (image paths contained and bounded).
+
+    Raises:
+        ImageFileError: When an image path leads outside the dataset, or its file is missing or too large.
+    """
     texts = [t if isinstance(t, str) else None for t in frame[COL_TEXT]]
-    images = [(dataset_dir / p).read_bytes() if isinstance(p, str) else None for p in frame[COL_IMAGE]]
+    images = [
+        read_image_file(dataset_dir, p, max_image_bytes) if isinstance(p, str) else None
+        for p in frame[COL_IMAGE]
+    ]
     return texts, images
 
 
@@ -179,10 +189,12 @@ def encode_items(
     freeze_text: bool,
     device: torch.device,
     freeze_image: bool = True,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
 ) -> EncodedItems:
     """Preprocesses rows once: text as cached features or token ids plus n-gram ids; images as cached
-    features (frozen pretrained encoder) or uint8 pixels (a trained one)."""
-    texts, images = load_inputs(dataset_dir, frame)
+    features (frozen pretrained encoder) or uint8 pixels (a trained one). Image files larger than
+    `max_image_bytes` (`validation.image_max_bytes`) are refused."""
+    texts, images = load_inputs(dataset_dir, frame, max_image_bytes)
     encoded_text = preprocessor.encode_texts(texts)
     freeze_image = freeze_image and model.spec.image_encoder["kind"] != IMAGE_ENCODER_CNN
     has_image, pixels, image_features = _image_inputs(model, preprocessor, images, freeze_image, device)
@@ -371,6 +383,7 @@ def train_model(
             settings.freeze_text_encoder,
             device,
             freeze_image,
+            config.validation.image_max_bytes,
         )
 
     train_items, validation_items, calibration_items = (

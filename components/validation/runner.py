@@ -63,7 +63,7 @@ from components.common.constants import (
     SPLIT_VALIDATION,
 )
 from components.common.env import apply_offline_environment
-from components.common.images import ImageDecodeError, decode_image
+from components.common.images import ImageDecodeError, ImageFileError, decode_image, read_image_file
 from components.data.formats import invalid_labels
 from components.data.ingest import (
     COL_IMAGE_FILE_STATUS,
@@ -244,17 +244,12 @@ def _check_images(
 
 
 def _check_image(root: Path, relative: str, limits: ValidationConfig) -> tuple[str, str, str]:
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        return IMAGE_UNREADABLE, IMAGE_NOT_CHECKED, f"{IMAGE_UNREADABLE}: {relative} is outside the dataset"
     try:
-        n_bytes = path.stat().st_size
-        if n_bytes > limits.image_max_bytes:
-            detail = f"{IMAGE_TOO_MANY_BYTES}: {n_bytes} bytes exceeds {limits.image_max_bytes}"
-            return IMAGE_NOT_CHECKED, IMAGE_TOO_MANY_BYTES, detail
-        data = path.read_bytes()
-    except OSError as error:
-        return IMAGE_UNREADABLE, IMAGE_NOT_CHECKED, f"{IMAGE_UNREADABLE}: {type(error).__name__}: {error}"
+        data = read_image_file(root, relative, limits.image_max_bytes)
+    except ImageFileError as error:
+        if error.reason == IMAGE_TOO_MANY_BYTES:
+            return IMAGE_NOT_CHECKED, IMAGE_TOO_MANY_BYTES, f"{IMAGE_TOO_MANY_BYTES}: {error.problem}"
+        return IMAGE_UNREADABLE, IMAGE_NOT_CHECKED, f"{IMAGE_UNREADABLE}: {error.reason}: {error.problem}"
     try:
         decode_image(data, max_pixels=limits.image_max_pixels, min_side=limits.image_min_side)
     except ImageDecodeError as error:

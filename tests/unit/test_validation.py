@@ -461,7 +461,7 @@ def test_image_too_small_or_too_many_bytes(tmp_path):
     assert check.unexpected_count == 2
     assert check.examples[0] == "id=2 image=too_small: 4x4 is below 8 pixels per side"
     assert check.examples[1].startswith("id=3 image=too_many_bytes: ") and check.examples[1].endswith(
-        "bytes exceeds 2000"
+        "bytes, more than 2000"
     )
 
 
