@@ -152,6 +152,7 @@ def training_pipeline(
 
         promote = promote_model(
             validation=infra.outputs["validation"],
+            decision=gate.outputs["decision"],
             config_json=config,
             model_version=version,
             mlflow_tracking_uri=mlflow_tracking_uri,

@@ -81,16 +81,18 @@ def record_rejection(decision: Input[Artifact], mlflow_run_id: str, mlflow_track
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def promote_model(
     validation: Input[Artifact],
+    decision: Input[Artifact],
     config_json: str,
     model_version: str,
     mlflow_tracking_uri: str,
     summary: Output[Markdown],
 ) -> str:
-    """Moves `champion` to the challenger whose export passed infra validation; the old champion becomes
-    `previous`.
+    """Moves `champion` to the challenger whose export passed infra validation, if the champion is still the
+    one the gate compared against and the version is still `challenger`; the old champion becomes `previous`.
 
     Args:
         validation: Infra validation folder (must record a pass).
+        decision: Gate decision (the champion version it compared against).
         config_json: Effective run configuration as JSON.
         model_version: The challenger's registered-model version.
         mlflow_tracking_uri: MLflow tracking URI ('' = default).
@@ -102,13 +104,18 @@ def promote_model(
     from components.common.failure import reported
     from components.common.markup import escape_markdown
     from components.data.executor import resolve_config
+    from components.evaluation.executor import read_decision
     from components.export.executor import read_infra_validation
     from components.registry.executor import promote_step
 
     with reported("promote"):
         config = resolve_config(config_json)
         replaced = promote_step(
-            config.model_name, model_version, read_infra_validation(validation.path), mlflow_tracking_uri
+            config.model_name,
+            model_version,
+            read_infra_validation(validation.path),
+            mlflow_tracking_uri,
+            decision=read_decision(decision.path),
         )
     with open(summary.path, "w", encoding="utf-8") as handle:
         handle.write(

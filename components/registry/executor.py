@@ -7,6 +7,7 @@ from components.common.config import RunConfig
 from components.common.constants import BLESSED
 from components.registry.mlflow_registry import (
     ModelVersionInfo,
+    PromotionConflict,
     configure,
     promote_version,
     record_forced_promotion,
@@ -49,20 +50,30 @@ def register_step(
     )
 
 
-def promote_step(model_name: str, version: str, infra_validation: dict, tracking_uri: str = "") -> str:
-    """Moves `champion` to a version whose export passed infra validation.
+def promote_step(
+    model_name: str,
+    version: str,
+    infra_validation: dict,
+    tracking_uri: str = "",
+    decision: dict | None = None,
+) -> str:
+    """Moves `champion` to a version whose export passed infra validation, if the registry is still as the
+    gate saw it (compare-and-swap: `promote_version` under the promotion lock).
 
     Args:
         model_name: Registered-model name.
         version: The challenger version.
         infra_validation: The infra validation report (must have passed).
         tracking_uri: MLflow tracking URI ('' = default).
+        decision: The gate's decision: its `champion_version` is the champion the version must still replace,
+            and the version must still be `challenger` (None: no such checks, for tools outside the pipeline).
 
     Returns:
         The replaced champion version, or ''.
 
     Raises:
         ValueError: When the report did not pass (nothing moves).
+        PromotionConflict: When another promotion moved the champion or the challenger meanwhile.
     """
     if not infra_validation.get("passed"):
         raise ValueError(
@@ -70,8 +81,17 @@ def promote_step(model_name: str, version: str, infra_validation: dict, tracking
             f"({infra_validation.get('reason', 'no report')})"
         )
     configure(tracking_uri)
+    checks = (
+        {"expected_champion": decision.get("champion_version"), "require_challenger": True}
+        if decision is not None
+        else {}
+    )
+    try:
+        old = promote_version(model_name, version, **checks)
+    except PromotionConflict as error:
+        set_version_tags(model_name, version, {"tns.promotion": "REFUSED", "tns.refused_reason": str(error)})
+        raise
     set_version_tags(model_name, version, {"tns.promotion": "PROMOTED", "tns.infra_validation": "PASSED"})
-    old = promote_version(model_name, version)
     return old.version if old else ""
 
 

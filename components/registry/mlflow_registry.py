@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import getpass
 import os
+import socket
 import tempfile
+import time
+import uuid
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,21 +138,143 @@ def register_challenger(
     return ModelVersionInfo(model_name, str(created.version), source, run_id)
 
 
-def promote_version(model_name: str, version: str) -> ModelVersionInfo | None:
-    """Moves `champion` to `version`, keeping the old champion as `previous`, and drops `challenger` from it.
+class PromotionConflict(RuntimeError):
+    """The registry moved since the gate looked (another promotion won): nothing was changed."""
 
-    `previous` moves before `champion`, so a failure part-way leaves `champion` on a complete version.
+
+ANY_CHAMPION = "*"  # `promote_version(expected_champion=...)`: move whatever champion there is now
+LOCK_SUFFIX = ".tns-promotion-lock"
+LOCK_LEASE_S = 300.0
+LOCK_WAIT_S = 120.0
+_TAG_OWNER, _TAG_EXPIRES = "tns.lock.owner", "tns.lock.expires"
+
+
+@contextmanager
+def promotion_lock(model_name: str, lease_s: float = LOCK_LEASE_S, wait_s: float = LOCK_WAIT_S):
+    """Holds the promotion lock of `model_name` around a read-check-write of its aliases.
+
+    MLflow has no conditional alias update. The lock is a registered model named `<model>` + `LOCK_SUFFIX`:
+    creating a registered model whose name exists fails on every registry backend (a unique name in its
+    database), so creating it is an atomic test-and-set, and deleting it releases. The lock carries its owner
+    and a lease expiry as tags; a lock past its lease (a promoter that died) is broken by the next one.
+
+    Guarantees: while every promoter goes through this lock, at most one read-check-write of the aliases runs at
+    a time, as long as none takes longer than the lease. Outside it (someone moving aliases by hand in the
+    MLflow UI) nothing is guaranteed.
+
+    Raises:
+        PromotionConflict: When the lock is still held by a live owner after `wait_s` seconds (names the owner).
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    name = model_name + LOCK_SUFFIX
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            client.create_registered_model(
+                name,
+                tags={_TAG_OWNER: owner, _TAG_EXPIRES: f"{time.time() + lease_s:.3f}"},
+                description=f"Promotion lock of {model_name} (tns-pipelines); deleted when the promotion ends.",
+            )
+            break
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        holder = _lock_tags(client, name)
+        if holder and float(holder.get(_TAG_EXPIRES, 0)) < time.time():
+            _release(client, name, holder.get(_TAG_OWNER, ""))  # a dead promoter's lock: break it
+            continue
+        if time.monotonic() > deadline:
+            raise PromotionConflict(
+                f"the promotion lock of {model_name} is held by {holder.get(_TAG_OWNER, 'unknown')} "
+                f"(registered model {name!r}); nothing was promoted. Wait for that promotion and re-run; a lock "
+                f"left by a crashed promoter expires after {lease_s:.0f} s"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+    try:
+        yield owner
+    finally:
+        _release(client, name, owner)
+
+
+def _lock_tags(client, name: str) -> dict[str, str]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(client.get_registered_model(name).tags)
+    except MlflowException:
+        return {}
+
+
+def _release(client, name: str, owner: str) -> None:
+    """Deletes the lock if `owner` still holds it."""
+    from mlflow.exceptions import MlflowException
+
+    if _lock_tags(client, name).get(_TAG_OWNER) != owner:
+        return
+    with suppress(MlflowException):  # released (or broken) meanwhile
+        client.delete_registered_model(name)
+
+
+def promote_version(
+    model_name: str,
+    version: str,
+    expected_champion: str | None = ANY_CHAMPION,
+    require_challenger: bool = False,
+) -> ModelVersionInfo | None:
+    """Moves `champion` to `version`, keeping the old champion as `previous`, and drops `challenger` from it:
+    a compare-and-swap under `promotion_lock`.
+
+    `previous` moves before `champion`, so a failure part-way leaves `champion` on a complete version. Promoting
+    the version that already is champion changes nothing (a retried step).
+
+    Args:
+        model_name: Registered-model name.
+        version: The version to promote.
+        expected_champion: The champion version the gate compared against (None: there was none);
+            `ANY_CHAMPION` skips the check.
+        require_challenger: Refuse unless `version` still holds the `challenger` alias.
 
     Returns:
         The champion that was replaced, or None.
+
+    Raises:
+        PromotionConflict: When the champion moved since the gate, or `version` is no longer the challenger
+            (both versions named; no alias moves).
     """
     client = _client()
-    old = get_alias(model_name, ALIAS_CHAMPION)
-    if old is not None and old.version != str(version):
-        client.set_registered_model_alias(model_name, ALIAS_PREVIOUS, old.version)
-    client.set_registered_model_alias(model_name, ALIAS_CHAMPION, str(version))
-    _drop_challenger(model_name, version)
+    version = str(version)
+    with promotion_lock(model_name):
+        old = get_alias(model_name, ALIAS_CHAMPION)
+        if old is not None and old.version == version:
+            return get_alias(model_name, ALIAS_PREVIOUS)
+        current = old.version if old else None
+        if expected_champion != ANY_CHAMPION and (expected_champion or None) != current:
+            raise PromotionConflict(
+                f"not promoting version {version} of {model_name}: the gate compared it against champion "
+                f"{_named(expected_champion)}, but the champion is now {_named(current)} (another run was "
+                "promoted meanwhile). Re-run the pipeline to gate it against the new champion"
+            )
+        challenger = get_alias(model_name, ALIAS_CHALLENGER)
+        if require_challenger and (challenger is None or challenger.version != version):
+            raise PromotionConflict(
+                f"not promoting version {version} of {model_name}: it is no longer the challenger (the challenger "
+                f"is {_named(challenger.version if challenger else None)}; champion {_named(current)}). A newer "
+                "run registered its model after this one; re-run to compete with it"
+            )
+        if old is not None:
+            client.set_registered_model_alias(model_name, ALIAS_PREVIOUS, old.version)
+        client.set_registered_model_alias(model_name, ALIAS_CHAMPION, version)
+        _drop_challenger(model_name, version)
     return old
+
+
+def _named(version: str | None) -> str:
+    return f"version {version}" if version else "none"
 
 
 def mark_version_failed(model_name: str, version: str, stage: str, reason: str) -> None:

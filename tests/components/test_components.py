@@ -252,10 +252,11 @@ def infra_validated(workspace, ingested, trained, registered, exported):
 
 
 @pytest.fixture(scope="module")
-def promoted(workspace, ingested, registered, infra_validated):
+def promoted(workspace, ingested, gated, registered, infra_validated):
     summary = _artifact(Markdown, workspace["root"] / "promote", "summary", ".md")
     version = promote_model.python_func(
         validation=infra_validated[1]["validation"],
+        decision=gated[1],
         config_json=ingested[1],
         model_version=registered[0],
         mlflow_tracking_uri=workspace["uri"],

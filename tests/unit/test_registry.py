@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import threading
+import time
 from pathlib import Path
 
 import mlflow
@@ -20,7 +23,9 @@ from components.common.constants import (
 )
 from components.registry.executor import promote_step, record_rejection_step, register_step
 from components.registry.mlflow_registry import (
+    LOCK_SUFFIX,
     ModelVersionInfo,
+    PromotionConflict,
     configure,
     default_tracking_uri,
     download_model,
@@ -30,6 +35,7 @@ from components.registry.mlflow_registry import (
     log_model_folder,
     mark_version_failed,
     promote_version,
+    promotion_lock,
     record_forced_promotion,
     register_challenger,
 )
@@ -240,3 +246,97 @@ def test_record_rejection_tags_the_run_with_failed_checks_only(registry):
     assert tags["tns.gate_decision"] == NOT_BLESSED
     assert tags["tns.gate_failed_checks"] == "roc_auc[spam] 0.700 < floor 0.850: fail"
     assert "tns.forced_promotion" not in tags
+
+
+def _three_versions(name: str, tmp_path: Path) -> None:
+    """Version 1 champion; versions 2 and 3 registered after it (3 is the challenger now)."""
+    for marker in (b"1", b"2", b"3"):
+        run, source = _logged_run(_model_folder(tmp_path / marker.decode(), marker))
+        register_challenger(name, run, source, {})
+        if marker == b"1":
+            promote_version(name, "1")
+
+
+def test_two_concurrent_promotions_leave_champion_and_previous_consistent(registry, tmp_path: Path):
+    """Finding: promotion had no compare-and-swap; two runs gated against the same champion both moved it, and
+    the first one's version was lost from `previous`. Now exactly one wins: the one still `challenger`."""
+    name = "concurrent"
+    _three_versions(name, tmp_path)
+    decision = {"decision": BLESSED, "champion_version": "1"}
+    barrier, outcomes = threading.Barrier(2), {}
+
+    def promote(version: str) -> None:
+        barrier.wait()
+        try:
+            outcomes[version] = promote_step(name, version, {"passed": True}, registry, decision=decision)
+        except PromotionConflict as error:
+            outcomes[version] = error
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in ("2", "3")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes["3"] == "1"
+    # Refused whichever took the lock first: the champion moved, or version 2 was no longer the challenger.
+    assert isinstance(outcomes["2"], PromotionConflict) and "not promoting version 2" in str(outcomes["2"])
+    assert (get_alias(name).version, get_alias(name, ALIAS_PREVIOUS).version) == ("3", "1")
+    assert get_alias(name, ALIAS_CHALLENGER) is None
+    tags = MlflowClient().get_model_version(name, "2").tags
+    assert tags["tns.promotion"] == "REFUSED" and tags["tns.refused_reason"] == str(outcomes["2"])
+    assert promote_step(name, "3", {"passed": True}, registry, decision=decision) == "1"  # a retry: no change
+    assert (get_alias(name).version, get_alias(name, ALIAS_PREVIOUS).version) == ("3", "1")
+
+
+def test_a_stale_promotion_is_refused_with_both_versions_named(registry, tmp_path: Path):
+    name = "stale"
+    _three_versions(name, tmp_path)
+    promote_step(name, "3", {"passed": True}, registry, decision={"champion_version": "1"})
+    client = MlflowClient()
+    client.set_registered_model_alias(name, ALIAS_CHALLENGER, "2")  # the slow run's version, still challenger
+    with pytest.raises(
+        PromotionConflict, match="against champion version 1, but the champion is now version 3"
+    ):
+        promote_step(name, "2", {"passed": True}, registry, decision={"champion_version": "1"})
+    assert (get_alias(name).version, get_alias(name, ALIAS_PREVIOUS).version) == ("3", "1")
+    with pytest.raises(PromotionConflict, match="champion none, but the champion is now version 3"):
+        promote_step(name, "2", {"passed": True}, registry, decision={"champion_version": None})
+
+
+def test_the_promotion_lock_excludes_and_expires(registry):
+    """The lock on a real registry: concurrent read-modify-writes lose no update inside it (and do outside it,
+    which shows the check can fail); a live lock makes a promoter wait and give up naming the holder; a lock
+    past its lease is broken."""
+    client = MlflowClient()
+    client.create_registered_model("counter")
+
+    def increments(locked: bool, workers: int = 5) -> int:
+        client.set_registered_model_tag("counter", "n", "0")
+        barrier = threading.Barrier(workers)
+
+        def work() -> None:
+            barrier.wait()
+            with promotion_lock("counter", wait_s=60) if locked else contextlib.nullcontext():
+                value = int(MlflowClient().get_registered_model("counter").tags["n"])
+                time.sleep(0.05)
+                MlflowClient().set_registered_model_tag("counter", "n", str(value + 1))
+
+        threads = [threading.Thread(target=work) for _ in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return int(client.get_registered_model("counter").tags["n"])
+
+    assert increments(locked=True) == 5
+    assert increments(locked=False) < 5
+    with promotion_lock("held") as owner, pytest.raises(PromotionConflict, match=f"held by {owner}"):  # noqa: SIM117
+        with promotion_lock("held", wait_s=0.2):
+            pass
+    with promotion_lock("crashed", lease_s=0.01):
+        time.sleep(0.05)
+        with promotion_lock("crashed", wait_s=5):  # the first holder's lease ran out: broken, not waited for
+            pass
+    assert get_alias("held" + LOCK_SUFFIX) is None
+    names = {m.name for m in client.search_registered_models()}
+    assert not any(n.endswith(LOCK_SUFFIX) for n in names)
