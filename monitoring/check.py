@@ -18,7 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from components.common.constants import DEFAULT_MODEL_NAME, EXIT_DRIFT, EXIT_FAILED, EXIT_OK, MANIFEST_NAMES
+from components.common.constants import (
+    DEFAULT_MODEL_NAME,
+    EXIT_DRIFT,
+    EXIT_DRIFT_RETRAIN_FAILED,
+    EXIT_FAILED,
+    EXIT_OK,
+    MANIFEST_NAMES,
+)
 from components.common.env import tns_home
 from components.common.markup import redact_credentials
 from monitoring.drift import DriftConfig, DriftResult, WindowCounts, check_drift, window_id
@@ -265,7 +272,8 @@ def run_drift_check(
         scorer_factory: Builds the scorer of a dataset reference (default: the champion from MLflow).
 
     Returns:
-        The outcome; `exit_code` is 10 on drift and 0 otherwise.
+        The outcome; `exit_code` is 10 on drift (11 when `decide` fired a retraining whose submission, or local
+        run, failed) and 0 otherwise.
 
     Raises:
         DriftCheckError: When the logs cannot be read (missing, schema mismatch, too many malformed lines).
@@ -303,7 +311,11 @@ def run_drift_check(
         workspace = (request.workspace or tns_home() / "monitoring" / "workspace").resolve()
         summary["evidently"] = save_snapshot(result, workspace, summary["model"]["name"], out_dir)
     if decide is not None:
+        from monitoring.trigger import retraining_failed
+
         summary["trigger"] = decide(summary)
+        if summary["exit_code"] == EXIT_DRIFT and retraining_failed(summary["trigger"]):
+            summary["exit_code"] = EXIT_DRIFT_RETRAIN_FAILED
     write_outputs(summary, out_dir)
     return DriftOutcome(summary=summary, exit_code=summary["exit_code"], out_dir=out_dir, result=result)
 

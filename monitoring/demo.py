@@ -5,7 +5,8 @@
 3. Traffic is simulated through `ContentSafetyClient` with its inference log: a reference day without drift,
    then a day with `new_slang` injected from the middle of the day on.
 4. `tns drift --policy` compares the drifted half-day with the reference day, finds drift, and the retrain policy
-   fires: the training pipeline runs locally (KFP local runner) on the window's labeled dataset, and the new model
+   fires: the training pipeline runs locally (KFP local runner) on the window's labeled dataset (the policy's
+   `training_data_uri`), and the new model
    is evaluated and gated against the champion.
 
 Everything goes under `$TNS_HOME/demo/drift-<time>/`; the drift report names the run, the run's MLflow tags name
@@ -91,6 +92,7 @@ def run_demo(
         "model_name: "
         + model_name
         + "\nmin_rows: 100\ncooldown_hours: 24\n"
+        + f"training_data_uri: {json.dumps(str((out / 'current' / 'dataset').resolve()))}\n"
         + "config_overrides: "
         + json.dumps(overrides)
         + "\n",

@@ -124,9 +124,19 @@ class RetrainPolicy:
     training_data_uri: str = field(
         default="",
         metadata={
-            "help": "Dataset of the retraining run when the window has no labeled dataset "
-            "(<window>/dataset); '' = the training pipeline's default."
+            "help": "Dataset of the retraining run, the only place its data comes from (nothing found beside the "
+            "logs is used); '' = the training pipeline's default."
         },
+    )
+    submit_retries: int = field(
+        default=3,
+        metadata={
+            "help": "Retries of a submission when the Kubeflow host does not answer (--retries overrides)."
+        },
+    )
+    submit_backoff_s: float = field(
+        default=1.0,
+        metadata={"help": "Seconds before the first retry, doubled each time (--backoff overrides)."},
     )
     config_overrides: list[str] = field(
         default_factory=list,
@@ -148,6 +158,11 @@ class RetrainPolicy:
             raise ConfigError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
         if not 0.0 < self.max_run_hours <= 24 * 365:
             raise ConfigError(f"max_run_hours must be in (0, 8760], got {self.max_run_hours}")
+        if self.submit_retries < 0 or not 0.0 <= self.submit_backoff_s <= 600:
+            raise ConfigError(
+                f"submit_retries must be >= 0 and submit_backoff_s in [0, 600], got {self.submit_retries} "
+                f"and {self.submit_backoff_s}"
+            )
         self.run_config()  # an override naming an unknown key or a bad value fails here, not at retrain time
 
     # What the policy decides ------------------------------------------------------------------------------

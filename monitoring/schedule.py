@@ -22,6 +22,8 @@ import yaml
 
 from components.common.constants import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from monitoring.submitters import (
+    DEFAULT_BACKOFF_S,
+    DEFAULT_RETRIES,
     ENV_KFP_HOST,
     ENV_KFP_TOKEN,
     REPO_ROOT,
@@ -30,6 +32,7 @@ from monitoring.submitters import (
     check_host,
     connect,
     display_name_filter,
+    kfp_token,
     quiet_stdout,
     with_retries,
 )
@@ -271,9 +274,9 @@ def run_schedule(args: argparse.Namespace) -> int:
             params,
             experiment=args.experiment,
             job_name=args.name,
-            token=os.environ.get(ENV_KFP_TOKEN),
-            retries=args.retries,
-            backoff_s=args.backoff,
+            token=kfp_token(),
+            retries=DEFAULT_RETRIES if args.retries is None else args.retries,
+            backoff_s=DEFAULT_BACKOFF_S if args.backoff is None else args.backoff,
         )
     except ValueError as error:
         print(f"tns: error: {error}", file=sys.stderr)

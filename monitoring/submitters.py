@@ -46,6 +46,8 @@ STATE_SUCCEEDED = "SUCCEEDED"
 STATE_FAILED = "FAILED"
 STATE_RUNNING = "RUNNING"
 MAX_BACKOFF_S = 60.0
+DEFAULT_RETRIES = 3
+DEFAULT_BACKOFF_S = 1.0
 LOCAL_RUNS_DIR = "runs"  # under $TNS_HOME/monitoring
 LOCAL_REQUEST_FILE = "request.json"
 LOCAL_RESULT_FILE = "result.json"
@@ -334,16 +336,53 @@ def quiet_stdout() -> Iterator[None]:
         yield
 
 
-def add_retry_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--retries` and `--backoff`: how hard to try a host that does not answer."""
+def add_retry_arguments(parser: argparse.ArgumentParser, defaults: str = "") -> None:
+    """`--retries` and `--backoff`: how hard to try a host that does not answer (None when not given, so that a
+    retrain policy's `submit_retries` / `submit_backoff_s` apply; `defaults` says so in the help)."""
     parser.add_argument(
-        "--retries", type=int, default=3, help="Retries when the host does not answer (default 3)."
+        "--retries",
+        type=int,
+        default=None,
+        help=f"Retries when the host does not answer (default {defaults or DEFAULT_RETRIES}).",
     )
     parser.add_argument(
         "--backoff",
         type=float,
-        default=1.0,
-        help="Seconds before the first retry, doubled each time (default 1).",
+        default=None,
+        help=f"Seconds before the first retry, doubled each time (default {defaults or DEFAULT_BACKOFF_S}).",
+    )
+
+
+def kfp_host(host: str | None = None) -> str | None:
+    """The Kubeflow Pipelines host: `host`, else `$KFP_HOST`, else None."""
+    return host or os.environ.get(ENV_KFP_HOST) or None
+
+
+def kfp_token() -> str | None:
+    """The bearer token for the host, `$KFP_TOKEN` (None when unset): the one place every caller reads it."""
+    return os.environ.get(ENV_KFP_TOKEN) or None
+
+
+def make_submitter(
+    host: str | None = None,
+    *,
+    local: bool = False,
+    experiment: str = DEFAULT_EXPERIMENT,
+    retries: int | None = None,
+    backoff_s: float | None = None,
+) -> Submitter:
+    """The submitter of every caller (`tns drift --policy`, `tns trigger`, the monitoring pipeline's trigger
+    step), built the same way: a `KfpSubmitter` for `host` (or `$KFP_HOST`) with the token of `$KFP_TOKEN` and
+    the given retries, else (or with `local`) a `LocalSubmitter`."""
+    host = None if local else kfp_host(host)
+    if host is None:
+        return LocalSubmitter()
+    return KfpSubmitter(
+        host,
+        experiment=experiment,
+        retries=DEFAULT_RETRIES if retries is None else retries,
+        backoff_s=DEFAULT_BACKOFF_S if backoff_s is None else backoff_s,
+        token=kfp_token(),
     )
 
 
@@ -374,8 +413,8 @@ class KfpSubmitter:
         self,
         host: str,
         experiment: str = DEFAULT_EXPERIMENT,
-        retries: int = 3,
-        backoff_s: float = 1.0,
+        retries: int = DEFAULT_RETRIES,
+        backoff_s: float = DEFAULT_BACKOFF_S,
         timeout_s: float = 30.0,
         pipeline_package: str | Path | None = None,
         token: str | None = None,

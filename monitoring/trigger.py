@@ -12,8 +12,9 @@
 6. dry run: record what would be submitted;
 7. submit: `fired` with the run's id and link, or `submission_failed` with the error.
 
-Every decision, whatever its outcome, is one line of the append-only `DecisionLedger`
-(`$TNS_HOME/monitoring/decisions.jsonl`), and `trigger_decision.json` beside the drift summary holds the latest
+Every decision, whatever its outcome, is one line of the append-only `DecisionLedger` (`$TNS_LEDGER`, the
+monitoring state volume the compiled pipeline mounts, or `$TNS_HOME/monitoring/decisions.jsonl`: see
+`default_ledger_path`), and `trigger_decision.json` beside the drift summary holds the latest
 one: the report names the run; the run's `trigger_report` and `data_window` parameters name the report.
 Evaluations of one model are serialized by a per-model file lock held from reading the ledger to appending.
 """
@@ -34,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from components.common.config import ConfigError
-from components.common.constants import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from components.common.constants import (
+    ENV_LEDGER,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    MONITORING_STATE_MOUNT,
+    MONITORING_STATE_PVC,
+)
 from components.common.env import tns_home
 from monitoring.policy import RetrainPolicy
 from monitoring.submitters import (
@@ -50,6 +58,8 @@ from monitoring.submitters import (
     SubmittedRun,
     Submitter,
     add_retry_arguments,
+    kfp_host,
+    make_submitter,
 )
 
 __all__ = [
@@ -73,7 +83,6 @@ LEDGER_VERSION = 1
 SUPPORTED_SUMMARY_VERSIONS = (1,)
 DECISIONS_FILE = "decisions.jsonl"
 TRIGGER_DECISION_FILE = "trigger_decision.json"
-WINDOW_DATASET_DIR = "dataset"  # a labeled dataset materialized inside a window folder
 
 FIRED = "fired"
 DRY_RUN = "dry_run"
@@ -104,15 +113,43 @@ class LockTimeout(TimeoutError):
 
 
 # The ledger ------------------------------------------------------------------------------------------------
+class LedgerLocationError(RuntimeError):
+    """The decision ledger would live where it is lost (inside a pod's own filesystem)."""
+
+
+def default_ledger_path() -> Path:
+    """Where the decision ledger lives when no path is given: `$TNS_LEDGER`; else, when the monitoring state
+    volume is mounted (`MONITORING_STATE_MOUNT`, as the compiled monitoring pipeline does), a file on it; else
+    `$TNS_HOME/monitoring/decisions.jsonl`.
+
+    Raises:
+        LedgerLocationError: Inside a Kubernetes pod without the volume or `$TNS_LEDGER`: the ledger (and with it
+            the cooldown, in-flight and duplicate-window guards) would reset with every pod.
+    """
+    if os.environ.get(ENV_LEDGER):
+        return Path(os.environ[ENV_LEDGER])
+    if os.path.ismount(MONITORING_STATE_MOUNT):
+        return Path(MONITORING_STATE_MOUNT) / DECISIONS_FILE
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        raise LedgerLocationError(
+            f"the decision ledger would be written inside this pod ({tns_home() / 'monitoring'}) and lost with it, "
+            f"so cooldown, in-flight and duplicate-window guards would reset every run: mount the "
+            f"PersistentVolumeClaim {MONITORING_STATE_PVC!r} at {MONITORING_STATE_MOUNT} (the compiled monitoring "
+            f"pipeline does; create the claim first, see docs/runbook.md), or pass ledger_uri / ${ENV_LEDGER} on "
+            "persistent storage"
+        )
+    return tns_home() / "monitoring" / DECISIONS_FILE
+
+
 class DecisionLedger:
     """Append-only JSON Lines file of trigger decisions, safe for concurrent appenders (fcntl locks).
 
     Args:
-        path: The ledger file (default `$TNS_HOME/monitoring/decisions.jsonl`); created on the first append.
+        path: The ledger file (default `default_ledger_path()`); created on the first append.
     """
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path else tns_home() / "monitoring" / DECISIONS_FILE
+        self.path = Path(path) if path else default_ledger_path()
 
     def append(self, record: dict[str, Any]) -> None:
         """Appends one record as one line, under an exclusive lock, flushed to disk before returning."""
@@ -274,6 +311,15 @@ class TriggerDecision:
         return "\n".join(lines)
 
 
+def retraining_failed(record: dict[str, Any] | None) -> bool:
+    """Whether a decision record says retraining was due but did not happen: the submission failed, or the run
+    started on this machine failed."""
+    if not record:
+        return False
+    outcome = record.get("outcome")
+    return outcome == SUBMISSION_FAILED or (outcome == FIRED and record.get("run_state") == STATE_FAILED)
+
+
 def load_summary(summary: dict[str, Any] | str | Path) -> dict[str, Any]:
     """The drift summary as a dict (read from `summary.json` when given a path), checked for what the trigger reads.
 
@@ -327,26 +373,15 @@ def _hours(delta: timedelta) -> str:
     return f"{delta.total_seconds() / 3600:.1f} h"
 
 
-def retraining_data(summary: dict[str, Any], policy: RetrainPolicy) -> tuple[str, str]:
-    """The retraining run's `data_uri` and a sentence on where it comes from.
-
-    The window's own labeled dataset (`<window path>/dataset`, or `dataset` beside a `logs` folder as
-    `tns traffic simulate` writes it) when it exists on this machine, else the policy's `training_data_uri`,
-    else '' (the training pipeline's default dataset).
-    """
-    window_path = str(summary.get("window", {}).get("path") or "")
-    if window_path and "://" not in window_path:
-        for candidate in (
-            Path(window_path) / WINDOW_DATASET_DIR,
-            Path(window_path).parent / WINDOW_DATASET_DIR,
-        ):
-            if (candidate / "manifest.jsonl").is_file():
-                return str(candidate.resolve()), f"retraining data: the window's labeled dataset {candidate}"
+def retraining_data(policy: RetrainPolicy) -> tuple[str, str]:
+    """The retraining run's `data_uri` and a sentence on where it comes from: the policy's `training_data_uri`,
+    else '' (the training pipeline's default dataset). Nothing found beside the logs is used: whoever can write
+    the log store must not choose what the next model learns from."""
     if policy.training_data_uri:
         return policy.training_data_uri, f"retraining data: training_data_uri {policy.training_data_uri}"
     return (
         "",
-        "retraining data: the training pipeline's default dataset (no window dataset, no training_data_uri)",
+        "retraining data: the training pipeline's default dataset (the policy names no training_data_uri)",
     )
 
 
@@ -503,7 +538,7 @@ def _decide(
         )
 
     # 6./7. Dry run or submit.
-    data_uri, data_reason = retraining_data(summary, policy)
+    data_uri, data_reason = retraining_data(policy)
     request = RetrainRequest(
         model_name=policy.model_name,
         window_id=decision.window_id,
@@ -617,7 +652,7 @@ def add_trigger_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         "--local", action="store_true", help="Run the training pipeline here with the KFP local runner."
     )
     parser.add_argument("--dry-run", action="store_true", help="Decide and record, submit nothing.")
-    add_retry_arguments(parser)
+    add_retry_arguments(parser, defaults="the policy's submit_retries / submit_backoff_s")
     parser.add_argument(
         "--experiment",
         default=DEFAULT_EXPERIMENT,
@@ -627,7 +662,7 @@ def add_trigger_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
         "--ledger",
         type=Path,
         default=None,
-        help="Decision ledger (default $TNS_HOME/monitoring/decisions.jsonl).",
+        help="Decision ledger (default $TNS_LEDGER, else $TNS_HOME/monitoring/decisions.jsonl).",
     )
     parser.add_argument("--json", action="store_true", help="Print the decision record as JSON.")
     return parser
@@ -645,24 +680,21 @@ def run_trigger(args: argparse.Namespace) -> int:
         if args.dry_run:
             policy = replace(policy, dry_run=True)
         submitter: Submitter | None = None
-        host = args.kfp_host or (None if args.local else os.environ.get(ENV_KFP_HOST))
-        if args.local:
-            submitter = LocalSubmitter()
-        elif host:
-            submitter = KfpSubmitter(
-                host,
+        if args.local or kfp_host(args.kfp_host):
+            submitter = make_submitter(
+                args.kfp_host,
+                local=args.local,
                 experiment=args.experiment,
-                retries=args.retries,
-                backoff_s=args.backoff,
-                token=os.environ.get(ENV_KFP_TOKEN),
+                retries=policy.submit_retries if args.retries is None else args.retries,
+                backoff_s=policy.submit_backoff_s if args.backoff is None else args.backoff,
             )
         elif not policy.dry_run:
             raise ConfigError(f"give --kfp-host URL (or set {ENV_KFP_HOST}), --local, or --dry-run")
         decision = evaluate_trigger(args.summary, policy, DecisionLedger(args.ledger), submitter)
-    except (ConfigError, TriggerError, ValueError) as error:
+    except (ConfigError, TriggerError, ValueError, LedgerLocationError) as error:
         print(f"tns: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     print(json.dumps(decision.to_record(), indent=2, sort_keys=True) if args.json else decision.describe())
-    if decision.outcome == SUBMISSION_FAILED or (decision.submitted and decision.run_state == STATE_FAILED):
+    if retraining_failed(decision.to_record()):
         return EXIT_FAILED
     return EXIT_OK

@@ -166,6 +166,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="Submit retraining to this Kubeflow host (or KFP_HOST); default local.",
     )
     drift.add_argument("--dry-run", action="store_true", help="Decide on retraining but submit nothing.")
+    from monitoring.submitters import add_retry_arguments
+
+    add_retry_arguments(drift, defaults="the policy's submit_retries / submit_backoff_s")
+    drift.add_argument(
+        "--ledger",
+        type=Path,
+        default=None,
+        help="Decision ledger (default $TNS_LEDGER, else $TNS_HOME/monitoring/decisions.jsonl).",
+    )
 
     traffic = commands.add_parser("traffic", help="Production traffic tools.").add_subparsers(
         dest="traffic_command", required=True
@@ -462,21 +471,23 @@ def _drift(args: argparse.Namespace) -> int:
 def _retrain_decider(args: argparse.Namespace):
     """The retrain trigger, called with the drift summary before the report is written (so the report names the
     run and the run's parameters name the report)."""
-    import os
     from dataclasses import replace
 
     from monitoring.policy import RetrainPolicy
-    from monitoring.submitters import ENV_KFP_HOST, ENV_KFP_TOKEN, KfpSubmitter, LocalSubmitter
+    from monitoring.submitters import make_submitter
     from monitoring.trigger import DecisionLedger, evaluate_trigger
 
     policy = RetrainPolicy.from_yaml(args.policy)
     if args.dry_run:
         policy = replace(policy, dry_run=True)
-    host = args.kfp_host or os.environ.get(ENV_KFP_HOST)
-    submitter = KfpSubmitter(host, token=os.environ.get(ENV_KFP_TOKEN)) if host else LocalSubmitter()
+    submitter = make_submitter(
+        args.kfp_host,
+        retries=policy.submit_retries if args.retries is None else args.retries,
+        backoff_s=policy.submit_backoff_s if args.backoff is None else args.backoff,
+    )
 
     def decide(summary: dict) -> dict:
-        return evaluate_trigger(summary, policy, DecisionLedger(), submitter).to_record()
+        return evaluate_trigger(summary, policy, DecisionLedger(args.ledger), submitter).to_record()
 
     return decide
 

@@ -1,8 +1,8 @@
 """The monitoring pipeline: drift check, then (on drift) the guarded retrain trigger. Wiring only."""
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
-from components.common.constants import DEFAULT_MODEL_NAME
+from components.common.constants import DEFAULT_MODEL_NAME, MONITORING_STATE_MOUNT, MONITORING_STATE_PVC
 from components.monitoring.component import check_drift, trigger_retraining
 from monitoring.drift import STATUS_DRIFT
 
@@ -21,6 +21,7 @@ def monitoring_pipeline(
     kfp_host: str = "",
     ledger_uri: str = "",
     model_name: str = DEFAULT_MODEL_NAME,
+    state_pvc: str = MONITORING_STATE_PVC,
 ):
     """Compares the current window of inference logs with a reference and, on drift, applies the retrain policy.
 
@@ -30,8 +31,11 @@ def monitoring_pipeline(
         drift_config_json: Drift thresholds as JSON (monitoring.drift.DriftConfig); '{}' uses the defaults.
         policy_json: Retrain policy as JSON (monitoring.policy.RetrainPolicy); '{}' uses the defaults.
         kfp_host: Kubeflow Pipelines API the retraining run is submitted to; '' uses $KFP_HOST.
-        ledger_uri: Decision ledger file on persistent storage; '' uses $TNS_HOME/monitoring/decisions.jsonl.
+        ledger_uri: Decision ledger file on persistent storage; '' uses the state volume below (on the cluster)
+            or $TNS_HOME/monitoring/decisions.jsonl (locally).
         model_name: Registered model name.
+        state_pvc: PersistentVolumeClaim mounted in the trigger step at MONITORING_STATE_MOUNT: the ledger and
+            its locks live there, so the guardrails survive pods (ignored by the local runner).
     """
     drift = check_drift(
         reference_uri=reference_uri,
@@ -40,9 +44,10 @@ def monitoring_pipeline(
         model_name=model_name,
     ).set_display_name("Check drift (Evidently)")
     with dsl.If(drift.outputs["Output"] == STATUS_DRIFT, name="drift-detected"):
-        trigger_retraining(
+        trigger = trigger_retraining(
             summary=drift.outputs["summary"],
             policy_json=policy_json,
             kfp_host=kfp_host,
             ledger_uri=ledger_uri,
         ).set_display_name("Retrain trigger (guarded)")
+        kubernetes.mount_pvc(trigger, pvc_name=state_pvc, mount_path=MONITORING_STATE_MOUNT)

@@ -160,6 +160,9 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_BLESSED = 3
 EXIT_DRIFT = 10  # `tns drift`: drift detected (0: no drift or insufficient data, 1: error)
+EXIT_DRIFT_RETRAIN_FAILED = (
+    11  # `tns drift --policy`: drift, and the retraining could not be submitted (or failed)
+)
 
 # Environment.
 ENV_HOME = "TNS_HOME"
@@ -178,3 +181,9 @@ OFFLINE_ENVIRONMENT: dict[str, str] = {
     "GX_ANALYTICS_ENABLED": "false",
     "TOKENIZERS_PARALLELISM": "false",
 }
+
+# Where the retrain trigger keeps its state (decision ledger and locks) so that its guardrails survive pods: the
+# compiled monitoring pipeline mounts this PersistentVolumeClaim at this path in the trigger step.
+MONITORING_STATE_PVC = "tns-monitoring-state"
+MONITORING_STATE_MOUNT = "/var/lib/tns-monitoring"
+ENV_LEDGER = "TNS_LEDGER"  # a decision ledger file path that overrides the defaults

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -54,22 +53,45 @@ def trigger_step(
     Args:
         summary_dir: The drift check's output folder (holds summary.json).
         policy_json: `RetrainPolicy` fields as JSON ('{}' = the defaults).
-        kfp_host: Kubeflow Pipelines API to submit to ('' = $KFP_HOST, else the local runner).
-        ledger_uri: Decision ledger file ('' = $TNS_HOME/monitoring/decisions.jsonl).
+        kfp_host: Kubeflow Pipelines API to submit to ('' = $KFP_HOST, else the local runner); the token is
+            $KFP_TOKEN, the retries the policy's `submit_retries`.
+        ledger_uri: Decision ledger file ('' = `monitoring.trigger.default_ledger_path()`: the mounted
+            monitoring state volume on a cluster).
         out_dir: Output folder of the decision.
+
+    Raises:
+        RetrainingFailed: When the submission (or a local run) failed, after the decision was written.
+        monitoring.trigger.LedgerLocationError: In a pod with no persistent place for the ledger.
     """
     from monitoring.policy import RetrainPolicy
-    from monitoring.submitters import KfpSubmitter, LocalSubmitter
-    from monitoring.trigger import DecisionLedger, evaluate_trigger
+    from monitoring.submitters import make_submitter
+    from monitoring.trigger import DecisionLedger, evaluate_trigger, retraining_failed
 
     policy = RetrainPolicy.from_dict(json.loads(policy_json or "{}"))
-    host = kfp_host or os.environ.get("KFP_HOST", "")
-    submitter = None if policy.dry_run else (KfpSubmitter(host) if host else LocalSubmitter())
+    ledger = DecisionLedger(ledger_uri or None)  # refuses a ledger that would die with the pod
+    submitter = (
+        None
+        if policy.dry_run
+        else make_submitter(
+            kfp_host or None, retries=policy.submit_retries, backoff_s=policy.submit_backoff_s
+        )
+    )
     summary_path = Path(summary_dir) / "summary.json"
-    decision = evaluate_trigger(summary_path, policy, DecisionLedger(ledger_uri or None), submitter)
+    decision = evaluate_trigger(summary_path, policy, ledger, submitter)
     record = decision.to_record()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / "decision.json").write_text(
         json.dumps(record, indent=2, sort_keys=True), encoding="utf-8"
     )
+    if retraining_failed(record):
+        raise RetrainingFailed(
+            f"drift fired retraining, but {'the submission' if record['outcome'] != 'fired' else 'the run'} "
+            f"failed: {record.get('error') or record.get('run_state')} (recorded in {ledger.path}; the next "
+            "evaluation of this window retries)"
+        )
     return record
+
+
+class RetrainingFailed(RuntimeError):
+    """The trigger fired but the retraining could not be submitted (or, run locally, failed); the decision is
+    recorded, and the step fails so that the run shows it."""

@@ -265,6 +265,59 @@ def test_trigger_cli_exits_1_when_the_host_does_not_answer(
     assert "submission_failed" in capsys.readouterr().out
 
 
+def test_the_pipeline_trigger_step_sends_the_token_and_fails_when_submission_fails(
+    fake: FakeKfpServer, closed_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Finding: the monitoring pipeline's trigger step built its KFP client without $KFP_TOKEN, and a failed
+    submission ended the step as a success. Now every submitter is built by `make_submitter`."""
+    from components.monitoring.executor import RetrainingFailed, trigger_step
+
+    monkeypatch.setenv("KFP_TOKEN", TOKEN)
+    policy = json.dumps(
+        {"submit_retries": 1, "submit_backoff_s": 0.01, "cooldown_hours": 0, "max_in_flight": 5}
+    )
+    ledger_file = tmp_path / "state" / "decisions.jsonl"
+    drift_summary(tmp_path / "up", "step-up")
+    record = trigger_step(str(tmp_path / "up"), policy, fake.url, str(ledger_file), str(tmp_path / "out-up"))
+    assert record["outcome"] == FIRED and len(fake.runs) == 1
+    assert {r.headers.get("authorization") for r in fake.requests} == {f"Bearer {TOKEN}"}
+
+    drift_summary(tmp_path / "down", "step-down")
+    with pytest.raises(RetrainingFailed, match="the submission failed: .*after 2 attempts"):
+        trigger_step(
+            str(tmp_path / "down"),
+            policy,
+            f"http://127.0.0.1:{closed_port}",
+            str(ledger_file),
+            str(tmp_path / "o"),
+        )
+    written = json.loads((tmp_path / "o" / "decision.json").read_text())
+    assert written["outcome"] == SUBMISSION_FAILED and written["attempts"] == 2
+    assert [r["outcome"] for r in DecisionLedger(ledger_file).records()] == [FIRED, SUBMISSION_FAILED]
+
+
+def test_drift_exits_11_when_the_retraining_submission_fails(
+    closed_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    """Finding: `tns drift --policy` exited 10 whatever the trigger did. 10 still means drift (and, with a
+    policy, nothing failed); 11 is drift whose retraining could not be submitted."""
+    from pipelines.cli import main
+    from tests.monitoring.records import START, records, write
+
+    monkeypatch.setenv("TNS_HOME", str(tmp_path / "home"))
+    reference = write(tmp_path / "reference", records(400, 1))
+    current = write(tmp_path / "current", records(400, 2, start=START + timedelta(days=1), text_shift=1.5))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("min_rows: 100\ncooldown_hours: 0\nsubmit_retries: 0\n")
+    argv = ["drift", "--reference", str(reference), "--current", str(current), "--no-snapshot"]
+    argv += ["--set", "min_rows=100", "--policy", str(policy), "--ledger", str(tmp_path / "d.jsonl")]
+    down = [*argv, "--out", str(tmp_path / "down"), "--kfp-host", f"http://127.0.0.1:{closed_port}"]
+    assert main(down) == 11
+    summary = json.loads((tmp_path / "down" / "summary.json").read_text())
+    assert summary["exit_code"] == 11 and summary["trigger"]["outcome"] == SUBMISSION_FAILED
+    assert main([*argv, "--out", str(tmp_path / "dry"), "--dry-run"]) == 10
+
+
 # Scheduling ---------------------------------------------------------------------------------------------------
 def test_schedule_creates_a_cron_recurring_run(fake: FakeKfpServer, monitoring_package: Path):
     scheduled = create_schedule(

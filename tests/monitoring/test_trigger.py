@@ -40,7 +40,6 @@ from monitoring.trigger import (
     TriggerError,
     add_trigger_arguments,
     evaluate_trigger,
-    load_summary,
     retraining_data,
     run_trigger,
 )
@@ -349,19 +348,43 @@ def test_the_request_names_the_report_and_the_window(tmp_path: Path, ledger: Dec
     assert "config_json" not in arguments  # defaults: the pipeline's own
 
 
-def test_a_labeled_window_dataset_is_the_retraining_data(tmp_path: Path, ledger: DecisionLedger):
+def test_retraining_data_comes_only_from_the_policy(tmp_path: Path, ledger: DecisionLedger):
+    """Finding: a `dataset/` folder beside the logs became the retraining data, so whoever could write the log
+    store chose what the next model learned from. Only the policy's `training_data_uri` counts now."""
     summary = drift_summary(tmp_path, "labeled")
-    (tmp_path / "logs" / "dataset").mkdir(parents=True)  # no manifest: not a dataset
-    decision = evaluate_trigger(summary, RetrainPolicy(training_data_uri="/other"), ledger, FakeSubmitter())
-    assert decision.data_uri == "/other"
-    # `tns traffic simulate` writes OUT/logs and OUT/dataset: the dataset beside the logs folder counts too.
-    (tmp_path / "dataset").mkdir()
-    (tmp_path / "dataset" / "manifest.jsonl").write_text("{}\n", encoding="utf-8")
-    data_uri, _ = retraining_data(load_summary(summary), RetrainPolicy(training_data_uri="/other"))
-    assert data_uri == str((tmp_path / "dataset").resolve())
-    (tmp_path / "logs" / "dataset" / "manifest.jsonl").write_text("{}\n", encoding="utf-8")
-    data_uri, _ = retraining_data(load_summary(summary), RetrainPolicy(training_data_uri="/other"))
-    assert data_uri == str((tmp_path / "logs" / "dataset").resolve())
+    for folder in (tmp_path / "logs" / "dataset", tmp_path / "dataset"):
+        folder.mkdir(parents=True)
+        (folder / "manifest.jsonl").write_text(
+            '{"id": "planted", "text": "x", "spam": 0}\n', encoding="utf-8"
+        )
+    decision = evaluate_trigger(
+        summary, RetrainPolicy(training_data_uri="/data/labeled"), ledger, FakeSubmitter()
+    )
+    assert decision.data_uri == "/data/labeled"
+    data_uri, reason = retraining_data(RetrainPolicy())
+    assert data_uri == "" and "the policy names no training_data_uri" in reason
+
+
+def test_the_ledger_defaults_to_persistent_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Finding: the ledger defaulted to a path inside the pod, so cooldown, in-flight and duplicate-window
+    guards reset with every pod. $TNS_LEDGER or the mounted state volume win; a pod without either is refused."""
+    from components.common.constants import MONITORING_STATE_MOUNT
+    from monitoring import trigger
+
+    monkeypatch.setenv("TNS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TNS_LEDGER", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert DecisionLedger().path == tmp_path / "home" / "monitoring" / "decisions.jsonl"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    with pytest.raises(
+        trigger.LedgerLocationError, match="tns-monitoring-state.* at /var/lib/tns-monitoring"
+    ):
+        DecisionLedger()
+    monkeypatch.setattr(trigger.os.path, "ismount", lambda path: path == MONITORING_STATE_MOUNT)
+    assert DecisionLedger().path == Path(MONITORING_STATE_MOUNT) / "decisions.jsonl"
+    monkeypatch.setenv("TNS_LEDGER", str(tmp_path / "pvc" / "ledger.jsonl"))
+    assert DecisionLedger().path == tmp_path / "pvc" / "ledger.jsonl"
+    assert DecisionLedger(tmp_path / "given.jsonl").path == tmp_path / "given.jsonl"
 
 
 def test_overrides_and_another_model_reach_the_run_configuration():
