@@ -102,6 +102,32 @@ def _build_parser() -> argparse.ArgumentParser:
         help="Model configs: cpu (configs/cpu.pbtxt, default) or gpu (the production config.pbtxt).",
     )
 
+    verify = commands.add_parser(
+        "verify",
+        help="Check an exported Triton repository against its export manifest (exit 0 intact, 1 not).",
+        description="Checks every file of a model repository against the SHA-256 manifest written at export, and "
+        "the manifest against the hash recorded in the registry (tag tns.export.repository_manifest_sha256), "
+        "before a server runs any of its code. The production Triton image runs it before tritonserver starts.",
+    )
+    verify.add_argument("--repository", required=True, type=Path, help="The model repository folder.")
+    verify.add_argument(
+        "--manifest",
+        type=Path,
+        default=None,
+        help="The export manifest (default: repository_manifest.json beside the repository folder).",
+    )
+    expected = verify.add_mutually_exclusive_group(required=True)
+    expected.add_argument(
+        "--manifest-sha256", default=None, help="The manifest's hash, from the version's registry tag."
+    )
+    expected.add_argument(
+        "--model-version",
+        default=None,
+        help="Read the hash from this registered version's tag (with --model-name, MLflow credentials).",
+    )
+    verify.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help=f"Default {DEFAULT_MODEL_NAME}.")
+    verify.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: the local store).")
+
     predict = commands.add_parser(
         "predict",
         help="Score one text and/or image with a running server (`tns serve`).",
@@ -419,6 +445,43 @@ def _predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from components.common.constants import REPOSITORY_MANIFEST_FILE, TAG_REPOSITORY_MANIFEST
+    from components.common.integrity import IntegrityError, verify_repository
+
+    repository = args.repository.expanduser().resolve()
+    manifest_path = (args.manifest or repository.parent / REPOSITORY_MANIFEST_FILE).expanduser()
+    if not repository.is_dir():
+        raise UsageError(f"--repository {repository} is not a folder")
+    try:
+        manifest = manifest_path.read_bytes()
+    except OSError as error:
+        print(
+            f"tns: error: cannot read the export manifest {manifest_path}: {error.strerror or error}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    expected = args.manifest_sha256
+    if args.model_version is not None:
+        from components.registry.mlflow_registry import configure, version_tags
+
+        configure(args.tracking_uri)
+        expected = version_tags(args.model_name, args.model_version).get(TAG_REPOSITORY_MANIFEST)
+        if not expected:
+            print(
+                f"tns: error: '{args.model_name}' version {args.model_version} has no {TAG_REPOSITORY_MANIFEST} tag",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+    try:
+        verify_repository(repository, manifest, expected)
+    except IntegrityError as error:
+        print(f"tns: refusing {repository}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{repository}: every file matches the export manifest (sha256 {expected[:16]}…)")
+    return EXIT_OK
+
+
 def _drift(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -554,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _run_training,
         "serve": _serve,
         "predict": _predict,
+        "verify": _verify,
         "drift": _drift,
         "traffic": _simulate,
         "trigger": _trigger,
