@@ -64,6 +64,10 @@ __all__ = [
 MALFORMED_EXAMPLES = 5
 DEFAULT_MAX_MALFORMED_SHARE = 0.05
 CHUNK_BYTES = 32 << 20
+MAX_DISTINCT_VERSIONS = (
+    1000  # model versions / names counted per window (a hostile log cannot grow the counts)
+)
+_NS_MIN, _NS_MAX = np.datetime64("1678-01-01", "s"), np.datetime64("2262-04-11", "s")
 PARQUET_BATCH_ROWS = 50_000
 
 
@@ -302,15 +306,23 @@ def _parquet_chunks(path: Path, stats: ReadStats) -> Iterator[dict[str, np.ndarr
             table = checked_table(pa.Table.from_batches([batch]))
             columns = columns_from_table(table) if table is not None else None
             if columns is None:
-                rows = enumerate(batch.to_pylist(), start=first_row)
+                rows = enumerate(map(_iso_timestamp, batch.to_pylist()), start=first_row)
                 columns = columns_from_records(
                     _checked_records(((f"{path}:row {i}", r) for i, r in rows), stats)
                 )
             first_row += batch.num_rows
             yield columns
-    except (pa.ArrowInvalid, OSError) as error:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError) as error:
         stats.lines += 1
         stats.malformed_line(str(path), f"not a readable Parquet file ({error})")
+
+
+def _iso_timestamp(record: dict[str, Any]) -> dict[str, Any]:
+    """A Parquet row with a native timestamp column, its timestamp as the ISO string JSON lines carry."""
+    stamp = record.get("timestamp")
+    if isinstance(stamp, datetime):
+        record["timestamp"] = stamp.isoformat()
+    return record
 
 
 def _labels(root: Path, max_line_bytes: int) -> dict[tuple[str, int], dict[str, Any]]:
@@ -356,6 +368,13 @@ def _timestamps(columns: dict[str, np.ndarray], stats: ReadStats, path: Path) ->
     import pandas as pd
 
     raw = columns["timestamp"]
+    if (
+        raw.dtype.kind == "M"
+    ):  # pyarrow parsed them: outside pandas' nanosecond range they would wrap silently
+        seconds = raw.astype("datetime64[s]")
+        outside = (seconds < _NS_MIN) | (seconds > _NS_MAX)
+        raw = raw.astype(object)
+        raw[outside] = "out of range"
     stamps = pd.to_datetime(raw, utc=True, format="ISO8601", errors="coerce")
     bad = np.asarray(stamps.isna())
     for row in np.flatnonzero(bad):
@@ -414,11 +433,16 @@ def _count(columns: dict[str, np.ndarray], stats: ReadStats, policies: list[str]
     )
     stats.start = first if stats.start is None else min(stats.start, first)
     stats.end = last if stats.end is None else max(stats.end, last)
-    stats.model_versions.update(pd.Series(columns["model_version"]).astype(str).value_counts().to_dict())
+    _add_counts(stats.model_versions, pd.Series(columns["model_version"]).astype(str))
     if "model_name" in columns:
-        stats.model_names.update(
-            pd.Series(columns["model_name"]).dropna().astype(str).value_counts().to_dict()
-        )
+        _add_counts(stats.model_names, pd.Series(columns["model_name"]).dropna().astype(str))
+
+
+def _add_counts(counter: Counter, values) -> None:
+    """Counts values, new ones only while fewer than `MAX_DISTINCT_VERSIONS` are known (the rest as "other")."""
+    for value, count in values.value_counts().items():
+        key = value if value in counter or len(counter) < MAX_DISTINCT_VERSIONS else "other"
+        counter[key] += int(count)
 
 
 def read_logs(

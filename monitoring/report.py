@@ -99,7 +99,7 @@ def _sampling_rows(current: dict[str, Any], reference: dict[str, Any]) -> list[t
     sampled = [
         f"{_e(window.get('sampled_rows'))} of {_e(window.get('rows'))} {name} rows"
         for name, window in (("current", current), ("reference", reference))
-        if (window.get("sampled_rows") or 0) < (window.get("rows") or 0)
+        if window.get("sampled_rows") is not None and window["sampled_rows"] < (window.get("rows") or 0)
     ]
     if not sampled:
         return []

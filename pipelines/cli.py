@@ -7,6 +7,7 @@ them, so `tns --help` and `tns compile` stay fast and never import torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import signal
 import sys
@@ -126,6 +127,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="Read the hash from this registered version's tag (with --model-name, MLflow credentials).",
     )
     verify.add_argument("--model-name", default=DEFAULT_MODEL_NAME, help=f"Default {DEFAULT_MODEL_NAME}.")
+    verify.add_argument(
+        "--remove-bytecode",
+        action="store_true",
+        help="Delete Python bytecode (__pycache__, *.pyc) first, as left by a server that ran the repository "
+        "before; without it, bytecode is an unexpected file (Python would run it instead of model.py).",
+    )
     verify.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: the local store).")
 
     predict = commands.add_parser(
@@ -447,7 +454,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from components.common.constants import REPOSITORY_MANIFEST_FILE, TAG_REPOSITORY_MANIFEST
-    from components.common.integrity import IntegrityError, verify_repository
+    from components.common.integrity import IntegrityError, remove_bytecode, verify_repository
 
     repository = args.repository.expanduser().resolve()
     manifest_path = (args.manifest or repository.parent / REPOSITORY_MANIFEST_FILE).expanduser()
@@ -463,16 +470,28 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     expected = args.manifest_sha256
     if args.model_version is not None:
+        from mlflow.exceptions import MlflowException
+
         from components.registry.mlflow_registry import configure, version_tags
 
-        configure(args.tracking_uri)
-        expected = version_tags(args.model_name, args.model_version).get(TAG_REPOSITORY_MANIFEST)
+        try:
+            configure(args.tracking_uri)
+            expected = version_tags(args.model_name, args.model_version).get(TAG_REPOSITORY_MANIFEST)
+        except MlflowException as error:
+            print(
+                f"tns: error: cannot read '{args.model_name}' version {args.model_version}: {error}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
         if not expected:
             print(
                 f"tns: error: '{args.model_name}' version {args.model_version} has no {TAG_REPOSITORY_MANIFEST} tag",
                 file=sys.stderr,
             )
             return EXIT_FAILED
+    if args.remove_bytecode:
+        with contextlib.suppress(OSError):  # a read-only mount: bytecode that stays is refused just below
+            remove_bytecode(repository)
     try:
         verify_repository(repository, manifest, expected)
     except IntegrityError as error:
@@ -538,8 +557,12 @@ def _retrain_decider(args: argparse.Namespace):
 
     from monitoring.policy import RetrainPolicy
     from monitoring.submitters import make_submitter
-    from monitoring.trigger import DecisionLedger, evaluate_trigger
+    from monitoring.trigger import DecisionLedger, LedgerLocationError, evaluate_trigger
 
+    try:
+        ledger = DecisionLedger(args.ledger)  # before the check runs: a ledger that would be lost is refused
+    except LedgerLocationError as error:
+        raise UsageError(f"{error} (or give --ledger FILE)") from None
     policy = RetrainPolicy.from_yaml(args.policy)
     if args.dry_run:
         policy = replace(policy, dry_run=True)
@@ -550,7 +573,7 @@ def _retrain_decider(args: argparse.Namespace):
     )
 
     def decide(summary: dict) -> dict:
-        return evaluate_trigger(summary, policy, DecisionLedger(args.ledger), submitter).to_record()
+        return evaluate_trigger(summary, policy, ledger, submitter).to_record()
 
     return decide
 

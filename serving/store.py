@@ -25,7 +25,7 @@ from components.common.constants import (
     TRITON_REPOSITORY_ARTIFACT,
 )
 from components.common.env import tns_home
-from components.common.integrity import IntegrityError, verify_repository
+from components.common.integrity import IntegrityError, remove_bytecode, verify_repository
 from components.common.markup import redact_credentials
 
 SERVING_DIR = "serving"
@@ -145,7 +145,8 @@ def champion_repository(
 
 def _verify(repository: Path, run_id: str, model_name: str, version: str) -> None:
     """Checks the repository against the run's manifest and the manifest against the version's tag, before a
-    server runs any of its code; clears Python bytecode caches, which the manifest does not cover."""
+    server runs any of its code; Python bytecode a server left in a cached copy is removed first (any other is
+    an unexpected file)."""
     import mlflow
 
     from components.registry.mlflow_registry import version_tags
@@ -166,12 +167,11 @@ def _verify(repository: Path, run_id: str, model_name: str, version: str) -> Non
             manifest = Path(path).read_bytes()
     except Exception as error:  # noqa: BLE001 (any store failure: name it and stop)
         raise RepositoryIntegrityError(f"the manifest of {label} cannot be fetched: {error}") from error
+    remove_bytecode(repository)  # a cached copy that was served before; the export has none
     try:
         verify_repository(repository, manifest, expected)
     except IntegrityError as error:
         raise RepositoryIntegrityError(f"refusing to serve {label}: {error}", error.file) from error
-    for cache in repository.rglob("__pycache__"):
-        shutil.rmtree(cache, ignore_errors=True)
 
 
 def _download(run_id: str, target: Path, model_name: str, version: str) -> None:

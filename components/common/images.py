@@ -54,10 +54,17 @@ def contained_image_path(root: Path, relative: str | Path) -> Path:
     candidate = Path(relative)
     if candidate.is_absolute() or ".." in candidate.parts:
         raise ImageFileError("unsafe_path", relative, "is absolute or climbs out of the dataset folder")
-    path = (root / candidate).resolve()
-    if not path.is_relative_to(root):
+    try:
+        path = (root / candidate).resolve()
+        inside = path.is_relative_to(root)
+        is_file = inside and path.is_file()
+    except (OSError, ValueError) as error:  # a NUL byte, a name too long for the filesystem, a link loop
+        raise ImageFileError(
+            "unsafe_path", repr(str(relative))[:200], f"is not a usable path ({error})"
+        ) from None
+    if not inside:
         raise ImageFileError("unsafe_path", relative, "leads outside the dataset folder")
-    if not path.is_file():
+    if not is_file:
         raise ImageFileError("missing_file", relative, f"is not a file in {root}")
     return path
 

@@ -13,8 +13,7 @@ import json
 from pathlib import Path
 
 MANIFEST_FORMAT = 1
-# Written by Python when the server imports a python-backend model: not part of what was exported.
-_IGNORED_DIRS = frozenset({"__pycache__"})
+BYTECODE_DIR = "__pycache__"
 
 
 class IntegrityError(RuntimeError):
@@ -39,18 +38,41 @@ def file_sha256(path: Path) -> str:
 
 
 def _files(folder: Path) -> dict[str, Path]:
+    """Every file below `folder`, Python bytecode included: Python runs a `__pycache__/*.pyc` instead of the
+    `model.py` beside it, so bytecode that is not in the manifest is an unexpected file like any other."""
     return {
         path.relative_to(folder).as_posix(): path
         for path in sorted(folder.rglob("*"))
-        if (path.is_file() or path.is_symlink())
-        and not _IGNORED_DIRS.intersection(path.relative_to(folder).parts[:-1])
+        if path.is_file() or path.is_symlink()
     }
 
 
+def remove_bytecode(folder: str | Path) -> int:
+    """Deletes Python bytecode (`__pycache__` folders, `*.pyc` files) below `folder`, which a server that
+    imported the python-backend models leaves behind and an export never has; returns how many were removed.
+    Call it before `verify_repository` on a folder that may have been served."""
+    import shutil
+
+    removed = 0
+    for path in sorted(Path(folder).rglob("*"), reverse=True):
+        if path.is_dir() and not path.is_symlink() and path.name == BYTECODE_DIR:
+            shutil.rmtree(path)
+            removed += 1
+        elif path.suffix == ".pyc" and (path.is_file() or path.is_symlink()):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def _is_bytecode(name: str) -> bool:
+    return name.endswith(".pyc") or BYTECODE_DIR in name.split("/")[:-1]
+
+
 def repository_manifest(folder: str | Path) -> bytes:
-    """The manifest of `folder`: canonical JSON `{"format", "files": {relative path: sha256}}`, sorted."""
+    """The manifest of `folder`: canonical JSON `{"format", "files": {relative path: sha256}}`, sorted. Python
+    bytecode is never listed (an export has none; a served folder does), so verifying finds any as unexpected."""
     folder = Path(folder)
-    files = {name: file_sha256(path) for name, path in _files(folder).items()}
+    files = {name: file_sha256(path) for name, path in _files(folder).items() if not _is_bytecode(name)}
     return json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1, sort_keys=True).encode("utf-8")
 
 

@@ -35,7 +35,7 @@ from components.common.constants import (
     MODALITY_NONE,
     MODALITY_TEXT,
 )
-from components.common.images import ImageFileError, contained_image_path
+from components.common.images import ImageFileError, contained_image_path, read_image_file
 from components.data.formats import DatasetFormatError, clean_text, load_dataset
 from components.data.generate import GENERATOR_MARKER
 from components.data.prepare import Preparation, prepare_frame
@@ -45,6 +45,9 @@ IMAGE_ABSENT = "absent"
 IMAGE_OK = "ok"
 IMAGE_MISSING_FILE = "missing_file"
 IMAGE_UNSAFE_PATH = "unsafe_path"
+IMAGE_TOO_MANY_BYTES = (
+    "too_many_bytes"  # larger than validation.image_max_bytes: not copied, refused by validation
+)
 
 
 @dataclass(frozen=True)
@@ -133,12 +136,17 @@ def ingest_dataset(source: str | Path, out_dir: str | Path, config: RunConfig) -
             stored.append(None)
             continue
         path, status = _resolve_image(root, relative)
+        data = None
+        if path is not None:
+            try:
+                data = read_image_file(root, relative, config.validation.image_max_bytes)
+            except ImageFileError as error:
+                status = IMAGE_TOO_MANY_BYTES if error.reason == IMAGE_TOO_MANY_BYTES else IMAGE_MISSING_FILE
         statuses.append(status)
-        if path is None:
+        if data is None:
             hashes.append(None)
             stored.append(relative)
             continue
-        data = path.read_bytes()
         digest = _sha256(data)
         target = images_dir / f"{digest[:2]}" / f"{digest}{path.suffix.lower()}"
         if not target.exists():

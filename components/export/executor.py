@@ -29,6 +29,7 @@ from components.common.integrity import (
     IntegrityError,
     file_sha256,
     manifest_sha256,
+    remove_bytecode,
     repository_manifest,
     verify_repository,
 )
@@ -219,7 +220,8 @@ def infra_validation_step(
     configure(tracking_uri)
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:  # before any of the repository's code runs in a server
+    try:  # before any of the repository's code runs in a server (bytecode a server left: removed, never run)
+        remove_bytecode(export_dir / REPOSITORY_DIR)
         verify_repository(
             export_dir / REPOSITORY_DIR,
             (export_dir / REPOSITORY_MANIFEST_FILE).read_bytes(),

@@ -8,6 +8,7 @@ from components.common.constants import BLESSED
 from components.registry.mlflow_registry import (
     ModelVersionInfo,
     PromotionConflict,
+    PromotionLockTimeout,
     configure,
     promote_version,
     record_forced_promotion,
@@ -88,6 +89,8 @@ def promote_step(
     )
     try:
         old = promote_version(model_name, version, **checks)
+    except PromotionLockTimeout:
+        raise  # another promotion was running: nothing is wrong with this version
     except PromotionConflict as error:
         set_version_tags(model_name, version, {"tns.promotion": "REFUSED", "tns.refused_reason": str(error)})
         raise

@@ -142,11 +142,25 @@ class PromotionConflict(RuntimeError):
     """The registry moved since the gate looked (another promotion won): nothing was changed."""
 
 
+class PromotionLockTimeout(PromotionConflict):
+    """Another promotion held the lock for longer than the promoter waits: nothing was changed."""
+
+
 ANY_CHAMPION = "*"  # `promote_version(expected_champion=...)`: move whatever champion there is now
 LOCK_SUFFIX = ".tns-promotion-lock"
 LOCK_LEASE_S = 300.0
-LOCK_WAIT_S = 120.0
+LOCK_WAIT_S = LOCK_LEASE_S + 60.0  # longer than a lease: a crashed holder's lock expires while we wait
 _TAG_OWNER, _TAG_EXPIRES = "tns.lock.owner", "tns.lock.expires"
+
+
+class _HeldLock:
+    """What `promotion_lock` yields: its owner id, and whether the lock is still ours."""
+
+    def __init__(self, client, name: str, owner: str) -> None:
+        self.client, self.name, self.owner = client, name, owner
+
+    def still_held(self) -> bool:
+        return _lock_tags(self.client, self.name).get(_TAG_OWNER) == self.owner
 
 
 @contextmanager
@@ -154,16 +168,22 @@ def promotion_lock(model_name: str, lease_s: float = LOCK_LEASE_S, wait_s: float
     """Holds the promotion lock of `model_name` around a read-check-write of its aliases.
 
     MLflow has no conditional alias update. The lock is a registered model named `<model>` + `LOCK_SUFFIX`:
-    creating a registered model whose name exists fails on every registry backend (a unique name in its
-    database), so creating it is an atomic test-and-set, and deleting it releases. The lock carries its owner
-    and a lease expiry as tags; a lock past its lease (a promoter that died) is broken by the next one.
+    creating a registered model whose name exists fails on database-backed registries (sqlite, PostgreSQL,
+    MySQL, and a tracking server backed by one: the name is unique in the database), so creating it is an
+    atomic test-and-set, and deleting it releases. MLflow's plain file store checks then creates, which is not
+    atomic: do not run concurrent promotions against it. The lock carries its owner and a lease expiry as tags;
+    a lock past its lease (a promoter that died) is broken by the next one.
 
     Guarantees: while every promoter goes through this lock, at most one read-check-write of the aliases runs at
-    a time, as long as none takes longer than the lease. Outside it (someone moving aliases by hand in the
-    MLflow UI) nothing is guaranteed.
+    a time, as long as none takes longer than the lease; a holder checks that the lock is still its own
+    (`still_held`) right before it writes. Breaking an expired lock re-reads its owner before deleting it, which
+    narrows, but cannot close, the window in which two breakers race. Aliases moved by hand are outside it.
+
+    Yields:
+        The held lock (`owner`, `still_held()`).
 
     Raises:
-        PromotionConflict: When the lock is still held by a live owner after `wait_s` seconds (names the owner).
+        PromotionLockTimeout: When the lock is still held by a live owner after `wait_s` seconds (names it).
     """
     from mlflow.exceptions import MlflowException
 
@@ -181,14 +201,14 @@ def promotion_lock(model_name: str, lease_s: float = LOCK_LEASE_S, wait_s: float
             )
             break
         except MlflowException as error:
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            # Taken; or taken and released at once (MLflow looks the existing model up after the failed insert).
+            if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise
         holder = _lock_tags(client, name)
-        if holder and float(holder.get(_TAG_EXPIRES, 0)) < time.time():
+        if holder and _expires(holder) < time.time():
             _release(client, name, holder.get(_TAG_OWNER, ""))  # a dead promoter's lock: break it
-            continue
-        if time.monotonic() > deadline:
-            raise PromotionConflict(
+        elif time.monotonic() > deadline:
+            raise PromotionLockTimeout(
                 f"the promotion lock of {model_name} is held by {holder.get(_TAG_OWNER, 'unknown')} "
                 f"(registered model {name!r}); nothing was promoted. Wait for that promotion and re-run; a lock "
                 f"left by a crashed promoter expires after {lease_s:.0f} s"
@@ -196,9 +216,16 @@ def promotion_lock(model_name: str, lease_s: float = LOCK_LEASE_S, wait_s: float
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
     try:
-        yield owner
+        yield _HeldLock(client, name, owner)
     finally:
         _release(client, name, owner)
+
+
+def _expires(tags: dict[str, str]) -> float:
+    try:
+        return float(tags.get(_TAG_EXPIRES, 0))
+    except ValueError:
+        return 0.0  # an unreadable lease counts as expired
 
 
 def _lock_tags(client, name: str) -> dict[str, str]:
@@ -248,9 +275,10 @@ def promote_version(
     """
     client = _client()
     version = str(version)
-    with promotion_lock(model_name):
+    with promotion_lock(model_name) as lock:
         old = get_alias(model_name, ALIAS_CHAMPION)
         if old is not None and old.version == version:
+            _drop_challenger(model_name, version)
             return get_alias(model_name, ALIAS_PREVIOUS)
         current = old.version if old else None
         if expected_champion != ANY_CHAMPION and (expected_champion or None) != current:
@@ -265,6 +293,11 @@ def promote_version(
                 f"not promoting version {version} of {model_name}: it is no longer the challenger (the challenger "
                 f"is {_named(challenger.version if challenger else None)}; champion {_named(current)}). A newer "
                 "run registered its model after this one; re-run to compete with it"
+            )
+        if not lock.still_held():
+            raise PromotionConflict(
+                f"not promoting version {version} of {model_name}: the promotion lock expired or was broken "
+                "while this promotion held it; nothing was changed. Re-run the promotion"
             )
         if old is not None:
             client.set_registered_model_alias(model_name, ALIAS_PREVIOUS, old.version)

@@ -69,6 +69,7 @@ from components.data.ingest import (
     COL_IMAGE_FILE_STATUS,
     IMAGE_ABSENT,
     IMAGE_OK,
+    IMAGE_TOO_MANY_BYTES,
     read_ingested,
     read_preparation,
 )
@@ -88,7 +89,6 @@ LABEL_STATE_PREFIX = "_label_"
 LABEL_OK, LABEL_MISSING, LABEL_INVALID = "ok", "missing", "invalid"
 NO_TEXT = "no_text"
 IMAGE_NOT_CHECKED = "not_checked"
-IMAGE_TOO_MANY_BYTES = "too_many_bytes"
 IMAGE_UNREADABLE = "unreadable"
 MAX_EXAMPLES = 5
 _PARTIAL_UNEXPECTED = 20
@@ -237,6 +237,10 @@ def _check_images(
             size.append(size_status)
             if detail:
                 details[row] = detail
+        elif status == IMAGE_TOO_MANY_BYTES:  # found, but ingestion did not copy (nor read) a file that large
+            decodable.append(IMAGE_NOT_CHECKED)
+            size.append(IMAGE_TOO_MANY_BYTES)
+            details[row] = f"{IMAGE_TOO_MANY_BYTES}: {relative} has more than {limits.image_max_bytes} bytes"
         else:  # missing file or unsafe path: reported by image_file_found
             decodable.append(IMAGE_NOT_CHECKED)
             size.append(IMAGE_NOT_CHECKED)

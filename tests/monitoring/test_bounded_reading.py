@@ -161,3 +161,32 @@ def test_the_reservoir_is_uniform_and_chunking_free():
     unbounded.add({"row": np.arange(5, 8)})  # a column missing in a chunk is missing for its rows
     assert unbounded.columns()["row"].tolist() == list(range(8))
     assert np.isnan(unbounded.columns()["x"][5:]).all() and not unbounded.sampled
+
+
+def test_a_timestamp_beyond_the_nanosecond_range_costs_one_line(tmp_path: Path):
+    """pyarrow parses `9999-01-01` as a timestamp; cast to nanoseconds it wrapped to 1815 without a word."""
+    rows = records(200, 4)
+    rows[9] = {**rows[9], "timestamp": "9999-01-01T00:00:00+00:00"}
+    root = tmp_path / "logs" / "date=2026-11-20"
+    root.mkdir(parents=True)
+    (root / "part.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    read = read_logs(tmp_path / "logs")
+    assert (read.stats.malformed, read.stats.rows) == (1, 199)
+    assert read.stats.start.year == read.stats.end.year == 2026
+
+
+def test_a_parquet_file_with_native_timestamps_and_a_bad_row(tmp_path: Path):
+    """The per-row checks of a Parquet batch see its native timestamps as ISO strings, so one bad row costs one
+    row (not the batch)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = records(80, 8)
+    for row in rows:
+        row["timestamp"] = pd.Timestamp(row["timestamp"]).to_pydatetime()
+    rows[5] = {**rows[5], "scores": None}  # a served row without scores
+    partition = tmp_path / "logs" / "date=2026-11-20"
+    partition.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), partition / "part.parquet")
+    read = read_logs(tmp_path / "logs")
+    assert (read.stats.lines, read.stats.malformed, read.stats.rows) == (80, 1, 79)

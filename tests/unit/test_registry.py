@@ -26,6 +26,7 @@ from components.registry.mlflow_registry import (
     LOCK_SUFFIX,
     ModelVersionInfo,
     PromotionConflict,
+    PromotionLockTimeout,
     configure,
     default_tracking_uri,
     download_model,
@@ -330,7 +331,7 @@ def test_the_promotion_lock_excludes_and_expires(registry):
 
     assert increments(locked=True) == 5
     assert increments(locked=False) < 5
-    with promotion_lock("held") as owner, pytest.raises(PromotionConflict, match=f"held by {owner}"):  # noqa: SIM117
+    with promotion_lock("held") as lock, pytest.raises(PromotionLockTimeout, match=f"held by {lock.owner}"):  # noqa: SIM117
         with promotion_lock("held", wait_s=0.2):
             pass
     with promotion_lock("crashed", lease_s=0.01):

@@ -84,3 +84,28 @@ def test_the_image_entrypoint_starts_the_server_only_on_an_intact_repository(exp
     done, record = _entrypoint(repository, expected, tmp_path)
     assert done.returncode == 1 and "preprocess/1/model.py does not match" in done.stderr
     assert not record.exists()  # the server never started
+
+
+def test_planted_bytecode_is_refused_or_removed(export, capsys: pytest.CaptureFixture):
+    """Python runs `__pycache__/model.cpython-*.pyc` instead of the verified `model.py` beside it: bytecode is an
+    unexpected file, which `--remove-bytecode` (the image's entrypoint, a served cached copy) deletes first."""
+    repository, expected = export
+    planted = repository / "preprocess" / "1" / "__pycache__" / "model.cpython-311.pyc"
+    planted.parent.mkdir()
+    planted.write_bytes(b"\x00" * 16 + b"malicious code object")
+    command = ["verify", "--repository", str(repository), "--manifest-sha256", expected]
+    assert main(command) == 1
+    assert "preprocess/1/__pycache__/model.cpython-311.pyc was not exported" in capsys.readouterr().err
+    assert main([*command, "--remove-bytecode"]) == 0 and not planted.parent.exists()
+
+
+def test_the_entrypoint_refuses_arguments_that_serve_unverified_files(export, tmp_path: Path):
+    repository, expected = export
+    for argument in (
+        "--model-repository=/elsewhere",
+        "--model-control-mode=poll",
+        "--repository-poll-secs=5",
+    ):
+        env = {**os.environ, "TNS_REPOSITORY": str(repository), "TNS_REPOSITORY_MANIFEST_SHA256": expected}
+        done = subprocess.run(["sh", str(ENTRYPOINT), argument], env=env, capture_output=True, text=True)
+        assert done.returncode == 2 and f"refusing tritonserver argument '{argument}'" in done.stderr
