@@ -465,6 +465,30 @@ def test_image_too_small_or_too_many_bytes(tmp_path):
     )
 
 
+def test_an_image_over_the_byte_limit_is_not_read_at_ingest_and_is_refused(tmp_path):
+    """Ingestion reads image files bounded by validation.image_max_bytes: a larger one is neither read whole nor
+    copied, and validation's image_size names it."""
+    import pandas as pd
+
+    rows = clean_rows()
+    rows[3]["image"] = "img/noisy.png"
+    noisy = tmp_path / "noisy.png"
+    Image.frombytes("L", (64, 64), os.urandom(64 * 64)).save(noisy)  # about 4 KB
+    config = config_for(validation={"image_max_bytes": 2000})
+    dataset = build(tmp_path, rows, files={"img/noisy.png": noisy.read_bytes()}, config=config)
+    ingested = pd.read_parquet(next(dataset.glob("*.parquet")))
+    assert (
+        ingested.loc[3, "image_file_status"] == "too_many_bytes"
+        and ingested.loc[3, "image"] == "img/noisy.png"
+    )
+    assert not any(p.stat().st_size > 2000 for p in (dataset / "images").rglob("*.png"))
+    outcome = validate_dataset(dataset, config)
+    assert failed(outcome) == ["image_size"]
+    assert by_name(outcome)["image_size"].examples == [
+        "id=3 image=too_many_bytes: img/noisy.png has more than 2000 bytes"
+    ]
+
+
 def test_missing_image_file_and_unsafe_path(tmp_path):
     rows = clean_rows()
     rows[4]["image"] = "img/missing.png"
