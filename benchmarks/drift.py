@@ -679,8 +679,8 @@ less; the peak RSS hardly.
 
 What each case does:
 
-- **`run_drift_check`**: reads both windows with `read_logs` (pyarrow JSON reader, schema checks, delayed
-  labels), then `check_drift` with the default `DriftConfig` (Evidently `ValueDrift` per descriptor and score
+- **`run_drift_check`**: reads both windows with `read_logs` (streamed in chunks through pyarrow's JSON reader,
+  schema checks, delayed labels, a seeded sample of `max_sample_rows` rows kept, counts over every row), then `check_drift` with the default `DriftConfig` (Evidently `ValueDrift` per descriptor and score
   per row subset, the model-based embedding drift of Evidently's `ModelDriftMethod` for each embedding, flag-rate
   z-tests and performance on labeled rows; distribution tests on a seeded sample of at most
   `max_sample_rows` rows per window, rates on every row), then writes `summary.json`, `report.html`,

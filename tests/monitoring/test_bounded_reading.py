@@ -34,6 +34,14 @@ def window(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def _one_partition(root: Path, rows: list[dict]) -> Path:
+    """Writes `rows` as they are (no schema helper) into one day partition under `root`."""
+    partition = root / "date=2026-11-20"
+    partition.mkdir(parents=True)
+    (partition / "part.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
 def test_a_row_budget_keeps_a_uniform_sample_and_exact_counts(window: Path):
     exact = read_logs(window, row_budget=None)
     sampled = read_logs(window, row_budget=500, seed=3)
@@ -92,10 +100,7 @@ def test_a_timestamp_pandas_cannot_parse_costs_one_line(tmp_path: Path):
     `pd.to_datetime` out of `read_logs` (a traceback from `tns drift`)."""
     rows = records(200, 4)
     rows[7] = {**rows[7], "timestamp": "yesterday at noon"}
-    root = tmp_path / "logs" / "date=2026-11-20"
-    root.mkdir(parents=True)
-    (root / "part.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    read = read_logs(tmp_path / "logs")
+    read = read_logs(_one_partition(tmp_path / "logs", rows))
     assert (read.stats.malformed, read.stats.rows) == (1, 199)
     assert "'yesterday at noon' is not ISO 8601" in read.stats.malformed_examples[0]
 
@@ -167,10 +172,7 @@ def test_a_timestamp_beyond_the_nanosecond_range_costs_one_line(tmp_path: Path):
     """pyarrow parses `9999-01-01` as a timestamp; cast to nanoseconds it wrapped to 1815 without a word."""
     rows = records(200, 4)
     rows[9] = {**rows[9], "timestamp": "9999-01-01T00:00:00+00:00"}
-    root = tmp_path / "logs" / "date=2026-11-20"
-    root.mkdir(parents=True)
-    (root / "part.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    read = read_logs(tmp_path / "logs")
+    read = read_logs(_one_partition(tmp_path / "logs", rows))
     assert (read.stats.malformed, read.stats.rows) == (1, 199)
     assert read.stats.start.year == read.stats.end.year == 2026
 
