@@ -56,6 +56,7 @@ demo-drift: setup $(TMPDIR)
 
 test: setup $(TMPDIR)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/tns compile --check
 	$(BIN)/python -m pytest -q --durations=25
 
@@ -65,6 +66,7 @@ test-fast: setup $(TMPDIR)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: setup
 	$(BIN)/ruff check --fix .

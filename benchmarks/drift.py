@@ -101,7 +101,7 @@ def log_lines(
         first: Position of the first line in the window (request ids, timestamps and the chunk's seed).
         window_rows: Rows of the whole window (default `first + rows`).
     """
-    from components.common.constants import EMBEDDING_DIM
+    from core.common.constants import EMBEDDING_DIM
 
     rng = np.random.default_rng([seed, first])
     n = rows
@@ -350,7 +350,7 @@ def read_plain(path: Path):
     failed requests dropped. No schema checks, no malformed-line handling, no delayed labels."""
     import pandas as pd
 
-    from components.common.constants import EMBEDDING_DIM
+    from core.common.constants import EMBEDDING_DIM
     from monitoring.schema import FLAG_PREFIX, SCORE_PREFIX, embedding_columns
 
     frames = [pd.read_json(file, lines=True, dtype=False) for file in sorted(path.rglob("*.jsonl"))]
@@ -528,7 +528,7 @@ def bench_drift(
     log=None,
 ) -> DriftBench:
     """Generates (or reuses) the log windows and measures every case at every size."""
-    from components.common.env import tns_home
+    from core.common.env import tns_home
 
     log = log or (lambda line: None)
     cache = cache or tns_home() / "bench" / "drift"
@@ -736,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path)
     parser.add_argument("--rows", type=int, action="append", help="Rows per window (repeatable).")
     args = parser.parse_args(argv)
-    from components.common.env import apply_offline_environment
+    from core.common.env import apply_offline_environment
 
     apply_offline_environment()
     if args.case:

@@ -110,7 +110,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from components.common.env import apply_offline_environment
+    from core.common.env import apply_offline_environment
 
     apply_offline_environment()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -220,7 +220,7 @@ class HostileBench:
 
 
 def bench_hostile(folder: Path, cache: Path | None = None, log=None) -> HostileBench:
-    from components.common.env import tns_home
+    from core.common.env import tns_home
 
     log = log or (lambda line: None)
     cache = cache or tns_home() / "bench" / "hostile"
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", type=Path)
     parser.add_argument("--work", type=Path)
     args = parser.parse_args(argv)
-    from components.common.env import apply_offline_environment
+    from core.common.env import apply_offline_environment
 
     apply_offline_environment()
     if args.case:

@@ -111,8 +111,8 @@ def write_manifest(folder: Path, rows: list[dict]) -> Path:
 # Running -------------------------------------------------------------------------------------------------
 def prepare(source: Path, work: Path, config):
     """Ingests and splits a dataset folder as the pipeline does; returns (dataset_dir, frame with split)."""
-    from components.data.ingest import ingest_dataset
-    from components.data.split import read_split_frame, split_dataset
+    from core.data.ingest import ingest_dataset
+    from core.data.split import read_split_frame, split_dataset
 
     dataset_dir, splits_dir = work / "dataset", work / "splits"
     ingest_dataset(source, dataset_dir, config)
@@ -123,9 +123,9 @@ def prepare(source: Path, work: Path, config):
 def model_scores(
     dataset_dir: Path, frame: pd.DataFrame, config, work: Path
 ) -> tuple[pd.DataFrame, float, dict]:
-    from components.common.constants import COL_SPLIT, SPLIT_TEST
-    from components.evaluation.scoring import score_frame
-    from components.training.trainer import train_model
+    from core.common.constants import COL_SPLIT, SPLIT_TEST
+    from core.evaluation.scoring import score_frame
+    from core.training.trainer import train_model
 
     started = time.perf_counter()
     result = train_model(dataset_dir, frame, config, work / "model")
@@ -174,15 +174,15 @@ def pixel_baseline(dataset_dir: Path, frame: pd.DataFrame, policy: str, side: in
 
 
 def _train_test(frame: pd.DataFrame, policy: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from components.common.constants import COL_SPLIT, SPLIT_TEST, SPLIT_TRAIN
+    from core.common.constants import COL_SPLIT, SPLIT_TEST, SPLIT_TRAIN
 
     annotated = frame[frame[policy].notna()]
     return annotated[annotated[COL_SPLIT] == SPLIT_TRAIN], annotated[annotated[COL_SPLIT] == SPLIT_TEST]
 
 
 def run_dataset(name, licence, source, work, config, baseline, slice_columns=()) -> DatasetResult:
-    from components.common.constants import COL_ID, COL_SPLIT, SPLIT_TEST
-    from components.evaluation.evaluate import label_column, score_column, uncalibrated_column
+    from core.common.constants import COL_ID, COL_SPLIT, SPLIT_TEST
+    from core.evaluation.evaluate import label_column, score_column, uncalibrated_column
 
     dataset_dir, frame = prepare(source, work, config)
     test, seconds, summary = model_scores(dataset_dir, frame, config, work)
@@ -213,7 +213,7 @@ def run_dataset(name, licence, source, work, config, baseline, slice_columns=())
 
 def _slice_table(scores: Scores, values: np.ndarray, threshold: float = 0.5) -> dict[str, dict[str, float]]:
     """Per slice value: rows, positives, ROC-AUC and the false-positive rate at a 0.5 calibrated score."""
-    from components.evaluation import metrics
+    from core.evaluation import metrics
 
     table = {}
     for value in sorted(set(values)):
@@ -231,7 +231,7 @@ def _slice_table(scores: Scores, values: np.ndarray, threshold: float = 0.5) -> 
 
 # Report --------------------------------------------------------------------------------------------------
 def _cells(scores: Scores, bootstrap: int) -> list[str]:
-    from components.evaluation import metrics
+    from core.evaluation import metrics
 
     auc = metrics.roc_auc(scores.labels, scores.scores)
     low, high = metrics.bootstrap_roc_auc(scores.labels, scores.scores, bootstrap, 0) or (float("nan"),) * 2
@@ -299,9 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="run configuration override KEY=VALUE")
     args = parser.parse_args(argv)
 
-    from components.common.config import RunConfig
-    from components.common.env import apply_offline_environment
-    from components.data.generate import generate_dataset
+    from core.common.config import RunConfig
+    from core.common.env import apply_offline_environment
+    from core.data.generate import generate_dataset
 
     apply_offline_environment()
     started = time.perf_counter()
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.datasets.split(",")
 
     def config_for(policies: list[str], **extra) -> RunConfig:
-        from pipelines.local import parse_value
+        from core.common.config import parse_value
 
         changes = {"policies": policies, **extra, **{k: parse_value(v) for k, v in overrides.items()}}
         return RunConfig().with_overrides(**changes)

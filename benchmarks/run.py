@@ -22,8 +22,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from components.common.config import RunConfig
-from components.common.env import apply_offline_environment
+from core.common.config import RunConfig
+from core.common.env import apply_offline_environment
 
 SECTIONS = ("training", "orchestration", "serving", "drift", "hostile")
 DEFAULT_OUT = Path("docs/benchmarks.md")
@@ -48,9 +48,9 @@ def _machine() -> str:
 
 
 def _prepare(folder: Path, rows: int) -> tuple[Path, Path]:
-    from components.data.generate import GenerateSpec, generate_dataset
-    from components.data.ingest import ingest_dataset
-    from components.data.split import split_dataset
+    from core.data.generate import GenerateSpec, generate_dataset
+    from core.data.ingest import ingest_dataset
+    from core.data.split import split_dataset
 
     generate_dataset(folder / "raw", GenerateSpec(rows=rows, seed=21))
     config = RunConfig()
@@ -63,10 +63,10 @@ def bench_training(folder: Path, rows: int, epochs: int, repeats: int) -> dict:
     """Samples/s of `train_model`'s training loop vs a bare loop over the same model, data and batch size."""
     import torch
 
-    from components.data.split import read_split_frame
-    from components.training.model import build_model, resolve_text_encoder
-    from components.training.preprocessing import TOKENIZER_FILE, Preprocessor
-    from components.training.trainer import _preprocessing_spec, encode_items, train_model
+    from core.data.split import read_split_frame
+    from core.training.model import build_model, resolve_text_encoder
+    from core.training.preprocessing import TOKENIZER_FILE, Preprocessor
+    from core.training.trainer import _preprocessing_spec, encode_items, train_model
 
     dataset, splits = _prepare(folder, rows)
     frame = read_split_frame(dataset, splits)
@@ -150,7 +150,7 @@ def bench_orchestration(folder: Path, rows: int, epochs: int) -> dict:
     from pipelines.training import training_pipeline
 
     data = folder / "raw"
-    from components.data.generate import GenerateSpec, generate_dataset
+    from core.data.generate import GenerateSpec, generate_dataset
 
     generate_dataset(data, GenerateSpec(rows=rows, seed=22))
     config = RunConfig().with_overrides(

@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.config import RunConfig
-from components.common.constants import (
+from core.common.config import RunConfig
+from core.common.constants import (
     TRITON_ENSEMBLE,
     TRITON_INPUT_IMAGE,
     TRITON_INPUT_TEXT,
@@ -82,8 +82,8 @@ class Item:
 
 def load_items(count: int, folder: Path, seed: int = 31) -> list[Item]:
     """`count` items of the embedded synthetic dataset (text+image, text-only and image-only, 64x64 PNGs)."""
-    from components.common.constants import COL_IMAGE, COL_TEXT
-    from components.data.generate import GenerateSpec, generate_dataset
+    from core.common.constants import COL_IMAGE, COL_TEXT
+    from core.data.generate import GenerateSpec, generate_dataset
 
     manifest = generate_dataset(folder, GenerateSpec(rows=count, seed=seed))
     items = []
@@ -395,9 +395,9 @@ class InProcessBaselines:
     """
 
     def __init__(self, model_dir: Path, onnx_path: Path, items: Sequence[Item]) -> None:
-        from components.export.onnx_export import onnx_session, probability_model
-        from components.training.model import load_model
-        from components.training.preprocessing import Preprocessor
+        from core.export.onnx_export import onnx_session, probability_model
+        from core.training.model import load_model
+        from core.training.preprocessing import Preprocessor
 
         self.items = list(items)
         self.preprocessor = Preprocessor.from_model_dir(model_dir)
@@ -412,7 +412,7 @@ class InProcessBaselines:
             return self._runners[batch_size]
         import torch
 
-        from components.export.onnx_export import INPUT_NAMES
+        from core.export.onnx_export import INPUT_NAMES
 
         batches = cycled_batches(len(self.items), batch_size)
         raw = [([self.items[i].text for i in rows], [self.items[i].image for i in rows]) for rows in batches]
@@ -453,8 +453,8 @@ class InProcessBaselines:
 
     def expected_scores(self) -> dict[tuple[bytes, bytes], np.ndarray]:
         """onnxruntime's probabilities of each item alone, keyed by the bytes a request carries for it."""
-        from components.common.constants import TENSOR_PROBABILITIES
-        from components.export.onnx_export import INPUT_NAMES
+        from core.common.constants import TENSOR_PROBABILITIES
+        from core.export.onnx_export import INPUT_NAMES
 
         expected = {}
         for item in self.items:
@@ -478,9 +478,9 @@ def build_exported_model(folder: Path, config: RunConfig, seed: int = 0) -> tupl
     """
     import torch
 
-    from components.export.onnx_export import export_onnx
-    from components.training.model import build_model, resolve_text_encoder, save_model
-    from components.training.trainer import _preprocessing_spec
+    from core.export.onnx_export import export_onnx
+    from core.training.model import build_model, resolve_text_encoder, save_model
+    from core.training.trainer import _preprocessing_spec
     from serving.repository import ServedModel, write_model_repository
 
     settings = config.train

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from components.common.constants import (
+from core.common.constants import (
     DEFAULT_MODEL_NAME,
     EXIT_DRIFT,
     EXIT_DRIFT_RETRAIN_FAILED,
@@ -26,8 +26,8 @@ from components.common.constants import (
     EXIT_OK,
     MANIFEST_NAMES,
 )
-from components.common.env import tns_home
-from components.common.markup import redact_credentials
+from core.common.env import tns_home
+from core.common.markup import redact_credentials
 from monitoring.drift import DriftConfig, DriftResult, WindowCounts, check_drift, window_id
 from monitoring.logs import DEFAULT_MAX_MALFORMED_SHARE, LogReadError, LogWindow, read_logs
 from monitoring.schema import LogSchemaError

@@ -21,8 +21,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from components.common.constants import DEFAULT_MODEL_NAME, EXIT_FAILED, EXIT_OK
-from components.common.env import apply_offline_environment, tns_home
+from core.common.constants import DEFAULT_MODEL_NAME, EXIT_FAILED, EXIT_OK
+from core.common.env import apply_offline_environment, tns_home
 
 DEMO_SCENARIO = "new_slang"
 DEMO_START = datetime(2026, 11, 2, tzinfo=UTC)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from components.common.constants import EMBEDDING_DIM
+from core.common.constants import EMBEDDING_DIM
 from monitoring.schema import (
     FLAG_PREFIX,
     IMAGE_EMBEDDING_PREFIX,

@@ -47,12 +47,14 @@ from monitoring.schema import (
     MAX_LOG_LINE_BYTES,
     PARTITION_PREFIX,
     SCORE_PREFIX,
+    make_record,
     partition_name,
 )
 
 __all__ = [
     "DEFAULT_MAX_MALFORMED_SHARE",
     "FIELD_KINDS",
+    "InferenceLog",
     "LogReadError",
     "LogWindow",
     "LogWriter",
@@ -73,6 +75,29 @@ PARQUET_BATCH_ROWS = 50_000
 
 class LogReadError(ValueError):
     """A window of logs cannot be used (too many malformed lines, nothing to read)."""
+
+
+class InferenceLog:
+    """The serving client's sink (`ContentSafetyClient(inference_log=...)`): one inference-log record per served
+    item (`monitoring.schema.make_record`), partitioned by day. Thread-safe.
+
+    Records hold the request id, time, model version, text descriptors, language and SHA-256 (the raw text only
+    with `keep_text=True`), the image's header fields and SHA-256 (never its bytes), the projected text and
+    image embeddings, per-policy scores and flags, the action and latency, or the error of a failed request.
+
+    Args:
+        root: The log folder; files go to `root/date=YYYY-MM-DD/<name>-<pid>.jsonl`.
+        keep_text: Also log raw texts (off by default: descriptors and a hash are enough for drift checks).
+        name: File name prefix.
+    """
+
+    def __init__(self, root: str | Path, keep_text: bool = False, name: str = "inference") -> None:
+        self.root = Path(root)
+        self.keep_text = keep_text
+        self._writer = LogWriter(self.root, name)
+
+    def __call__(self, served: list[dict[str, Any]]) -> None:
+        self._writer.write([make_record(**item, keep_text=self.keep_text) for item in served])
 
 
 class LogWriter:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common.config import ConfigError, coerce_field
-from components.common.constants import DEFAULT_MODEL_NAME
+from core.common.config import ConfigError, coerce_field
+from core.common.constants import DEFAULT_MODEL_NAME
 
 
 @dataclass(frozen=True)
@@ -177,13 +177,13 @@ class RetrainPolicy:
 
     def run_config(self) -> Any:
         """The retraining run's configuration: defaults with `config_overrides` applied (a `RunConfig`)."""
-        from pipelines.local import TrainingRequest, load_config
+        from core.common.config import load_run_config
 
         for index, item in enumerate(self.config_overrides):
             if not isinstance(item, str) or "=" not in item:
                 raise ConfigError(f"config_overrides[{index}] must be 'KEY=VALUE', got {item!r}")
         try:
-            return load_config(TrainingRequest(overrides=list(self.config_overrides)))
+            return load_run_config(overrides=list(self.config_overrides))
         except ConfigError as error:
             raise ConfigError(f"config_overrides: {error}") from None
 

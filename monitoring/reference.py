@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from components.common.constants import COL_CREATED_AT, COL_ID, COL_IMAGE, COL_TEXT
-from components.common.env import tns_home
-from components.common.images import ImageFileError, read_image_file
+from core.common.constants import COL_CREATED_AT, COL_ID, COL_IMAGE, COL_TEXT
+from core.common.env import tns_home
+from core.common.images import ImageFileError, read_image_file
 from monitoring.logs import LogWindow, LogWriter, read_logs
 from monitoring.schema import make_record
 
@@ -24,7 +24,7 @@ SCORING_BATCH = 32
 
 
 def _read_manifest(dataset: Path):
-    from components.data.formats import find_manifest, read_table
+    from core.data.formats import find_manifest, read_table
 
     manifest = find_manifest(dataset)
     if manifest is None:
@@ -109,7 +109,7 @@ def _created_at(value: Any, default: datetime) -> datetime:
 def _score_into(folder: Path, root: Path, table, scorer) -> None:
     import shutil
 
-    from components.data.formats import parse_label
+    from core.data.formats import parse_label
 
     policies = list(getattr(scorer, "policies", []))
     if folder.exists():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components.common.markup import escape_html
+from core.common.markup import escape_html
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#1d2330;

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from components.common.constants import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from core.common.constants import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from monitoring.submitters import (
     DEFAULT_BACKOFF_S,
     DEFAULT_RETRIES,

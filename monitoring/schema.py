@@ -39,8 +39,8 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
-from components.common.constants import EMBEDDING_DIM, MAX_TEXT_CHARS
-from components.common.images import IMAGE_FORMATS
+from core.common.constants import EMBEDDING_DIM, MAX_TEXT_CHARS
+from core.common.images import IMAGE_FORMATS
 
 LOG_SCHEMA_VERSION = 1
 PARTITION_PREFIX = "date="

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from components.common.constants import (
+from core.common.constants import (
     DEFAULT_MODEL_NAME,
     ONNX_MODEL_FILE,
     PREPROCESSING_FILE,
@@ -37,7 +37,7 @@ from components.common.constants import (
     TRITON_POSTPROCESS,
     TRITON_PREPROCESS,
 )
-from components.training.preprocessing import InvalidItem
+from core.training.preprocessing import InvalidItem
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -99,7 +99,7 @@ class RepositoryScorer:
     """
 
     def __init__(self, repository: str | Path, version: str | int | None = None, threads: int = 0) -> None:
-        from components.export.onnx_export import onnx_session
+        from core.export.onnx_export import onnx_session
         from serving.models.preprocess import load_preprocessor
 
         self.repository = Path(repository).expanduser().resolve()
@@ -177,7 +177,7 @@ class RepositoryScorer:
     def _score_batch(
         self, texts: list[str | None], images: list[bytes | None], offset: int
     ) -> list[ScoredItem]:
-        from components.export.onnx_export import INPUT_NAMES, OUTPUT_NAMES
+        from core.export.onnx_export import INPUT_NAMES, OUTPUT_NAMES
         from serving.models.postprocess import decide
 
         try:

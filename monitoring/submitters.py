@@ -31,8 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from components.common.constants import ENV_HOME, EXIT_FAILED, EXIT_NOT_BLESSED, EXIT_OK
-from components.common.env import tns_home
+from core.common.constants import ENV_HOME, EXIT_FAILED, EXIT_NOT_BLESSED, EXIT_OK
+from core.common.env import tns_home
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_PACKAGE = REPO_ROOT / "pipelines" / "compiled" / "training.yaml"
@@ -110,7 +110,7 @@ class RetrainRequest:
 
     def overrides(self) -> list[str]:
         """Configuration overrides of the run, with the policy's model name when it is not the default."""
-        from components.common.constants import DEFAULT_MODEL_NAME
+        from core.common.constants import DEFAULT_MODEL_NAME
 
         extra = [] if self.model_name == DEFAULT_MODEL_NAME else [f"model_name={self.model_name}"]
         return [*self.config_overrides, *extra]
@@ -123,9 +123,9 @@ class RetrainRequest:
             "data_window": self.data_window,
         }
         if self.overrides():
-            from pipelines.local import TrainingRequest, load_config
+            from core.common.config import load_run_config
 
-            config = load_config(TrainingRequest(overrides=self.overrides()))
+            config = load_run_config(overrides=self.overrides())
             arguments["config_json"] = config.to_json()
             arguments["policies"] = list(config.policies)
         return arguments
@@ -557,9 +557,19 @@ class LocalSubmitter:
             "data_window": request.data_window,
         }
 
-    def build_command(self, request_file: Path) -> list[str]:
-        """The subprocess command: this module's entry point, which calls `run_training` with the request."""
-        return [self.python, "-m", "monitoring.submitters", "--request", str(request_file)]
+    def build_command(self, request: RetrainRequest) -> list[str]:
+        """The subprocess command: `tns run training`, the entry point a user runs, with the request's data,
+        overrides, trigger report and data window."""
+        command = [self.python, "-m", "pipelines.cli", "run", "training"]
+        if request.data_uri:
+            command += ["--data", request.data_uri]
+        for override in request.overrides():
+            command += ["--set", override]
+        if request.trigger_report:
+            command += ["--trigger-report", request.trigger_report]
+        if request.data_window:
+            command += ["--data-window", request.data_window]
+        return command
 
     def new_run_id(self, request: RetrainRequest) -> str:
         key = hashlib.sha256(request.idempotency_key.encode("utf-8")).hexdigest()[:8]
@@ -580,7 +590,7 @@ class LocalSubmitter:
         env = {**os.environ, ENV_HOME: str(self.home)}
         started = time.time()
         try:
-            exit_code = self.runner(self.build_command(request_file), env, log_path, self.timeout_s)
+            exit_code = self.runner(self.build_command(request), env, log_path, self.timeout_s)
         except OSError as error:
             raise SubmissionError(f"could not start the local training run: {error}") from error
         output_dir = _output_dir(log_path) or _newest_pipeline_dir(self.home / "kfp", started)
@@ -623,21 +633,3 @@ def _output_dir(log_path: Path) -> str:
 def _newest_pipeline_dir(root: Path, after: float) -> str:
     runs = [p for p in root.glob("tns-training-*") if p.is_dir() and p.stat().st_mtime >= after - 1]
     return str(max(runs, key=lambda p: p.stat().st_mtime)) if runs else ""
-
-
-def _main(argv: list[str] | None = None) -> int:
-    """Entry point of a local retraining subprocess: `python -m monitoring.submitters --request FILE`."""
-    parser = argparse.ArgumentParser(prog="python -m monitoring.submitters")
-    parser.add_argument("--request", type=Path, required=True, help="TrainingRequest fields as JSON.")
-    args = parser.parse_args(argv)
-    from components.common.env import apply_offline_environment
-    from pipelines.local import TrainingRequest, run_training
-
-    apply_offline_environment()
-    fields: dict[str, Any] = json.loads(args.request.read_text(encoding="utf-8"))
-    fields["data"] = Path(fields["data"]) if fields.get("data") else None
-    return run_training(TrainingRequest(**fields))
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

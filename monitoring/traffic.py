@@ -1,6 +1,6 @@
 """A production-traffic simulator: synthetic posts over a time range, with a drift scenario from a chosen time on.
 
-Items come from the embedded generator's vocabulary, painters and labelling rules (`components.data.generate`):
+Items come from the embedded generator's vocabulary, painters and labelling rules (`core.data.generate`):
 explicit text or an explicit image violates its policy, a caption theme shown with a visual concept violates
 `combination_policy(theme, concept)`. Before the drift start every scenario produces exactly the traffic of
 `none` (the training mixture; each item has its own random stream, so the items before the drift start are the
@@ -44,7 +44,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.common.constants import (
+from core.common.constants import (
     COL_CREATED_AT,
     COL_ID,
     COL_IMAGE,
@@ -56,7 +56,7 @@ from components.common.constants import (
     EXIT_OK,
     EXIT_USAGE,
 )
-from components.data.generate import (
+from core.data.generate import (
     BENIGN_CONCEPTS,
     BENIGN_TEXT,
     EXPLICIT_CONCEPTS,

@@ -34,8 +34,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from components.common.config import ConfigError
-from components.common.constants import (
+from core.common.config import ConfigError
+from core.common.constants import (
     ENV_LEDGER,
     EXIT_FAILED,
     EXIT_OK,
@@ -43,7 +43,7 @@ from components.common.constants import (
     MONITORING_STATE_MOUNT,
     MONITORING_STATE_PVC,
 )
-from components.common.env import tns_home
+from core.common.env import tns_home
 from monitoring.policy import RetrainPolicy
 from monitoring.submitters import (
     DEFAULT_EXPERIMENT,

@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from components.common.constants import (
+from core.common.constants import (
     DEFAULT_MODEL_NAME,
     EXIT_FAILED,
     EXIT_OK,
@@ -65,6 +65,16 @@ def _build_parser() -> argparse.ArgumentParser:
     add_config_arguments(training)
     training.add_argument("--force-promote", action="store_true", help="Promote even when NOT_BLESSED.")
     training.add_argument("--reason", default="", help="Why --force-promote is used (required with it).")
+    training.add_argument(
+        "--trigger-report",
+        default="",
+        help="The drift report that started this run (set by the retrain trigger; tagged on the MLflow run).",
+    )
+    training.add_argument(
+        "--data-window",
+        default="",
+        help="The data window (JSON) of a triggered run (set by the retrain trigger; tagged on the MLflow run).",
+    )
     training.add_argument(
         "--verbose",
         action="store_true",
@@ -284,7 +294,7 @@ def _data(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from components.data.generate import GenerateSpec, generate_dataset
+    from core.data.generate import GenerateSpec, generate_dataset
 
     changes = {name: value for name, value in (("rows", args.rows), ("seed", args.seed)) if value is not None}
     if changes.get("rows", 1) < 1:
@@ -326,6 +336,8 @@ def _run_training(args: argparse.Namespace) -> int:
         overrides=list(args.overrides),
         force_promote=args.force_promote,
         force_reason=args.reason,
+        trigger_report=args.trigger_report,
+        data_window=args.data_window,
         verbose=args.verbose,
     )
     return run_training(request)
@@ -413,7 +425,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise UsageError("--timeout must be positive")
     image = None
     if args.image is not None:
-        from components.common.images import ImageFileError, read_image_file
+        from core.common.images import ImageFileError, read_image_file
 
         try:
             image = read_image_file(None, args.image.expanduser())
@@ -453,8 +465,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from components.common.constants import REPOSITORY_MANIFEST_FILE, TAG_REPOSITORY_MANIFEST
-    from components.common.integrity import IntegrityError, remove_bytecode, verify_repository
+    from core.common.constants import REPOSITORY_MANIFEST_FILE, TAG_REPOSITORY_MANIFEST
+    from core.common.integrity import IntegrityError, remove_bytecode, verify_repository
 
     repository = args.repository.expanduser().resolve()
     manifest_path = (args.manifest or repository.parent / REPOSITORY_MANIFEST_FILE).expanduser()
@@ -472,7 +484,7 @@ def _verify(args: argparse.Namespace) -> int:
     if args.model_version is not None:
         from mlflow.exceptions import MlflowException
 
-        from components.registry.mlflow_registry import configure, version_tags
+        from core.registry.mlflow_registry import configure, version_tags
 
         try:
             configure(args.tracking_uri)
@@ -504,9 +516,9 @@ def _verify(args: argparse.Namespace) -> int:
 def _drift(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from core.common.config import parse_value
     from monitoring.check import DriftCheckError, DriftRequest, print_outcome, run_drift_check
     from monitoring.drift import DriftConfig
-    from pipelines.local import parse_value
 
     changes = {}
     for item in args.drift_overrides:
@@ -600,7 +612,7 @@ def _monitor_ui(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from components.common.env import tns_home
+    from core.common.env import tns_home
 
     workspace = (args.workspace or tns_home() / "monitoring" / "workspace").expanduser().resolve()
     workspace.mkdir(parents=True, exist_ok=True)
@@ -624,8 +636,8 @@ def _monitor_ui(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `tns` command; returns the process exit code."""
-    from components.common.config import ConfigError
-    from components.common.env import apply_offline_environment
+    from core.common.config import ConfigError
+    from core.common.env import apply_offline_environment
 
     apply_offline_environment()
     parser = _build_parser()

@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from components.common.constants import EXIT_FAILED, EXIT_OK, SPLITS
+from core.common.constants import EXIT_FAILED, EXIT_OK, SPLITS
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +45,9 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """Runs the check and prints the findings; returns the exit code."""
-    from components.common.env import tns_home
-    from components.data.formats import DatasetFormatError
     from components.validation.executor import check_data
+    from core.common.env import tns_home
+    from core.data.formats import DatasetFormatError
     from pipelines.local import TrainingRequest, load_config
 
     config = load_config(

@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from components.common.config import ConfigError, RunConfig
-from components.common.constants import (
+from components.common.failure import read_failure
+from core.common.config import RunConfig, load_run_config
+from core.common.constants import (
     BLESSED,
     DATASET_FINGERPRINT,
     DECISION_FILE,
@@ -33,9 +32,8 @@ from components.common.constants import (
     RUN_LOG_FILE,
     SPLITS,
 )
-from components.common.env import tns_home
-from components.common.failure import read_failure
-from components.data.ingest import read_preparation
+from core.common.env import tns_home
+from core.data.ingest import read_preparation
 
 
 @dataclass
@@ -55,33 +53,12 @@ class TrainingRequest:
 
 def load_config(request: TrainingRequest) -> RunConfig:
     """The configuration file (or defaults) with `--policies` and `--set` overrides applied."""
-    if request.config_file is not None and not request.config_file.is_file():
-        raise ConfigError(f"configuration file {request.config_file} does not exist")
-    config = RunConfig.from_yaml(request.config_file) if request.config_file else RunConfig()
-    changes: dict[str, Any] = {}
-    for item in request.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        changes[key.strip()] = parse_value(value)
-    if request.policies.strip():
-        changes["policies"] = [p.strip() for p in request.policies.split(",") if p.strip()]
-    return config.with_overrides(**changes) if changes else config
-
-
-def parse_value(text: str) -> Any:
-    """A `--set` value as YAML, except that `1e-12` is a number (YAML 1.1 would read a string)."""
-    import re
-
-    value = yaml.safe_load(text)
-    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
-        return float(value)
-    return value
+    return load_run_config(request.config_file, request.overrides, request.policies)
 
 
 def default_dataset(home: Path) -> Path:
     """The embedded default dataset under `$TNS_HOME/data/default`, generated once (it is deterministic)."""
-    from components.data.generate import generate_dataset
+    from core.data.generate import generate_dataset
 
     folder = home / "data" / "default"
     if not (folder / "manifest.jsonl").is_file():

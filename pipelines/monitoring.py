@@ -2,8 +2,8 @@
 
 from kfp import dsl, kubernetes
 
-from components.common.constants import DEFAULT_MODEL_NAME, MONITORING_STATE_MOUNT, MONITORING_STATE_PVC
 from components.monitoring.component import check_drift, trigger_retraining
+from core.common.constants import DEFAULT_MODEL_NAME, MONITORING_STATE_MOUNT, MONITORING_STATE_PVC
 from monitoring.drift import STATUS_DRIFT
 
 PIPELINE_NAME = "tns-monitoring"

@@ -3,13 +3,13 @@ infra-validate, promote. Wiring only."""
 
 from kfp import dsl, kubernetes
 
-from components.common.constants import BLESSED, DEFAULT_POLICIES, TRAINING_ACCELERATOR
 from components.data.component import ingest_data, split_data
 from components.evaluation.component import evaluate_model, gate_model, policy_metrics
 from components.export.component import export_model, infra_validate
 from components.registry.component import promote_model, record_rejection, register_model
 from components.training.component import train_model
 from components.validation.component import validate_data
+from core.common.constants import BLESSED, DEFAULT_POLICIES, TRAINING_ACCELERATOR
 
 PIPELINE_NAME = "tns-training"
 MLFLOW_SECRET = "mlflow-credentials"

@@ -1,8 +1,9 @@
 """`ContentSafetyClient`: a typed client of the `content_safety` ensemble over Triton's HTTP or gRPC API.
 
-    from serving.client import ContentSafetyClient, InferenceLog
+    from monitoring.logs import InferenceLog
+    from serving.client import ContentSafetyClient
 
-    with ContentSafetyClient("127.0.0.1:8000", inference_log=InferenceLog("inference.jsonl")) as client:
+    with ContentSafetyClient("127.0.0.1:8000", inference_log=InferenceLog("logs/inference")) as client:
         prediction = client.classify_one(text="buy followers now", image=open("meme.png", "rb").read())
         prediction.action, prediction.flagged_policies, prediction.scores["spam"]
 
@@ -26,12 +27,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from components.common.constants import (
+from core.common.constants import (
     TRITON_ENSEMBLE,
     TRITON_INPUT_IMAGE,
     TRITON_INPUT_TEXT,
@@ -85,32 +85,6 @@ class Prediction:
         return [policy for policy, flagged in self.flags.items() if flagged]
 
 
-class InferenceLog:
-    """Writes one inference-log record per scored item (`monitoring.schema`), partitioned by day. Thread-safe.
-
-    Records hold the request id, time, model version, text descriptors, language and SHA-256 (the raw text only
-    with `keep_text=True`), the image's header fields and SHA-256 (never its bytes), the projected text and
-    image embeddings, per-policy scores and flags, the action and latency, or the error of a failed request.
-
-    Args:
-        root: The log folder; files go to `root/date=YYYY-MM-DD/<name>-<pid>.jsonl`.
-        keep_text: Also log raw texts (off by default: descriptors and a hash are enough for drift checks).
-        name: File name prefix.
-    """
-
-    def __init__(self, root: str | Path, keep_text: bool = False, name: str = "inference") -> None:
-        from monitoring.logs import LogWriter
-
-        self.root = Path(root)
-        self.keep_text = keep_text
-        self._writer = LogWriter(self.root, name)
-
-    def __call__(self, records: list[dict[str, Any]]) -> None:
-        if not self.keep_text:
-            records = [{**record, "text": None} for record in records]
-        self._writer.write(records)
-
-
 def _bytes_array(values: Sequence[bytes]) -> np.ndarray:
     array = np.empty((len(values), 1), dtype=object)
     for row, value in enumerate(values):
@@ -130,7 +104,10 @@ class ContentSafetyClient:
         retries: Further attempts after a failed one (not for bad requests).
         backoff_s: First retry delay; doubles per attempt, with up to 50% jitter.
         max_batch_size: Largest number of items per request (the ensemble's `max_batch_size`).
-        inference_log: Called with one record per item after every request (see `InferenceLog`).
+        inference_log: A sink called after every request with one dict per item: `request_id`, `item`,
+            `timestamp`, `model_name`, `model_version`, `text`, `image`, `scores`, `flags`, `action`,
+            `text_embedding`, `image_embedding`, `latency_ms`, `error` (None, or why the request failed).
+            `monitoring.logs.InferenceLog` turns them into inference-log records; serving never imports it.
     """
 
     def __init__(
@@ -382,33 +359,30 @@ class ContentSafetyClient:
     ) -> None:
         if self.inference_log is None:
             return
-        from monitoring.schema import make_record
-
         now = datetime.now(UTC)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        records = []
+        served = []
         for row, (text, image) in enumerate(zip(texts, images, strict=True)):
             prediction = predictions[row] if predictions is not None else None
-            records.append(
-                make_record(
-                    request_id=request_id,
-                    item=row,
-                    timestamp=now,
-                    model_name=prediction.model_name if prediction else self.model_name,
-                    model_version=prediction.model_version if prediction else self.model_version,
-                    text=text,
-                    image=image,
-                    scores=prediction.scores if prediction else None,
-                    flags=prediction.flags if prediction else None,
-                    action=prediction.action if prediction else None,
-                    text_embedding=prediction.text_embedding if prediction else None,
-                    image_embedding=prediction.image_embedding if prediction else None,
-                    latency_ms=latency_ms,
-                    error=None if prediction else f"{type(error).__name__}: {error}",
-                    keep_text=True,  # the hook decides whether raw text is kept
-                )
+            served.append(
+                {
+                    "request_id": request_id,
+                    "item": row,
+                    "timestamp": now,
+                    "model_name": prediction.model_name if prediction else self.model_name,
+                    "model_version": prediction.model_version if prediction else self.model_version,
+                    "text": text,
+                    "image": image,
+                    "scores": prediction.scores if prediction else None,
+                    "flags": prediction.flags if prediction else None,
+                    "action": prediction.action if prediction else None,
+                    "text_embedding": prediction.text_embedding if prediction else None,
+                    "image_embedding": prediction.image_embedding if prediction else None,
+                    "latency_ms": latency_ms,
+                    "error": None if prediction else f"{type(error).__name__}: {error}",
+                }
             )
-        self.inference_log(records)
+        self.inference_log(served)
 
 
 def _classify_server_error(error) -> ContentSafetyError:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.constants import MODALITIES, MODALITY_BOTH, TRITON_CPU_CONFIG
-from components.common.markup import escape_markdown, markdown_code
-from components.export.golden import GoldenSet, abs_difference
+from core.common.constants import MODALITIES, MODALITY_BOTH, TRITON_CPU_CONFIG
+from core.common.markup import escape_markdown, markdown_code
+from core.export.golden import GoldenSet, abs_difference
 
 
 class InfraValidationError(RuntimeError):

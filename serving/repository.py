@@ -22,8 +22,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.common.config import ServingConfig
-from components.common.constants import (
+from core.common.config import ServingConfig
+from core.common.constants import (
     EMBEDDING_DIM,
     MODEL_SPEC,
     ONNX_MODEL_FILE,
@@ -52,18 +52,18 @@ from components.common.constants import (
     TRITON_POSTPROCESS,
     TRITON_PREPROCESS,
 )
-from components.training.preprocessing import TOKENIZER_FILE
+from core.training.preprocessing import TOKENIZER_FILE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The training code the python models import, copied byte for byte (numpy, Pillow and tokenizers only).
 VENDORED_MODULES: tuple[str, ...] = (
-    "components/__init__.py",
-    "components/common/__init__.py",
-    "components/common/constants.py",
-    "components/common/images.py",
-    "components/training/__init__.py",
-    "components/training/lexical.py",
-    "components/training/preprocessing.py",
+    "core/__init__.py",
+    "core/common/__init__.py",
+    "core/common/constants.py",
+    "core/common/images.py",
+    "core/training/__init__.py",
+    "core/training/lexical.py",
+    "core/training/preprocessing.py",
 )
 MODEL_SOURCES = {
     TRITON_PREPROCESS: Path(__file__).parent / "models" / "preprocess.py",

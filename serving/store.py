@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from components.common.constants import (
+from core.common.constants import (
     ALIAS_CHAMPION,
     DEFAULT_MODEL_NAME,
     REPOSITORY_MANIFEST_FILE,
@@ -24,9 +24,9 @@ from components.common.constants import (
     TRITON_POSTPROCESS,
     TRITON_REPOSITORY_ARTIFACT,
 )
-from components.common.env import tns_home
-from components.common.integrity import IntegrityError, remove_bytecode, verify_repository
-from components.common.markup import redact_credentials
+from core.common.env import tns_home
+from core.common.integrity import IntegrityError, remove_bytecode, verify_repository
+from core.common.markup import redact_credentials
 
 SERVING_DIR = "serving"
 PARTIAL_PREFIX = ".partial-"
@@ -103,7 +103,7 @@ def champion_repository(
         RepositoryNotExportedError: The champion's run logged no `triton_repository` artifact.
         ServingStoreError: The download failed or holds no repository for the champion's version.
     """
-    from components.registry.mlflow_registry import configure, get_alias
+    from core.registry.mlflow_registry import configure, get_alias
 
     try:
         uri = configure(tracking_uri)
@@ -149,7 +149,7 @@ def _verify(repository: Path, run_id: str, model_name: str, version: str) -> Non
     an unexpected file)."""
     import mlflow
 
-    from components.registry.mlflow_registry import version_tags
+    from core.registry.mlflow_registry import version_tags
 
     label = f"'{model_name}' version {version} ({ALIAS_CHAMPION})"
     expected = version_tags(model_name, version).get(TAG_REPOSITORY_MANIFEST)

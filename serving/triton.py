@@ -37,13 +37,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.common.constants import (
+from core.common.constants import (
     ENV_SERVING_ENV,
     ENV_TRITON_BACKENDS,
     ENV_TRITONSERVER,
     TRITON_CPU_CONFIG,
 )
-from components.common.env import tns_home
+from core.common.env import tns_home
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SERVING_ENV = REPO_ROOT / ".venv-serving"

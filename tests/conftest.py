@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common.env import apply_offline_environment
+from core.common.env import apply_offline_environment
 
 apply_offline_environment()
 
@@ -72,7 +72,7 @@ def tiny_vit_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_raw_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated dataset folder (manifest.jsonl + images/) of 240 rows, seed 3."""
-    from components.data.generate import GenerateSpec, generate_dataset
+    from core.data.generate import GenerateSpec, generate_dataset
 
     folder = tmp_path_factory.mktemp("tiny_raw")
     generate_dataset(folder, GenerateSpec(rows=TINY_DATASET_ROWS, seed=TINY_DATASET_SEED))
@@ -82,9 +82,9 @@ def tiny_raw_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_raw_dataset: Path) -> tuple[Path, Path]:
     """The tiny generated dataset, ingested and split with the default policies: (dataset_dir, splits_dir)."""
-    from components.common.config import RunConfig
-    from components.data.ingest import ingest_dataset
-    from components.data.split import split_dataset
+    from core.common.config import RunConfig
+    from core.data.ingest import ingest_dataset
+    from core.data.split import split_dataset
 
     config = RunConfig()
     root = tmp_path_factory.mktemp("tiny_dataset")

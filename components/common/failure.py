@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from components.common.constants import ENV_FAILURE_FILE
+from core.common.constants import ENV_FAILURE_FILE
 
 
 @contextlib.contextmanager

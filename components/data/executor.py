@@ -5,10 +5,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from components.common.config import RunConfig
-from components.data.generate import generate_dataset
-from components.data.ingest import ingest_dataset
-from components.data.split import split_dataset
+from core.common.config import RunConfig
+from core.data.generate import generate_dataset
+from core.data.ingest import ingest_dataset
+from core.data.split import split_dataset
 
 
 def resolve_config(config_json: str, policies: list[str] | None = None) -> RunConfig:

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components.common.constants import COMPONENT_IMAGE
+from core.common.constants import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
@@ -70,7 +70,7 @@ def policy_metrics(evaluation: Input[Artifact], policy: str, roc: Output[Classif
     import json
     import os
 
-    from components.common.constants import EVALUATION_FILE
+    from core.common.constants import EVALUATION_FILE
 
     with open(os.path.join(evaluation.path, EVALUATION_FILE), encoding="utf-8") as handle:
         values = json.load(handle)["policies"][policy]

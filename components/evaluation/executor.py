@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from components.common.config import RunConfig
-from components.common.constants import (
+from core.common.config import RunConfig
+from core.common.constants import (
     COL_SPLIT,
     DECISION_FILE,
     EVALUATION_FILE,
@@ -20,18 +20,18 @@ from components.common.constants import (
     TEST_SCORES_FILE,
     TRAINING_SUMMARY_FILE,
 )
-from components.data.ingest import read_fingerprint, read_preparation
-from components.data.split import label_counts, read_split_frame
-from components.evaluation.evaluate import evaluate_scores, score_column
-from components.evaluation.gate import GateDecision, decide
-from components.evaluation.report import (
+from core.data.ingest import read_fingerprint, read_preparation
+from core.data.split import label_counts, read_split_frame
+from core.evaluation.evaluate import evaluate_scores, score_column
+from core.evaluation.gate import GateDecision, decide
+from core.evaluation.report import (
     DEFAULT_LIMITATIONS,
     SYNTHETIC_DATA_LIMITATION,
     ModelCardInfo,
     render_html,
     render_markdown,
 )
-from components.evaluation.scoring import score_frame
+from core.evaluation.scoring import score_frame
 
 # Per-policy evaluation keys and the flat metric names they are published under (suffixed by the policy).
 METRIC_NAMES = {
@@ -136,7 +136,7 @@ def evaluation_step(
 def _log_evaluation(run_id: str, tracking_uri: str, evaluation: dict[str, Any], card: ModelCardInfo) -> None:
     from mlflow import MlflowClient
 
-    from components.registry.mlflow_registry import configure
+    from core.registry.mlflow_registry import configure
 
     configure(tracking_uri)
     client = MlflowClient()
@@ -195,7 +195,7 @@ def gate_step(
 ) -> GateDecision:
     """Decides BLESSED or NOT_BLESSED: absolute floors, plus non-regression against the registry's champion
     re-scored on the same test split. Writes `decision.json` (with the champion's evaluation) to `out_path`."""
-    from components.registry.mlflow_registry import configure, download_model, get_alias
+    from core.registry.mlflow_registry import configure, download_model, get_alias
 
     challenger = json.loads((Path(evaluation_dir) / EVALUATION_FILE).read_text(encoding="utf-8"))
     configure(tracking_uri)

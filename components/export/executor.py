@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from components.common.config import RunConfig
-from components.common.constants import (
+from core.common.config import RunConfig
+from core.common.constants import (
     EXPORT_REPORT_FILE,
     GOLDEN_DIR,
     INFRA_VALIDATION_FILE,
@@ -25,7 +25,7 @@ from components.common.constants import (
     TAG_REPOSITORY_MANIFEST,
     TRITON_REPOSITORY_ARTIFACT,
 )
-from components.common.integrity import (
+from core.common.integrity import (
     IntegrityError,
     file_sha256,
     manifest_sha256,
@@ -72,10 +72,10 @@ def export_model_dir(
     Raises:
         ExportError: When export or the parity check fails (nothing is left in `out_dir`).
     """
-    from components.data.split import read_split_frame
     from components.evaluation.executor import thresholds_of
-    from components.export.golden import select_golden
-    from components.export.onnx_export import (
+    from core.data.split import read_split_frame
+    from core.export.golden import select_golden
+    from core.export.onnx_export import (
         ExportError,
         check_parity,
         export_onnx,
@@ -149,8 +149,8 @@ def export_step(
     """
     from mlflow import MlflowClient
 
-    from components.common.constants import EVALUATION_FILE
-    from components.registry.mlflow_registry import configure, mark_version_failed, set_version_tags
+    from core.common.constants import EVALUATION_FILE
+    from core.registry.mlflow_registry import configure, mark_version_failed, set_version_tags
 
     configure(tracking_uri)
     try:
@@ -208,8 +208,8 @@ def infra_validation_step(
     """
     from mlflow import MlflowClient
 
-    from components.export.golden import GoldenSet
-    from components.registry.mlflow_registry import (
+    from core.export.golden import GoldenSet
+    from core.registry.mlflow_registry import (
         configure,
         mark_version_failed,
         set_version_tags,

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from components.common.constants import DEFAULT_MODEL_NAME
+from core.common.constants import DEFAULT_MODEL_NAME
 
 
 def drift_check_step(

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
-from components.common.constants import COMPONENT_IMAGE
+from core.common.constants import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
@@ -32,11 +32,11 @@ def register_model(
         The new registered-model version.
     """
     from components.common.failure import reported
-    from components.common.markup import escape_markdown, markdown_code
     from components.data.executor import resolve_config
-    from components.data.ingest import read_fingerprint
     from components.evaluation.executor import read_decision
     from components.registry.executor import register_step
+    from core.common.markup import escape_markdown, markdown_code
+    from core.data.ingest import read_fingerprint
 
     with reported("register"):
         lineage = {
@@ -102,11 +102,11 @@ def promote_model(
         The new champion version.
     """
     from components.common.failure import reported
-    from components.common.markup import escape_markdown
     from components.data.executor import resolve_config
     from components.evaluation.executor import read_decision
     from components.export.executor import read_infra_validation
     from components.registry.executor import promote_step
+    from core.common.markup import escape_markdown
 
     with reported("promote"):
         config = resolve_config(config_json)

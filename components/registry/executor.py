@@ -3,9 +3,9 @@ passed infra validation it is promoted to `champion`."""
 
 from __future__ import annotations
 
-from components.common.config import RunConfig
-from components.common.constants import BLESSED
-from components.registry.mlflow_registry import (
+from core.common.config import RunConfig
+from core.common.constants import BLESSED
+from core.registry.mlflow_registry import (
     ModelVersionInfo,
     PromotionConflict,
     PromotionLockTimeout,

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components.common.constants import TRAINING_GPU_IMAGE
+from core.common.constants import TRAINING_GPU_IMAGE
 
 
 @dsl.component(base_image=TRAINING_GPU_IMAGE, install_kfp_package=False)

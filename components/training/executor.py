@@ -6,10 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from components.common.config import RunConfig
-from components.common.constants import TRAINING_SUMMARY_FILE
-from components.data.ingest import read_fingerprint, read_preparation
-from components.data.split import read_split_frame
+from core.common.config import RunConfig
+from core.common.constants import TRAINING_SUMMARY_FILE
+from core.data.ingest import read_fingerprint, read_preparation
+from core.data.split import read_split_frame
 
 
 def training_step(
@@ -39,8 +39,8 @@ def training_step(
     """
     import mlflow
 
-    from components.registry.mlflow_registry import configure, flatten, log_model_folder
-    from components.training.trainer import train_model
+    from core.registry.mlflow_registry import configure, flatten, log_model_folder
+    from core.training.trainer import train_model
 
     configure(tracking_uri)
     git_commit = git_commit or os.environ.get("TNS_GIT_COMMIT", "")

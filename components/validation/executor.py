@@ -7,10 +7,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.common.config import RunConfig
 from components.data.executor import ingest_step
-from components.validation.report import markdown_summary, write_html_report
-from components.validation.runner import DataValidationError, ValidationOutcome, validate_dataset
+from core.common.config import RunConfig
+from core.validation.report import markdown_summary, write_html_report
+from core.validation.runner import DataValidationError, ValidationOutcome, validate_dataset
 
 CHECK_REPORT_FILE = "report.html"
 CHECK_SUMMARY_FILE = "validation.json"

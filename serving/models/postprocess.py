@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.constants import (
+from core.common.constants import (
     SERVING_METADATA_FILE,
     TENSOR_PROBABILITIES,
     TRITON_OUTPUT_DECISION,

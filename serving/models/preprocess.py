@@ -1,7 +1,7 @@
 """Triton python-backend model `preprocess`: raw `TEXT` and encoded `IMAGE` bytes to classifier tensors.
 
 Export copies this file into `preprocess/<version>/model.py` together with the training code it imports
-(`components/training/preprocessing.py` and the helpers it imports, byte for byte) and the model's tokenizer and
+(`core/training/preprocessing.py` and the helpers it imports, byte for byte) and the model's tokenizer and
 preprocessing settings, so the served model sees exactly the tensors it was trained on. It runs in the serving
 environment (numpy<2, tokenizers, Pillow), not in the training one.
 
@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from components.common.constants import (
+from core.common.constants import (
     MODEL_INPUTS,
     PREPROCESSING_FILE,
     TRITON_INPUT_IMAGE,
     TRITON_INPUT_TEXT,
 )
-from components.training.preprocessing import TOKENIZER_FILE, InvalidItem, PreprocessingSpec, Preprocessor
+from core.training.preprocessing import TOKENIZER_FILE, InvalidItem, PreprocessingSpec, Preprocessor
 
 OUTPUT_NAMES = MODEL_INPUTS
 

@@ -17,8 +17,14 @@ import pytest
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 from mlflow import MlflowClient
 
-from components.common.config import RunConfig
-from components.common.constants import (
+from components.data.component import ingest_data, split_data
+from components.evaluation.component import evaluate_model, gate_model, policy_metrics
+from components.export.component import export_model, infra_validate
+from components.registry.component import promote_model, record_rejection, register_model
+from components.training.component import train_model
+from components.validation.component import validate_data
+from core.common.config import RunConfig
+from core.common.constants import (
     ALIAS_CHALLENGER,
     ALIAS_CHAMPION,
     BLESSED,
@@ -43,16 +49,10 @@ from components.common.constants import (
     TRITON_PREPROCESS,
     TRITON_REPOSITORY_ARTIFACT,
 )
-from components.data.component import ingest_data, split_data
-from components.data.ingest import read_fingerprint, read_preparation
-from components.evaluation.component import evaluate_model, gate_model, policy_metrics
-from components.export.component import export_model, infra_validate
-from components.export.onnx_export import ExportError
-from components.registry.component import promote_model, record_rejection, register_model
-from components.registry.mlflow_registry import get_alias
-from components.training.component import train_model
-from components.validation.component import validate_data
-from components.validation.runner import DataValidationError
+from core.data.ingest import read_fingerprint, read_preparation
+from core.export.onnx_export import ExportError
+from core.registry.mlflow_registry import get_alias
+from core.validation.runner import DataValidationError
 from serving.infra_validation import InfraValidationError
 from tests.fault_injection import broken_onnxruntime_backends
 
@@ -666,10 +666,10 @@ def test_nan_outputs_fail_parity(workspace, ingested, split, trained, tmp_path):
     import torch
     from safetensors.torch import load_file, save_file
 
-    from components.common.constants import MODEL_WEIGHTS
-    from components.data.split import read_split_frame
-    from components.export.golden import select_golden
-    from components.export.onnx_export import check_parity, export_onnx, reference_probabilities
+    from core.common.constants import MODEL_WEIGHTS
+    from core.data.split import read_split_frame
+    from core.export.golden import select_golden
+    from core.export.onnx_export import check_parity, export_onnx, reference_probabilities
 
     model_dir = tmp_path / "diverged"
     shutil.copytree(trained[0].path, model_dir)

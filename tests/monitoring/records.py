@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.constants import DEFAULT_POLICIES, EMBEDDING_DIM
+from core.common.constants import DEFAULT_POLICIES, EMBEDDING_DIM
 from monitoring.logs import LogWriter
 from monitoring.schema import make_record
 

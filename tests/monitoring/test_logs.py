@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.common.constants import DEFAULT_POLICIES, EMBEDDING_DIM
+from core.common.constants import DEFAULT_POLICIES, EMBEDDING_DIM
 from monitoring.logs import LogReadError, read_logs
 from monitoring.schema import (
     LANGUAGE_UNKNOWN,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from components.common.config import ConfigError
-from components.common.constants import DEFAULT_MODEL_NAME
+from core.common.config import ConfigError
+from core.common.constants import DEFAULT_MODEL_NAME
 from monitoring.policy import RetrainPolicy, SignalRule
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.common.constants import EMBEDDING_DIM, MODALITY_BOTH, MODALITY_IMAGE, MODALITY_TEXT
-from components.training.preprocessing import InvalidItem
+from core.common.constants import EMBEDDING_DIM, MODALITY_BOTH, MODALITY_IMAGE, MODALITY_TEXT
+from core.training.preprocessing import InvalidItem
 from monitoring.scoring import RepositoryScorer, RepositoryScoringError, champion_scorer, ensemble_versions
 from tests.serving.helpers import MODEL_NAME, png_bytes
 
@@ -22,9 +22,9 @@ def _pytorch_reference(exported_repository, texts, images) -> tuple[np.ndarray, 
     """Probabilities and projected embeddings of the saved PyTorch model, fed the served tensors."""
     import torch
 
-    from components.export.onnx_export import INPUT_NAMES, probability_model
-    from components.training.model import load_model
-    from components.training.preprocessing import Preprocessor
+    from core.export.onnx_export import INPUT_NAMES, probability_model
+    from core.training.model import load_model
+    from core.training.preprocessing import Preprocessor
 
     served = probability_model(load_model(exported_repository.model_dir))
     tensors = Preprocessor.from_model_dir(exported_repository.model_dir).serving_inputs(texts, images)

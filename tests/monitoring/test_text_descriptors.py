@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from components.common.constants import MAX_TEXT_CHARS
+from core.common.constants import MAX_TEXT_CHARS
 from monitoring.schema import count_urls, text_features
 
 

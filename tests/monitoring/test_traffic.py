@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from components.common.config import RunConfig
-from components.common.constants import DEFAULT_POLICIES
-from components.data.generate import BENIGN_TEXT, DOMAINS, EXPLICIT_TEXT, HASHTAGS, THEMES, combination_policy
+from core.common.config import RunConfig
+from core.common.constants import DEFAULT_POLICIES
+from core.data.generate import BENIGN_TEXT, DOMAINS, EXPLICIT_TEXT, HASHTAGS, THEMES, combination_policy
 from monitoring.schema import LOG_SCHEMA_VERSION, partition_name
 from monitoring.traffic import (
     SCENARIOS,
@@ -191,7 +191,7 @@ def _records(out: Path) -> list[dict]:
 def test_simulate_traffic_in_process_writes_partitioned_logs_labels_and_an_ingestible_dataset(
     tmp_path, exported_repository
 ):
-    from components.data.ingest import IMAGE_ABSENT, IMAGE_OK, ingest_dataset, read_ingested
+    from core.data.ingest import IMAGE_ABSENT, IMAGE_OK, ingest_dataset, read_ingested
     from monitoring.logs import read_logs
     from monitoring.scoring import RepositoryScorer
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from components.common.constants import EXIT_FAILED, EXIT_NOT_BLESSED, EXIT_OK, EXIT_USAGE
+from core.common.constants import EXIT_FAILED, EXIT_NOT_BLESSED, EXIT_OK, EXIT_USAGE
 from monitoring.policy import RetrainPolicy, SignalRule
 from monitoring.trigger import (
     DRY_RUN,
@@ -368,7 +368,7 @@ def test_retraining_data_comes_only_from_the_policy(tmp_path: Path, ledger: Deci
 def test_the_ledger_defaults_to_persistent_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Finding: the ledger defaulted to a path inside the pod, so cooldown, in-flight and duplicate-window
     guards reset with every pod. $TNS_LEDGER or the mounted state volume win; a pod without either is refused."""
-    from components.common.constants import MONITORING_STATE_MOUNT
+    from core.common.constants import MONITORING_STATE_MOUNT
     from monitoring import trigger
 
     monkeypatch.setenv("TNS_HOME", str(tmp_path / "home"))
@@ -473,9 +473,14 @@ def test_local_submitter_runs_the_training_pipeline_in_a_subprocess(
     decision = evaluate_trigger(summary, policy, ledger, submitter, now=T0)
 
     ((command, env, log_path),) = runner.calls
-    assert command[:4] == ["/venv/bin/python", "-m", "monitoring.submitters", "--request"]
+    # The entry point a user runs, `tns run training`, with the request's data, overrides, report and window.
+    assert command[:5] == ["/venv/bin/python", "-m", "pipelines.cli", "run", "training"]
+    assert command[5:11] == ["--data", "/data/labeled", "--set", "train.epochs=2", "--trigger-report"] + [
+        str(tmp_path / "w" / "report.html")
+    ]
+    assert command[11] == "--data-window" and json.loads(command[12])["id"] == decision.window_id
     assert env["TNS_HOME"] == str(tmp_path / "home")
-    request = json.loads(Path(command[4]).read_text())
+    request = json.loads((submitter.runs_dir / decision.run_id / "request.json").read_text())
     assert request == {
         "data": "/data/labeled",
         "overrides": ["train.epochs=2"],
@@ -507,23 +512,24 @@ def test_local_submitter_state_while_running_and_unknown(tmp_path: Path):
 
 
 def test_local_entry_point_hands_the_request_to_run_training(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """The local submitter's command is `tns run training`, the entry point a user runs: through the CLI's own
+    parser the request's data, overrides, trigger report and window reach `run_training` unchanged."""
     import pipelines.local
-    from monitoring import submitters
+    from pipelines.cli import main
 
     seen = []
     monkeypatch.setattr(
         pipelines.local, "run_training", lambda request: seen.append(request) or EXIT_NOT_BLESSED
     )
-    request_file = tmp_path / "request.json"
-    request_file.write_text(
-        json.dumps(
-            {"data": "/d", "overrides": ["train.epochs=2"], "trigger_report": "r.html", "data_window": "{}"}
-        )
+    request = RetrainRequest(
+        "content-safety", "w" * 64, "s", "e", "/d", "r.html", config_overrides=("train.epochs=2",)
     )
-    assert submitters._main(["--request", str(request_file)]) == EXIT_NOT_BLESSED
+    command = LocalSubmitter(home=tmp_path).build_command(request)
+    assert command[1:5] == ["-m", "pipelines.cli", "run", "training"]
+    assert main(command[3:]) == EXIT_NOT_BLESSED
     (training,) = seen
     assert training.data == Path("/d") and training.overrides == ["train.epochs=2"]
-    assert (training.trigger_report, training.data_window) == ("r.html", "{}")
+    assert (training.trigger_report, training.data_window) == ("r.html", request.data_window)
 
 
 # `tns trigger` ------------------------------------------------------------------------------------------------
@@ -609,17 +615,17 @@ def test_training_step_tags_the_trigger_report_and_window(
 ):
     from types import ModuleType, SimpleNamespace
 
-    import components.registry.mlflow_registry as registry
     import components.training.executor as executor
-    from components.common.config import RunConfig
+    import core.registry.mlflow_registry as registry
+    from core.common.config import RunConfig
 
-    fake_mlflow, trainer = _FakeMlflow(), ModuleType("components.training.trainer")
+    fake_mlflow, trainer = _FakeMlflow(), ModuleType("core.training.trainer")
     result = SimpleNamespace(
         best_epoch=1, seconds=1.0, train_samples_per_second=1.0, steps=1, to_dict=lambda: {}
     )
     trainer.train_model = lambda *args, **kwargs: result
     monkeypatch.setitem(sys.modules, "mlflow", fake_mlflow)
-    monkeypatch.setitem(sys.modules, "components.training.trainer", trainer)
+    monkeypatch.setitem(sys.modules, "core.training.trainer", trainer)
     monkeypatch.setattr(registry, "configure", lambda uri: uri)
     monkeypatch.setattr(registry, "log_model_folder", lambda run_id, folder: None)
     monkeypatch.setattr(executor, "read_fingerprint", lambda d: {"fingerprint": "f" * 64, "source": "/d"})

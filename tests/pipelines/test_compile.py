@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from components.common.constants import (
+from core.common.constants import (
     COMPONENT_IMAGE,
     SERVING_IMAGE,
     TRAINING_ACCELERATOR,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from components.common.constants import EXIT_FAILED, EXIT_OK
-from components.data.generate import GenerateSpec, generate_dataset
+from core.common.constants import EXIT_FAILED, EXIT_OK
+from core.data.generate import GenerateSpec, generate_dataset
 from tests.pipelines.helpers import model_versions
 
 pytestmark = pytest.mark.slow

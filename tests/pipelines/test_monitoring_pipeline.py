@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.common.constants import COMPONENT_IMAGE
+from core.common.constants import COMPONENT_IMAGE
 from pipelines.compile import COMPILED_DIR
 from tests.monitoring.records import records, write
 

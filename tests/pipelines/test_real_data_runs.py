@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.common.constants import EXIT_NOT_BLESSED, EXIT_OK, RUN_LOG_FILE, SPLITS_TABLE
+from core.common.constants import EXIT_NOT_BLESSED, EXIT_OK, RUN_LOG_FILE, SPLITS_TABLE
 from tests.hatecheck import GROUP_COLUMN, POLICIES, write_messy_dataset
 
 pytestmark = pytest.mark.slow

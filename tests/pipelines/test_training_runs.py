@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common.constants import (
+from core.common.constants import (
     ALIAS_CHAMPION,
     ALIAS_PREVIOUS,
     EXIT_FAILED,
@@ -18,7 +18,7 @@ from components.common.constants import (
     ONNX_MODEL_FILE,
     TRITON_CLASSIFIER,
 )
-from components.data.generate import GenerateSpec, generate_dataset
+from core.data.generate import GenerateSpec, generate_dataset
 from tests.fault_injection import broken_onnxruntime_backends
 from tests.pipelines.helpers import model_versions, registry
 

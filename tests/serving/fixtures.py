@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.common.constants import DEFAULT_POLICIES, ONNX_MODEL_FILE, ONNX_OPSET
+from core.common.constants import DEFAULT_POLICIES, ONNX_MODEL_FILE, ONNX_OPSET
 from tests.serving.helpers import (
     IMAGE_SIZE,
     MAX_TEXT_LENGTH,
@@ -33,10 +33,10 @@ def exported_repository(
     """Tiny BERT + CNN fusion model (4 default policies) saved, exported to ONNX and written as a repository."""
     import torch
 
-    from components.common.config import ServingConfig
-    from components.export.onnx_export import check_parity, export_onnx, reference_probabilities
-    from components.training.model import build_model, save_model
-    from components.training.preprocessing import PreprocessingSpec
+    from core.common.config import ServingConfig
+    from core.export.onnx_export import check_parity, export_onnx, reference_probabilities
+    from core.training.model import build_model, save_model
+    from core.training.preprocessing import PreprocessingSpec
     from serving.repository import ServedModel, write_model_repository
 
     root = tmp_path_factory.mktemp("exported")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.constants import DEFAULT_POLICIES, MODALITY_BOTH, MODALITY_IMAGE, MODALITY_TEXT
-from components.export.golden import GoldenSet
+from core.common.constants import DEFAULT_POLICIES, MODALITY_BOTH, MODALITY_IMAGE, MODALITY_TEXT
+from core.export.golden import GoldenSet
 
 MODEL_NAME = "content-safety"
 MODEL_VERSION = 3

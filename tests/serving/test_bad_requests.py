@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from components.export.golden import GoldenSet
+from core.export.golden import GoldenSet
 from serving.client import BadRequestError, ContentSafetyClient
 from tests.images import png_header_only
 from tests.serving.helpers import TOLERANCE, png_bytes
@@ -48,7 +48,7 @@ def test_item_with_neither_text_nor_image_is_a_bad_request(client, text):
 
 
 def test_text_over_the_byte_cap_is_a_bad_request(client, exported_repository):
-    from components.training.preprocessing import DEFAULT_MAX_TEXT_BYTES
+    from core.training.preprocessing import DEFAULT_MAX_TEXT_BYTES
 
     huge = "a " * (
         DEFAULT_MAX_TEXT_BYTES // 2 + 1
@@ -91,8 +91,8 @@ def test_decompression_bomb_is_rejected_from_its_header(client, exported_reposit
 
 
 def test_very_long_text_is_truncated_to_the_token_limit(client, exported_repository):
-    from components.export.onnx_export import reference_probabilities
-    from components.training.preprocessing import Preprocessor
+    from core.export.onnx_export import reference_probabilities
+    from core.training.preprocessing import Preprocessor
 
     words = ("harmless", "words", "about", "the", "weather", "and", "some", "cats")
     long_text = " ".join(words[i % len(words)] for i in range(LONG_TEXT_CHARS // 5))[:LONG_TEXT_CHARS]

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 
 import serving.client as client_module
+from monitoring.logs import InferenceLog
 from serving.client import (
     BadRequestError,
     ContentSafetyClient,
-    InferenceLog,
     RequestTimeoutError,
     ServerUnavailableError,
     prediction_dict,
@@ -226,8 +226,8 @@ def test_one_http_client_shared_by_threads(triton_server, exported_repository):
 
 @pytest.mark.parametrize("keep_text", [True, False])
 def test_inference_log_records(triton_server, exported_repository, tmp_path: Path, keep_text: bool):
-    from components.export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, onnx_session
-    from components.training.preprocessing import Preprocessor
+    from core.export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, onnx_session
+    from core.training.preprocessing import Preprocessor
     from monitoring.logs import read_logs
     from monitoring.schema import LOG_SCHEMA_VERSION, text_features
 

@@ -14,8 +14,8 @@ import json
 import numpy as np
 import pytest
 
-from components.common.config import ServingConfig
-from components.common.constants import (
+from core.common.config import ServingConfig
+from core.common.constants import (
     EMBEDDING_DIM,
     MODALITY_BOTH,
     MODALITY_IMAGE,
@@ -163,7 +163,7 @@ def test_preprocess_model_tensors_are_identical_to_training_preprocessing(
 ):
     import importlib
 
-    from components.training.preprocessing import Preprocessor
+    from core.training.preprocessing import Preprocessor
 
     module = importlib.import_module(f"tritonclient.{protocol}")
     texts, images = _preprocessing_batch()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.constants import ONNX_MODEL_FILE, TRITON_CLASSIFIER, TRITON_CPU_CONFIG
+from core.common.constants import ONNX_MODEL_FILE, TRITON_CLASSIFIER, TRITON_CPU_CONFIG
 from serving.infra_validation import infra_validate
 from tests.serving.helpers import TOLERANCE
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.common.constants import (
+from core.common.constants import (
     DEFAULT_MODEL_NAME,
     EXIT_FAILED,
     EXIT_OK,
@@ -31,7 +31,7 @@ from components.common.constants import (
     TAG_REPOSITORY_MANIFEST,
     TRITON_REPOSITORY_ARTIFACT,
 )
-from components.export.golden import GoldenSet
+from core.export.golden import GoldenSet
 from serving.triton import free_port
 from tests.serving.helpers import TOLERANCE
 
@@ -150,7 +150,7 @@ def stop_on_failure() -> Iterator[list[ServeProcess]]:
 
 
 def _reference(exported_repository, text: str | None, image: bytes | None) -> np.ndarray:
-    from components.export.onnx_export import reference_probabilities
+    from core.export.onnx_export import reference_probabilities
 
     modality = "text+image" if text and image else ("text-only" if text else "image-only")
     golden = GoldenSet(["x"], [modality], [text], [image], exported_repository.policies)
@@ -253,8 +253,8 @@ def _register_champion(exported_repository, tmp_path: Path) -> tuple[Path, str]:
     version 3 the champion; returns (TNS_HOME, tracking URI)."""
     import mlflow
 
-    from components.common.integrity import manifest_sha256, repository_manifest
-    from components.registry.mlflow_registry import configure, promote_version, set_version_tags
+    from core.common.integrity import manifest_sha256, repository_manifest
+    from core.registry.mlflow_registry import configure, promote_version, set_version_tags
 
     home = tmp_path / "home"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

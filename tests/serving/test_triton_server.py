@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.common.constants import (
+from core.common.constants import (
     ENV_SERVING_ENV,
     ENV_TRITON_BACKENDS,
     ENV_TRITONSERVER,

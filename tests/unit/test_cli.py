@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common.constants import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from core.common.constants import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from pipelines.cli import main
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.common.config import (
+from core.common.config import (
     ConfigError,
     EvaluationConfig,
     GateConfig,
@@ -19,7 +19,7 @@ from components.common.config import (
     ValidationConfig,
     per_policy,
 )
-from components.common.constants import DEFAULT_MODEL_NAME, DEFAULT_POLICIES
+from core.common.constants import DEFAULT_MODEL_NAME, DEFAULT_POLICIES
 
 
 def _nested(dotted: str, value) -> dict:
@@ -336,7 +336,8 @@ def test_unchecked_ranges_raise_config_error(dotted, value):
 
 
 def test_set_values_parse_scientific_notation_and_lists():
-    from pipelines.local import TrainingRequest, load_config, parse_value
+    from core.common.config import parse_value
+    from pipelines.local import TrainingRequest, load_config
 
     assert parse_value("1e-12") == 1e-12 and parse_value("-2.5E3") == -2500.0
     assert parse_value("abc") == "abc" and parse_value("3") == 3 and parse_value("[1, 2]") == [1, 2]
@@ -377,7 +378,7 @@ def test_configs_default_yaml_lists_every_key_with_its_default():
 
 
 def test_data_and_split_settings_are_validated():
-    from components.common.config import DataConfig
+    from core.common.config import DataConfig
 
     assert RunConfig().data.missing_labels == "mask" and RunConfig().split.deduplicate is True
     for spec in dataclasses.fields(DataConfig):

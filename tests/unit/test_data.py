@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from components.common.config import RunConfig, SplitConfig
-from components.common.constants import (
+from core.common.config import RunConfig, SplitConfig
+from core.common.constants import (
     DATASET_FINGERPRINT,
     DATASET_TABLE,
     DEFAULT_POLICIES,
@@ -26,15 +26,15 @@ from components.common.constants import (
     SPLITS,
     SPLITS_TABLE,
 )
-from components.data.formats import DatasetFormatError, find_manifest, load_dataset
-from components.data.generate import (
+from core.data.formats import DatasetFormatError, find_manifest, load_dataset
+from core.data.generate import (
     EMOJI,
     GRID_SIZE,
     GenerateSpec,
     combination_policy,
     generate_dataset,
 )
-from components.data.ingest import (
+from core.data.ingest import (
     COL_IMAGE_FILE_STATUS,
     IMAGE_ABSENT,
     IMAGE_MISSING_FILE,
@@ -44,7 +44,7 @@ from components.data.ingest import (
     read_fingerprint,
     read_ingested,
 )
-from components.data.split import assign_splits, read_split_frame, split_dataset
+from core.data.split import assign_splits, read_split_frame, split_dataset
 
 POLICIES = list(DEFAULT_POLICIES)
 
@@ -575,8 +575,8 @@ def test_split_dataset_counts(tmp_path: Path, tiny_dataset):
 
 
 def test_ingest_marks_generated_data_as_synthetic_and_manifests_as_not(tmp_path: Path):
-    from components.data.generate import GenerateSpec, generate_dataset
-    from components.data.ingest import ingest_dataset
+    from core.data.generate import GenerateSpec, generate_dataset
+    from core.data.ingest import ingest_dataset
 
     generate_dataset(tmp_path / "generated", GenerateSpec(rows=20, seed=1))
     assert (

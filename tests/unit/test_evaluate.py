@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.common.config import EvaluationConfig, GateConfig
-from components.common.constants import (
+from core.common.config import EvaluationConfig, GateConfig
+from core.common.constants import (
     COL_ID,
     COL_LANGUAGE,
     COL_MODALITY,
@@ -19,8 +19,8 @@ from components.common.constants import (
     MODALITY_IMAGE,
     MODALITY_TEXT,
 )
-from components.evaluation import metrics
-from components.evaluation.evaluate import (
+from core.evaluation import metrics
+from core.evaluation.evaluate import (
     UNKNOWN_LANGUAGE,
     ablation_column,
     evaluate_scores,
@@ -28,8 +28,8 @@ from components.evaluation.evaluate import (
     required_columns,
     score_column,
 )
-from components.evaluation.gate import decide
-from components.evaluation.report import (
+from core.evaluation.gate import decide
+from core.evaluation.report import (
     SYNTHETIC_DATA_LIMITATION,
     ModelCardInfo,
     interpret_ablation,

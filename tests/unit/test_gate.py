@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from components.common.config import GateConfig
-from components.common.constants import BLESSED, NOT_BLESSED
-from components.evaluation.gate import (
+from core.common.config import GateConfig
+from core.common.constants import BLESSED, NOT_BLESSED
+from core.evaluation.gate import (
     CHECK_FLOOR,
     CHECK_NON_REGRESSION,
     CHECK_POLICY_SET,

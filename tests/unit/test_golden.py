@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.common.constants import (
+from core.common.constants import (
     COL_ID,
     COL_IMAGE,
     COL_MODALITY,
@@ -18,7 +18,7 @@ from components.common.constants import (
     MODALITY_IMAGE,
     MODALITY_TEXT,
 )
-from components.export.golden import GoldenSet, select_golden
+from core.export.golden import GoldenSet, select_golden
 
 PREFIX = {MODALITY_BOTH: "both", MODALITY_TEXT: "text", MODALITY_IMAGE: "image"}
 
@@ -79,7 +79,7 @@ def test_save_and_load_round_trip_with_probabilities(tmp_path: Path):
 def test_abs_difference_is_infinite_where_either_side_is_not_finite():
     import numpy as np
 
-    from components.export.golden import abs_difference
+    from core.export.golden import abs_difference
 
     diff = abs_difference(np.array([0.5, np.nan, 0.2, np.inf]), np.array([0.25, 0.1, np.nan, 0.3]))
     assert diff.tolist() == [0.25, np.inf, np.inf, np.inf]

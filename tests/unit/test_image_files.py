@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.common.constants import COL_IMAGE, COL_TEXT
-from components.common.images import ImageFileError, read_image_file
+from core.common.constants import COL_IMAGE, COL_TEXT
+from core.common.images import ImageFileError, read_image_file
 from tests.monitoring.records import png
 
 
@@ -54,7 +54,7 @@ def test_absolute_paths_and_oversized_files_are_refused(dataset: Path):
 
 def test_training_refuses_an_image_path_out_of_the_dataset(dataset: Path):
     """Finding: `load_inputs` read `dataset_dir / path` for whatever path a (tampered) dataset named."""
-    from components.training.trainer import load_inputs
+    from core.training.trainer import load_inputs
 
     frame = pd.DataFrame({COL_TEXT: ["a", None], COL_IMAGE: ["images/ok.png", "../secret.png"]})
     with pytest.raises(ImageFileError, match="unsafe_path: ../secret.png"):

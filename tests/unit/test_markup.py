@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common.markup import escape_html, escape_markdown, markdown_code
+from core.common.markup import escape_html, escape_markdown, markdown_code
 
 
 def outside_code(markdown: str) -> str:
@@ -70,9 +70,9 @@ def test_drift_report_escapes_category_keys_from_log_lines(tmp_path: Path, monke
 def test_model_card_escapes_dataset_values(tmp_path: Path):
     import numpy as np
 
-    from components.common.config import EvaluationConfig
-    from components.evaluation.evaluate import evaluate_scores
-    from components.evaluation.report import ModelCardInfo, render_html, render_markdown
+    from core.common.config import EvaluationConfig
+    from core.evaluation.evaluate import evaluate_scores
+    from core.evaluation.report import ModelCardInfo, render_html, render_markdown
     from tests.unit.test_evaluate import POLICIES, crafted
 
     test = crafted(0)
@@ -87,9 +87,9 @@ def test_model_card_escapes_dataset_values(tmp_path: Path):
 
 
 def test_validation_gate_and_infra_markdown_escape_messages():
-    from components.evaluation.gate import GateDecision, GateReason
-    from components.validation.report import markdown_summary, render_html
-    from components.validation.runner import CheckResult, ValidationOutcome
+    from core.evaluation.gate import GateDecision, GateReason
+    from core.validation.report import markdown_summary, render_html
+    from core.validation.runner import CheckResult, ValidationOutcome
     from serving.infra_validation import Check, InfraValidationReport
 
     check = CheckResult(
@@ -122,7 +122,7 @@ def test_validation_gate_and_infra_markdown_escape_messages():
 )
 def test_credentials_are_redacted_from_messages(text, secret):
     """Finding: credentials inside a tracking URI were echoed into summaries and reports."""
-    from components.common.markup import redact_credentials
+    from core.common.markup import redact_credentials
 
     out = redact_credentials(text)
     assert secret not in out and "***" in out

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.evaluation.evaluate import evaluate_scores
-from components.evaluation.gate import decide
-from components.evaluation.report import render_html
+from core.evaluation.evaluate import evaluate_scores
+from core.evaluation.gate import decide
+from core.evaluation.report import render_html
 from tests.monitoring.test_report_browser import chromium, run_chromium
 from tests.unit.test_evaluate import CONFIG, POLICIES, _card, _gate_config, crafted
 
 WINDOW = (1280, 8000)
-PLOT_BLUE = np.array([0x09, 0x69, 0xDA])  # the ROC / PR line colour of components.evaluation.plots
+PLOT_BLUE = np.array([0x09, 0x69, 0xDA])  # the ROC / PR line colour of core.evaluation.plots
 
 
 @pytest.mark.timeout(180)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from components.common.config import RunConfig
-from components.common.constants import (
+from core.common.config import RunConfig
+from core.common.constants import (
     COL_MODALITY,
     IMAGE_ENCODER_DIR,
     MODALITY_BOTH,
@@ -23,11 +23,11 @@ from components.common.constants import (
     MODEL_WEIGHTS,
     TEXT_ENCODER_DIR,
 )
-from components.data.split import read_split_frame
-from components.evaluation.scoring import score_frame
-from components.training.model import FusionClassifier, build_model, load_model, save_model
-from components.training.preprocessing import PreprocessingSpec
-from components.training.trainer import (
+from core.data.split import read_split_frame
+from core.evaluation.scoring import score_frame
+from core.training.model import FusionClassifier, build_model, load_model, save_model
+from core.training.preprocessing import PreprocessingSpec
+from core.training.trainer import (
     _modality_dropout,
     macro_roc_auc,
     masked_bce_loss,
@@ -385,7 +385,7 @@ def test_modality_dropout_rate_zero_is_identity():
 def test_learning_rate_schedule_runs_every_step_of_short_runs(total_steps):
     import torch
 
-    from components.training.trainer import learning_rate_schedule
+    from core.training.trainer import learning_rate_schedule
 
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([parameter], lr=0.003)

@@ -8,9 +8,9 @@ import math
 import pandas as pd
 import pytest
 
-from components.common.config import SplitConfig
-from components.data.prepare import normalized_text, prepare_frame
-from components.data.split import assign_splits, label_counts
+from core.common.config import SplitConfig
+from core.data.prepare import normalized_text, prepare_frame
+from core.data.split import assign_splits, label_counts
 
 POLICIES = ["hate", "spam"]
 

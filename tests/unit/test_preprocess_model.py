@@ -9,8 +9,8 @@ import types
 import numpy as np
 import pytest
 
-from components.common.constants import TRITON_INPUT_IMAGE, TRITON_INPUT_TEXT
-from components.training.preprocessing import InvalidItem
+from core.common.constants import TRITON_INPUT_IMAGE, TRITON_INPUT_TEXT
+from core.training.preprocessing import InvalidItem
 
 
 @pytest.fixture

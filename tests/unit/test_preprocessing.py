@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from components.common.config import RunConfig
-from components.common.constants import (
+from core.common.config import RunConfig
+from core.common.constants import (
     MODEL_SPEC,
     TENSOR_ATTENTION_MASK,
     TENSOR_HAS_IMAGE,
@@ -27,12 +27,12 @@ from components.common.constants import (
     TENSOR_NGRAM_IDS,
     TENSOR_PIXEL_VALUES,
 )
-from components.common.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
-from components.data.split import read_split_frame
-from components.training import trainer
-from components.training.model import load_model
-from components.training.preprocessing import InvalidItem, PreprocessingSpec, Preprocessor
-from components.training.trainer import BatchRunner, encode_items
+from core.common.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from core.data.split import read_split_frame
+from core.training import trainer
+from core.training.model import load_model
+from core.training.preprocessing import InvalidItem, PreprocessingSpec, Preprocessor
+from core.training.trainer import BatchRunner, encode_items
 from tests.images import png_header_only
 
 MAX_TEXT_LENGTH = 16

@@ -12,8 +12,9 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from components.common.config import RunConfig
-from components.common.constants import (
+from components.registry.executor import promote_step, record_rejection_step, register_step
+from core.common.config import RunConfig
+from core.common.constants import (
     ALIAS_CHALLENGER,
     ALIAS_CHAMPION,
     ALIAS_PREVIOUS,
@@ -21,8 +22,7 @@ from components.common.constants import (
     MLFLOW_EXPERIMENT,
     NOT_BLESSED,
 )
-from components.registry.executor import promote_step, record_rejection_step, register_step
-from components.registry.mlflow_registry import (
+from core.registry.mlflow_registry import (
     LOCK_SUFFIX,
     ModelVersionInfo,
     PromotionConflict,

@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from components.common.constants import (
+from core.common.constants import (
     REPOSITORY_MANIFEST_FILE,
     SERVING_METADATA_FILE,
     TAG_REPOSITORY_MANIFEST,
@@ -16,8 +16,8 @@ from components.common.constants import (
     TRITON_POSTPROCESS,
     TRITON_REPOSITORY_ARTIFACT,
 )
-from components.common.integrity import manifest_sha256, repository_manifest
-from components.registry.mlflow_registry import (
+from core.common.integrity import manifest_sha256, repository_manifest
+from core.registry.mlflow_registry import (
     configure,
     log_model_folder,
     promote_version,
@@ -184,7 +184,7 @@ def test_repository_metadata_refuses_other_folders(tmp_path):
 
 def test_a_version_without_a_manifest_tag_is_refused(registry, mlflow_isolation, tmp_path):
     version = champion(tmp_path, f"{MODEL}-untagged", "1", marker="untagged")
-    from components.registry.mlflow_registry import _client
+    from core.registry.mlflow_registry import _client
 
     _client().delete_model_version_tag(f"{MODEL}-untagged", version, TAG_REPOSITORY_MANIFEST)
     with pytest.raises(

@@ -17,10 +17,10 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-from components.common.config import ConfigError, RunConfig, default_severities  # noqa: E402
-from components.data.ingest import ingest_dataset  # noqa: E402
-from components.validation.report import markdown_summary, render_html, write_html_report  # noqa: E402
-from components.validation.runner import (  # noqa: E402
+from core.common.config import ConfigError, RunConfig, default_severities  # noqa: E402
+from core.data.ingest import ingest_dataset  # noqa: E402
+from core.validation.report import markdown_summary, render_html, write_html_report  # noqa: E402
+from core.validation.runner import (  # noqa: E402
     CheckResult,
     DataValidationError,
     ValidationOutcome,
@@ -293,7 +293,7 @@ def test_missing_labels_as_negative_are_filled_and_counted(tmp_path):
     outcome = validate_dataset(dataset, negative)
     assert outcome.success, outcome.failure_message()
     assert outcome.preparation["filled_as_negative"] == {"hate": 1, "spam": 1}
-    from components.data.ingest import read_ingested
+    from core.data.ingest import read_ingested
 
     frame = read_ingested(dataset).set_index("id")
     assert frame.loc["0", "hate"] == 0.0 and frame.loc["2", "spam"] == 0.0
@@ -338,7 +338,7 @@ def test_same_item_in_train_and_test_is_collapsed_by_default(tmp_path):
 
 
 def test_copies_merge_labels_and_conflicts_leave_the_policy_unannotated(tmp_path):
-    from components.data.ingest import read_ingested
+    from core.data.ingest import read_ingested
 
     rows = clean_rows()
     rows[0]["spam"] = None  # the copy below annotates spam; hate disagrees between the two

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from components.common.constants import REPOSITORY_MANIFEST_FILE
-from components.common.integrity import manifest_sha256, repository_manifest
+from core.common.constants import REPOSITORY_MANIFEST_FILE
+from core.common.integrity import manifest_sha256, repository_manifest
 from pipelines.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from components.common.constants import (
+from core.common.constants import (
     COL_ID,
     COL_IMAGE,
     COL_INVALID_LABELS,

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.common.config import SplitConfig
-from components.common.constants import (
+from core.common.config import SplitConfig
+from core.common.constants import (
     COL_GROUP,
     COL_ID,
     COL_ITEM_HASH,
@@ -30,7 +30,7 @@ from components.common.constants import (
     SPLITS,
     SPLITS_TABLE,
 )
-from components.data.ingest import read_ingested
+from core.data.ingest import read_ingested
 
 
 def _units(frame: pd.DataFrame) -> list[int]:

@@ -1,6 +1,6 @@
 """ONNX export of the fusion classifier and the PyTorch-vs-onnxruntime parity check.
 
-The exported graph takes the preprocessed tensors (names from `components.common.constants`) with dynamic
+The exported graph takes the preprocessed tensors (names from `core.common.constants`) with dynamic
 batch and sequence axes and returns per-policy probabilities plus the pooled text and image encoder features
 projected to `EMBEDDING_DIM` dims (logged for drift monitoring). Presence flags are shaped (N, 1) because Triton
 dims exclude the batch axis and cannot be empty.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common.constants import (
+from core.common.constants import (
     EMBEDDING_DIM,
     EMBEDDING_PROJECTION_SEED,
     MODEL_INPUTS,
@@ -28,7 +28,7 @@ from components.common.constants import (
     TENSOR_PROBABILITIES,
     TENSOR_TEXT_EMBEDDING,
 )
-from components.export.golden import GoldenSet, abs_difference
+from core.export.golden import GoldenSet, abs_difference
 
 INPUT_NAMES: tuple[str, ...] = MODEL_INPUTS
 DYNAMIC_AXES: dict[str, dict[int, str]] = {
@@ -108,7 +108,7 @@ def export_onnx(model_dir: str | Path, onnx_path: str | Path, opset: int) -> Pat
     import onnx
     import torch
 
-    from components.training.model import load_model
+    from core.training.model import load_model
 
     model = load_model(model_dir)
     wrapper = probability_model(model)
@@ -150,8 +150,8 @@ def reference_probabilities(model_dir: str | Path, golden: GoldenSet) -> np.ndar
     """PyTorch probabilities of the golden items, preprocessed exactly as in training and evaluation."""
     import torch
 
-    from components.training.model import load_model
-    from components.training.preprocessing import Preprocessor
+    from core.training.model import load_model
+    from core.training.preprocessing import Preprocessor
 
     model = load_model(model_dir)
     tensors = Preprocessor.from_model_dir(model_dir)(golden.texts, golden.images)
@@ -224,7 +224,7 @@ def check_parity(
     Returns:
         The report; `passed` says whether every difference is within `tolerance`.
     """
-    from components.training.preprocessing import Preprocessor
+    from core.training.preprocessing import Preprocessor
 
     if golden.probabilities is None:
         raise ValueError("the golden set has no reference probabilities")

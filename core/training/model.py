@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from components.common.constants import IMAGE_ENCODER_DIR, MODEL_SPEC, MODEL_WEIGHTS, TEXT_ENCODER_DIR
-from components.training import efficientnet
-from components.training.preprocessing import TOKENIZER_FILE, PreprocessingSpec
+from core.common.constants import IMAGE_ENCODER_DIR, MODEL_SPEC, MODEL_WEIGHTS, TEXT_ENCODER_DIR
+from core.training import efficientnet
+from core.training.preprocessing import TOKENIZER_FILE, PreprocessingSpec
 
 # 2: lexical branch, calibration and the EfficientNet-Lite0 encoder. Version 1 models load with neither
 # (identity calibration, no lexical branch).

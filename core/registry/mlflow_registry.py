@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.common.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, ALIAS_PREVIOUS, MLFLOW_EXPERIMENT
-from components.common.env import apply_offline_environment, tns_home
+from core.common.constants import ALIAS_CHALLENGER, ALIAS_CHAMPION, ALIAS_PREVIOUS, MLFLOW_EXPERIMENT
+from core.common.env import apply_offline_environment, tns_home
 
 MODEL_ARTIFACT_PATH = "model"
 

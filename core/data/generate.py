@@ -28,7 +28,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from components.common.constants import (
+from core.common.constants import (
     COL_CREATED_AT,
     COL_ID,
     COL_IMAGE,

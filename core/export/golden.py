@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.common.constants import (
+from core.common.constants import (
     COL_ID,
     COL_IMAGE,
     COL_MODALITY,
@@ -23,7 +23,7 @@ from components.common.constants import (
     MODALITY_BOTH,
     SPLIT_TEST,
 )
-from components.common.images import read_image_file
+from core.common.images import read_image_file
 
 GOLDEN_ITEMS_FILE = "items.json"
 GOLDEN_IMAGES_DIR = "images"

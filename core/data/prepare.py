@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components.common.config import SplitConfig
-from components.common.constants import (
+from core.common.config import SplitConfig
+from core.common.constants import (
     COL_ID,
     COL_IMAGE,
     COL_IMAGE_SHA256,
@@ -46,7 +46,7 @@ from components.common.constants import (
     MODALITY_NONE,
     SPLITS,
 )
-from components.data.formats import invalid_labels
+from core.data.formats import invalid_labels
 
 MAX_EXAMPLES = 5
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)

@@ -1,6 +1,6 @@
 """Lexical features of the shared preprocessing: evasion-normalised text to hashed word and character n-grams.
 
-The model's lexical branch (`components.training.model.LexicalBranch`) weighs these like TF-IDF does, which
+The model's lexical branch (`core.training.model.LexicalBranch`) weighs these like TF-IDF does, which
 recovers the signals n-gram baselines catch (URLs, sender patterns, slurs, obfuscated words) that a frozen,
 truncated sentence encoder averages away. Pure Python and numpy: the Triton python backend imports it.
 

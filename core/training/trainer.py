@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from components.common.config import RunConfig, TrainConfig, ValidationConfig
-from components.common.constants import (
+from core.common.config import RunConfig, TrainConfig, ValidationConfig
+from core.common.constants import (
     COL_ID,
     COL_IMAGE,
     COL_SPLIT,
@@ -35,18 +35,18 @@ from components.common.constants import (
     TENSOR_INPUT_IDS,
     TENSOR_NGRAM_IDS,
 )
-from components.common.env import apply_offline_environment
-from components.common.images import DEFAULT_MAX_IMAGE_BYTES, read_image_file
-from components.training import efficientnet
-from components.training.lexical import inverse_document_frequency
-from components.training.model import (
+from core.common.env import apply_offline_environment
+from core.common.images import DEFAULT_MAX_IMAGE_BYTES, read_image_file
+from core.training import efficientnet
+from core.training.lexical import inverse_document_frequency
+from core.training.model import (
     IMAGE_ENCODER_CNN,
     FusionClassifier,
     build_model,
     resolve_text_encoder,
     save_model,
 )
-from components.training.preprocessing import TOKENIZER_FILE, PreprocessingSpec, Preprocessor
+from core.training.preprocessing import TOKENIZER_FILE, PreprocessingSpec, Preprocessor
 
 CNN_IMAGE_SIZE = 64  # the side of train.image_size 0 for the small CNN
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -337,7 +337,7 @@ def train_model(
 
     Args:
         dataset_dir: Ingested dataset artifact (image paths are relative to it).
-        frame: Its rows joined with a `split` column (see `components.data.split.read_split_frame`).
+        frame: Its rows joined with a `split` column (see `core.data.split.read_split_frame`).
         config: Run configuration (`policies` and `train` are used).
         out_dir: Model folder to write (safetensors weights, spec, encoder configs, tokenizer).
         on_epoch_end: Called with (epoch, metrics) after each epoch, e.g. to log to MLflow.

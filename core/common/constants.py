@@ -96,9 +96,7 @@ TENSOR_ATTENTION_MASK = "attention_mask"
 TENSOR_PIXEL_VALUES = "pixel_values"
 TENSOR_HAS_TEXT = "has_text"
 TENSOR_HAS_IMAGE = "has_image"
-TENSOR_NGRAM_IDS = (
-    "ngram_ids"  # hashed word and character n-grams of the text (components/training/lexical.py)
-)
+TENSOR_NGRAM_IDS = "ngram_ids"  # hashed word and character n-grams of the text (core/training/lexical.py)
 # The classifier's inputs, in the order of `FusionClassifier.forward` and of the exported graph.
 MODEL_INPUTS: tuple[str, ...] = (
     TENSOR_INPUT_IDS,
@@ -131,7 +129,7 @@ EXPORT_REPORT_FILE = "export_report.json"
 GOLDEN_DIR = "golden"
 REPOSITORY_DIR = "model_repository"
 TRITON_REPOSITORY_ARTIFACT = "triton_repository"  # MLflow run artifact path of the exported repository
-# SHA-256 of every repository file (`components.common.integrity`): beside the repository in the export folder,
+# SHA-256 of every repository file (`core.common.integrity`): beside the repository in the export folder,
 # a run artifact at the root of the run, and its own hash in a registered-version tag.
 REPOSITORY_MANIFEST_FILE = "repository_manifest.json"
 TAG_REPOSITORY_MANIFEST = "tns.export.repository_manifest_sha256"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common.constants import (
+from core.common.constants import (
     DEFAULT_MODEL_NAME,
     DEFAULT_POLICIES,
     DUPLICATE_KEY_EXACT,
@@ -563,3 +563,38 @@ def _parse_int(text: str, name: str) -> int:
         return int(text.strip())
     except ValueError:
         raise ConfigError(f"{name} must be a list of integers, got {text!r}") from None
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value as YAML, except that `1e-12` is a number (YAML 1.1 would read a string)."""
+    import re
+
+    import yaml
+
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
+        return float(value)
+    return value
+
+
+def load_run_config(
+    config_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), policies: str = ""
+) -> RunConfig:
+    """The run configuration every caller builds the same way: the YAML file (or the defaults), then the
+    comma-separated `policies`, then `--set KEY=VALUE` overrides.
+
+    Raises:
+        ConfigError: A missing file, an override that is not KEY=VALUE, an unknown key or a bad value.
+    """
+    if config_file is not None and not Path(config_file).is_file():
+        raise ConfigError(f"configuration file {config_file} does not exist")
+    config = RunConfig.from_yaml(config_file) if config_file else RunConfig()
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        changes[key.strip()] = parse_value(value)
+    if policies.strip():
+        changes["policies"] = [p.strip() for p in policies.split(",") if p.strip()]
+    return config.with_overrides(**changes) if changes else config

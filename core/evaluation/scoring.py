@@ -1,6 +1,6 @@
 """Scoring a saved model on dataset rows, including the modality ablations, into a score table.
 
-The score table is what `components.evaluation.evaluate.evaluate_scores` consumes: one row per item with
+The score table is what `core.evaluation.evaluate.evaluate_scores` consumes: one row per item with
 labels, fusion scores, and scores with the image removed and with the text removed (multimodal rows only).
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from components.common.constants import COL_ID, COL_LANGUAGE, COL_MODALITY, MODALITY_BOTH
-from components.evaluation.evaluate import ablation_column, label_column, score_column, uncalibrated_column
+from core.common.constants import COL_ID, COL_LANGUAGE, COL_MODALITY, MODALITY_BOTH
+from core.evaluation.evaluate import ablation_column, label_column, score_column, uncalibrated_column
 
 
 def score_frame(
@@ -26,7 +26,7 @@ def score_frame(
     """Scores `frame`'s rows with the model saved in `model_dir`.
 
     Args:
-        model_dir: A folder written by `components.training.model.save_model`.
+        model_dir: A folder written by `core.training.model.save_model`.
         dataset_dir: The ingested dataset the rows come from (image paths are relative to it).
         frame: Rows with id, text, image, modality, optional language and the label columns.
         ablations: Also score multimodal rows with one modality removed.
@@ -38,9 +38,9 @@ def score_frame(
     """
     import torch
 
-    from components.training.model import load_model
-    from components.training.preprocessing import Preprocessor
-    from components.training.trainer import BatchRunner, encode_items
+    from core.training.model import load_model
+    from core.training.preprocessing import Preprocessor
+    from core.training.trainer import BatchRunner, encode_items
 
     model = load_model(model_dir)
     policies = list(model.spec.policies)

@@ -2,7 +2,7 @@
 
 The artifact holds `dataset.parquet` (normalised, prepared rows plus content hashes), `images/` (copies of the
 referenced images), `preparation.json` (copies collapsed, labels merged, missing labels resolved: see
-`components.data.prepare`) and `fingerprint.json`. Ingest is lenient on purpose: it records what it finds
+`core.data.prepare`) and `fingerprint.json`. Ingest is lenient on purpose: it records what it finds
 (missing image files, unsafe paths, missing columns, values that are not labels) and leaves the verdict to
 validation, so every data problem is reported by one named check.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from components.common.config import RunConfig
-from components.common.constants import (
+from core.common.config import RunConfig
+from core.common.constants import (
     COL_GROUP,
     COL_ID,
     COL_IMAGE,
@@ -35,10 +35,10 @@ from components.common.constants import (
     MODALITY_NONE,
     MODALITY_TEXT,
 )
-from components.common.images import ImageFileError, contained_image_path, read_image_file
-from components.data.formats import DatasetFormatError, clean_text, load_dataset
-from components.data.generate import GENERATOR_MARKER
-from components.data.prepare import Preparation, prepare_frame
+from core.common.images import ImageFileError, contained_image_path, read_image_file
+from core.data.formats import DatasetFormatError, clean_text, load_dataset
+from core.data.generate import GENERATOR_MARKER
+from core.data.prepare import Preparation, prepare_frame
 
 COL_IMAGE_FILE_STATUS = "image_file_status"
 IMAGE_ABSENT = "absent"

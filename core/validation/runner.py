@@ -43,8 +43,8 @@ from typing import Any
 
 import pandas as pd
 
-from components.common.config import RunConfig, ValidationConfig
-from components.common.constants import (
+from core.common.config import RunConfig, ValidationConfig
+from core.common.constants import (
     COL_GROUP,
     COL_ID,
     COL_IMAGE,
@@ -62,10 +62,10 @@ from components.common.constants import (
     SPLIT_TRAIN,
     SPLIT_VALIDATION,
 )
-from components.common.env import apply_offline_environment
-from components.common.images import ImageDecodeError, ImageFileError, decode_image, read_image_file
-from components.data.formats import invalid_labels
-from components.data.ingest import (
+from core.common.env import apply_offline_environment
+from core.common.images import ImageDecodeError, ImageFileError, decode_image, read_image_file
+from core.data.formats import invalid_labels
+from core.data.ingest import (
     COL_IMAGE_FILE_STATUS,
     IMAGE_ABSENT,
     IMAGE_OK,
@@ -73,8 +73,8 @@ from components.data.ingest import (
     read_ingested,
     read_preparation,
 )
-from components.data.prepare import Preparation
-from components.data.split import assign_splits, label_counts
+from core.data.prepare import Preparation
+from core.data.split import assign_splits, label_counts
 
 SUITE_FILE = "suite.json"
 POLICY_PLACEHOLDER = "{policy}"
@@ -174,7 +174,7 @@ class DataValidationError(RuntimeError):
 
 def load_suite_template() -> dict[str, Any]:
     """Reads the suite template `suite.json` shipped with this package."""
-    text = resources.files("components.validation").joinpath(SUITE_FILE).read_text(encoding="utf-8")
+    text = resources.files("core.validation").joinpath(SUITE_FILE).read_text(encoding="utf-8")
     return json.loads(text)
 
 

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from components.common.constants import BLESSED, DEFAULT_MODEL_NAME
-from components.common.markup import escape_html, escape_markdown
-from components.data.prepare import Preparation
-from components.evaluation.plots import policy_figure
+from core.common.constants import BLESSED, DEFAULT_MODEL_NAME
+from core.common.markup import escape_html, escape_markdown
+from core.data.prepare import Preparation
+from core.evaluation.plots import policy_figure
 
 SYNTHETIC_DATA_LIMITATION = (
     "The training data is the synthetic embedded dataset: these numbers show that the pipeline works end to "
@@ -97,7 +97,7 @@ class _Badge:
 
 @dataclass
 class _Figure:
-    """A PNG drawn by `components.evaluation.plots`, embedded in HTML; Markdown names it only."""
+    """A PNG drawn by `core.evaluation.plots`, embedded in HTML; Markdown names it only."""
 
     caption: str
     png: bytes

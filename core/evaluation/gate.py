@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from components.common.config import GateConfig, per_policy
-from components.common.constants import BLESSED, NOT_BLESSED
-from components.common.markup import escape_markdown
+from core.common.config import GateConfig, per_policy
+from core.common.constants import BLESSED, NOT_BLESSED
+from core.common.markup import escape_markdown
 
 CHECK_FLOOR = "floor"
 CHECK_NON_REGRESSION = "non_regression"

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from components.common.constants import (
+from core.common.constants import (
     MAX_TEXT_CHARS,
     TENSOR_ATTENTION_MASK,
     TENSOR_HAS_IMAGE,
@@ -24,8 +24,8 @@ from components.common.constants import (
     TENSOR_NGRAM_IDS,
     TENSOR_PIXEL_VALUES,
 )
-from components.common.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
-from components.training.lexical import ngram_ids, normalize_text
+from core.common.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from core.training.lexical import ngram_ids, normalize_text
 
 TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_MAX_TEXT_BYTES = 1_000_000
@@ -87,7 +87,7 @@ class Preprocessor:
     @classmethod
     def from_model_dir(cls, model_dir: str | Path) -> Preprocessor:
         """Builds the preprocessor saved inside a model folder."""
-        from components.common.constants import MODEL_SPEC, TEXT_ENCODER_DIR
+        from core.common.constants import MODEL_SPEC, TEXT_ENCODER_DIR
 
         model_dir = Path(model_dir)
         spec = json.loads((model_dir / MODEL_SPEC).read_text(encoding="utf-8"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from components.common.constants import DEFAULT_HOME, ENV_HOME, OFFLINE_ENVIRONMENT
+from core.common.constants import DEFAULT_HOME, ENV_HOME, OFFLINE_ENVIRONMENT
 
 
 def apply_offline_environment() -> None:

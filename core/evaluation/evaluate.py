@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from components.common.config import EvaluationConfig, per_policy
-from components.common.constants import COL_ID, COL_LANGUAGE, COL_MODALITY, MODALITIES, MODALITY_BOTH
-from components.evaluation import metrics
+from core.common.config import EvaluationConfig, per_policy
+from core.common.constants import COL_ID, COL_LANGUAGE, COL_MODALITY, MODALITIES, MODALITY_BOTH
+from core.evaluation import metrics
 
 ABLATION_REMOVED: tuple[str, ...] = ("image", "text")
 UNKNOWN_LANGUAGE = "unknown"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from components.common.constants import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+from core.common.constants import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 
 DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
 DEFAULT_MAX_IMAGE_BYTES = MAX_IMAGE_BYTES

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from components.common.markup import escape_html, escape_markdown, markdown_code
-from components.data.prepare import Preparation
-from components.validation.runner import CheckResult, ValidationOutcome
+from core.common.markup import escape_html, escape_markdown, markdown_code
+from core.data.prepare import Preparation
+from core.validation.runner import CheckResult, ValidationOutcome
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem; color: #1f2328; }
