@@ -142,11 +142,12 @@ def bench_orchestration(folder: Path, rows: int, epochs: int) -> dict:
     from kfp import local
 
     from components.data.executor import ingest_step, split_step
-    from components.evaluation.executor import evaluation_step, gate_step, read_decision
+    from components.evaluation.executor import evaluation_step, gate_step
     from components.export.executor import export_step, infra_validation_step
     from components.registry.executor import promote_step, register_step
     from components.training.executor import training_step
     from components.validation.executor import validate_step
+    from core.evaluation.gate import read_decision
     from pipelines.training import training_pipeline
 
     data = folder / "raw"

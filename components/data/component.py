@@ -23,7 +23,8 @@ def ingest_data(data_uri: str, config_json: str, policies: list, dataset: Output
     import os
 
     from components.common.failure import reported
-    from components.data.executor import ingest_step, resolve_config
+    from components.data.executor import ingest_step
+    from core.common.config import resolve_config
 
     with reported("ingest"):
         config = resolve_config(config_json, policies)
@@ -46,7 +47,8 @@ def split_data(dataset: Input[Dataset], config_json: str, splits: Output[Dataset
         splits: Output folder with splits.parquet (id, split).
     """
     from components.common.failure import reported
-    from components.data.executor import resolve_config, split_step
+    from components.data.executor import split_step
+    from core.common.config import resolve_config
 
     with reported("split"):
         counts = split_step(dataset.path, resolve_config(config_json), splits.path)

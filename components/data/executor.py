@@ -11,12 +11,6 @@ from core.data.ingest import ingest_dataset
 from core.data.split import split_dataset
 
 
-def resolve_config(config_json: str, policies: list[str] | None = None) -> RunConfig:
-    """The run configuration from JSON, with a `policies` override applied when it is non-empty."""
-    config = RunConfig.from_json(config_json)
-    return config.with_overrides(policies=list(policies)) if policies else config
-
-
 def ingest_step(data_uri: str, config: RunConfig, out_dir: str | Path) -> dict:
     """Ingests `data_uri`, or the embedded default dataset when it is empty; returns the ingest summary."""
     if data_uri:

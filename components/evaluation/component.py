@@ -44,8 +44,8 @@ def evaluate_model(
     from collections import namedtuple
 
     from components.common.failure import reported
-    from components.data.executor import resolve_config
     from components.evaluation.executor import evaluation_metrics, evaluation_step, write_reports
+    from core.common.config import resolve_config
 
     with reported("evaluate"):
         result, card = evaluation_step(
@@ -111,8 +111,8 @@ def gate_model(
         BLESSED or NOT_BLESSED.
     """
     from components.common.failure import reported
-    from components.data.executor import resolve_config
     from components.evaluation.executor import gate_step
+    from core.common.config import resolve_config
 
     with reported("gate"):
         result = gate_step(

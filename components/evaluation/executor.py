@@ -22,7 +22,7 @@ from core.common.constants import (
 )
 from core.data.ingest import read_fingerprint, read_preparation
 from core.data.split import label_counts, read_split_frame
-from core.evaluation.evaluate import evaluate_scores, score_column
+from core.evaluation.evaluate import evaluate_scores, score_column, thresholds_of
 from core.evaluation.gate import GateDecision, decide
 from core.evaluation.report import (
     DEFAULT_LIMITATIONS,
@@ -147,13 +147,6 @@ def _log_evaluation(run_id: str, tracking_uri: str, evaluation: dict[str, Any], 
     client.log_text(run_id, render_html(evaluation, card), "evaluation/model_card.html")
 
 
-def thresholds_of(evaluation: dict[str, Any]) -> dict[str, float]:
-    """Operating threshold per policy, chosen on validation at the target precision."""
-    return {
-        p: float(v["threshold"]) for p, v in evaluation["policies"].items() if v.get("threshold") is not None
-    }
-
-
 def evaluation_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
     """Flat scalar metrics for KFP `Metrics` and MLflow: macro, per policy, ablation."""
     flat: dict[str, float] = {}
@@ -243,8 +236,3 @@ def _summary(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
         },
         "ablation": {k: v for k, v in (evaluation.get("ablation") or {}).items() if k != "policies"},
     }
-
-
-def read_decision(decision_dir: str | Path) -> dict[str, Any]:
-    """The decision record written by `gate_step`."""
-    return json.loads((Path(decision_dir) / DECISION_FILE).read_text(encoding="utf-8"))

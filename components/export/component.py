@@ -38,8 +38,8 @@ def export_model(
         The repository path.
     """
     from components.common.failure import reported
-    from components.data.executor import resolve_config
     from components.export.executor import export_step
+    from core.common.config import resolve_config
 
     with reported("export"):
         report = export_step(
@@ -82,8 +82,8 @@ def infra_validate(
         PASSED (a failure raises and blocks promotion).
     """
     from components.common.failure import reported
-    from components.data.executor import resolve_config
     from components.export.executor import infra_validation_step
+    from core.common.config import resolve_config
     from serving.infra_validation import InfraValidationReport
 
     with reported("infra_validate"):

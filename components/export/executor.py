@@ -72,8 +72,8 @@ def export_model_dir(
     Raises:
         ExportError: When export or the parity check fails (nothing is left in `out_dir`).
     """
-    from components.evaluation.executor import thresholds_of
     from core.data.split import read_split_frame
+    from core.evaluation.evaluate import thresholds_of
     from core.export.golden import select_golden
     from core.export.onnx_export import (
         ExportError,

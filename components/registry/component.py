@@ -32,11 +32,11 @@ def register_model(
         The new registered-model version.
     """
     from components.common.failure import reported
-    from components.data.executor import resolve_config
-    from components.evaluation.executor import read_decision
     from components.registry.executor import register_step
+    from core.common.config import resolve_config
     from core.common.markup import escape_markdown, markdown_code
     from core.data.ingest import read_fingerprint
+    from core.evaluation.gate import read_decision
 
     with reported("register"):
         lineage = {
@@ -70,8 +70,8 @@ def record_rejection(decision: Input[Artifact], mlflow_run_id: str, mlflow_track
     Returns:
         The gate's summary.
     """
-    from components.evaluation.executor import read_decision
     from components.registry.executor import record_rejection_step
+    from core.evaluation.gate import read_decision
 
     record = read_decision(decision.path)
     record_rejection_step(mlflow_run_id, record, mlflow_tracking_uri)
@@ -102,11 +102,11 @@ def promote_model(
         The new champion version.
     """
     from components.common.failure import reported
-    from components.data.executor import resolve_config
-    from components.evaluation.executor import read_decision
     from components.export.executor import read_infra_validation
     from components.registry.executor import promote_step
+    from core.common.config import resolve_config
     from core.common.markup import escape_markdown
+    from core.evaluation.gate import read_decision
 
     with reported("promote"):
         config = resolve_config(config_json)

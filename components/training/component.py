@@ -36,8 +36,8 @@ def train_model(
     from collections import namedtuple
 
     from components.common.failure import reported
-    from components.data.executor import resolve_config
     from components.training.executor import training_step
+    from core.common.config import resolve_config
 
     with reported("train"):
         run_id, summary = training_step(

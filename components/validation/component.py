@@ -17,8 +17,8 @@ def validate_data(dataset: Input[Dataset], config_json: str, report: Output[HTML
         summary: Markdown summary of the checks.
     """
     from components.common.failure import reported
-    from components.data.executor import resolve_config
     from components.validation.executor import validate_step
+    from core.common.config import resolve_config
 
     with reported("validate"):
         outcome, markdown = validate_step(dataset.path, resolve_config(config_json), report.path)

@@ -598,3 +598,10 @@ def load_run_config(
     if policies.strip():
         changes["policies"] = [p.strip() for p in policies.split(",") if p.strip()]
     return config.with_overrides(**changes) if changes else config
+
+
+def resolve_config(config_json: str, policies: list[str] | None = None) -> RunConfig:
+    """The run configuration a pipeline step gets (the pipeline's `config_json`), with a `policies` override
+    applied when it is non-empty."""
+    config = RunConfig.from_json(config_json)
+    return config.with_overrides(policies=list(policies)) if policies else config

@@ -370,3 +370,10 @@ def evaluate_scores(
         "slices": slices,
         "ablation": _ablation(test, policies, labels, scores, config.min_slice_rows),
     }
+
+
+def thresholds_of(evaluation: dict[str, Any]) -> dict[str, float]:
+    """Operating threshold per policy, chosen on validation at the target precision."""
+    return {
+        p: float(v["threshold"]) for p, v in evaluation["policies"].items() if v.get("threshold") is not None
+    }

@@ -13,11 +13,13 @@ decision explains itself. A forced promotion keeps the failed reasons and record
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from core.common.config import GateConfig, per_policy
-from core.common.constants import BLESSED, NOT_BLESSED
+from core.common.constants import BLESSED, DECISION_FILE, NOT_BLESSED
 from core.common.markup import escape_markdown
 
 CHECK_FLOOR = "floor"
@@ -275,3 +277,8 @@ def decide(
         force_reason=reason_text if forced else None,
         summary=" ".join(parts),
     )
+
+
+def read_decision(decision_dir: str | Path) -> dict[str, Any]:
+    """The decision record the gate step wrote (`decision.json` in its output folder)."""
+    return json.loads((Path(decision_dir) / DECISION_FILE).read_text(encoding="utf-8"))
