@@ -123,7 +123,7 @@ def window_counts(window: LogWindow) -> WindowCounts:
     stats = window.stats
     return WindowCounts(
         rows=stats.rows,
-        flags={policy: (flagged, counted) for policy, (flagged, counted) in stats.flag_counts.items()},
+        flags={policy: tuple(counts) for policy, counts in stats.flag_counts.items()},
     )
 
 

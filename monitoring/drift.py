@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from monitoring.logs import flag_counts
 from monitoring.schema import (
     DEFAULT_ROW_BUDGET,
     FLAG_PREFIX,
@@ -117,8 +118,7 @@ class WindowCounts:
         for policy in policies:
             column = FLAG_PREFIX + policy
             if column in frame.columns:
-                values = frame[column].dropna().astype(float)
-                flags[policy] = (int((values > 0.5).sum()), len(values))
+                flags[policy] = flag_counts(frame[column].to_numpy(dtype=float))
         return cls(rows=len(frame), flags=flags)
 
 

@@ -434,6 +434,12 @@ def _window_rows(
     return _take(columns, inside)
 
 
+def flag_counts(flags: np.ndarray) -> tuple[int, int]:
+    """(rows flagged, rows with a flag) of a flag column (1.0 / 0.0, NaN where the row has none)."""
+    counted = ~np.isnan(flags)
+    return int((flags[counted] > 0.5).sum()), int(counted.sum())
+
+
 def _count(columns: dict[str, np.ndarray], stats: ReadStats, policies: list[str]) -> None:
     """Adds a chunk's kept rows to the exact figures of `stats`."""
     import pandas as pd
@@ -445,10 +451,10 @@ def _count(columns: dict[str, np.ndarray], stats: ReadStats, policies: list[str]
     for policy in policies:
         flags = columns.get(FLAG_PREFIX + policy)
         if flags is not None:
-            counted = ~np.isnan(flags)
+            flagged, counted = flag_counts(flags)
             totals = stats.flag_counts.setdefault(policy, [0, 0])
-            totals[0] += int((flags[counted] > 0.5).sum())
-            totals[1] += int(counted.sum())
+            totals[0] += flagged
+            totals[1] += counted
     labels = [columns[LABEL_PREFIX + p] for p in policies if LABEL_PREFIX + p in columns]
     if labels:
         stats.labeled_rows += int((~np.isnan(np.vstack(labels))).any(axis=0).sum())

@@ -65,7 +65,7 @@ def trigger_step(
     """
     from monitoring.policy import RetrainPolicy
     from monitoring.submitters import make_submitter
-    from monitoring.trigger import DecisionLedger, evaluate_trigger, retraining_failed
+    from monitoring.trigger import FIRED, DecisionLedger, evaluate_trigger, retraining_failed
 
     policy = RetrainPolicy.from_dict(json.loads(policy_json or "{}"))
     ledger = DecisionLedger(ledger_uri or None)  # refuses a ledger that would die with the pod
@@ -85,7 +85,7 @@ def trigger_step(
     )
     if retraining_failed(record):
         raise RetrainingFailed(
-            f"drift fired retraining, but {'the submission' if record['outcome'] != 'fired' else 'the run'} "
+            f"drift fired retraining, but {'the run' if record['outcome'] == FIRED else 'the submission'} "
             f"failed: {record.get('error') or record.get('run_state')} (recorded in {ledger.path}; the next "
             "evaluation of this window retries)"
         )

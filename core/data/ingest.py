@@ -139,7 +139,7 @@ def ingest_dataset(source: str | Path, out_dir: str | Path, config: RunConfig) -
         data = None
         if path is not None:
             try:
-                data = read_image_file(root, relative, config.validation.image_max_bytes)
+                data = read_image_file(None, path, config.validation.image_max_bytes)  # contained above
             except ImageFileError as error:
                 status = IMAGE_TOO_MANY_BYTES if error.reason == IMAGE_TOO_MANY_BYTES else IMAGE_MISSING_FILE
         statuses.append(status)
