@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.logs import flag_counts
+from monitoring.log_records import flag_counts
 from monitoring.schema import (
     DEFAULT_ROW_BUDGET,
     FLAG_PREFIX,

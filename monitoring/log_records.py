@@ -327,3 +327,9 @@ def canonical_columns(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         else:
             out[name] = values
     return out
+
+
+def flag_counts(flags: np.ndarray) -> tuple[int, int]:
+    """(rows flagged, rows with a flag) of a flag column (1.0 / 0.0, NaN where the row has none)."""
+    counted = ~np.isnan(flags)
+    return int((flags[counted] > 0.5).sum()), int(counted.sum())

@@ -37,6 +37,7 @@ from monitoring.log_records import (
     checked_table,
     columns_from_records,
     columns_from_table,
+    flag_counts,
 )
 from monitoring.reservoir import Reservoir
 from monitoring.schema import (
@@ -66,9 +67,8 @@ __all__ = [
 MALFORMED_EXAMPLES = 5
 DEFAULT_MAX_MALFORMED_SHARE = 0.05
 CHUNK_BYTES = 32 << 20
-MAX_DISTINCT_VERSIONS = (
-    1000  # model versions / names counted per window (a hostile log cannot grow the counts)
-)
+# Model versions / names counted per window, so that a hostile log cannot grow the counts.
+MAX_DISTINCT_VERSIONS = 1000
 _NS_MIN, _NS_MAX = np.datetime64("1678-01-01", "s"), np.datetime64("2262-04-11", "s")
 PARQUET_BATCH_ROWS = 50_000
 
@@ -432,12 +432,6 @@ def _window_rows(
     stats.outside_window += int((keep & ~inside).sum())
     columns["timestamp"] = stamps
     return _take(columns, inside)
-
-
-def flag_counts(flags: np.ndarray) -> tuple[int, int]:
-    """(rows flagged, rows with a flag) of a flag column (1.0 / 0.0, NaN where the row has none)."""
-    counted = ~np.isnan(flags)
-    return int((flags[counted] > 0.5).sum()), int(counted.sum())
 
 
 def _count(columns: dict[str, np.ndarray], stats: ReadStats, policies: list[str]) -> None:
