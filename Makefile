@@ -52,7 +52,7 @@ serve: setup $(TMPDIR)
 # The monitoring loop end to end: serve the champion, simulate drifting traffic through the client, `tns drift`
 # fires, a retraining run is submitted locally and gated (trains a champion first when there is none).
 demo-drift: setup $(TMPDIR)
-	$(BIN)/python -m monitoring.demo
+	$(BIN)/python -m tns.demo
 
 test: setup $(TMPDIR)
 	$(BIN)/ruff check .

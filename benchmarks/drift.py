@@ -383,7 +383,7 @@ def _preload(case: str) -> None:
 
         import monitoring.check  # noqa: F401
     else:
-        import monitoring.logs  # noqa: F401
+        import monitoring.log_reader  # noqa: F401
 
 
 def peak_rss_bytes() -> int:
@@ -428,7 +428,7 @@ def run_case(case: str, reference: Path, current: Path, work: Path) -> dict[str,
         )
     elif case in ("baseline", "baseline_pandas"):
         if case == "baseline":
-            from monitoring.logs import read_logs
+            from monitoring.log_reader import read_logs
 
             # Every row, as the baseline's tests are described (the check reads a 200k-row sample above it).
             ref_window, cur_window = (
@@ -680,7 +680,7 @@ less; the peak RSS hardly.
 What each case does:
 
 - **`run_drift_check`**: reads both windows with `read_logs` (streamed in chunks through pyarrow's JSON reader,
-  schema checks, delayed labels, a seeded sample of `max_sample_rows` rows kept, counts over every row), then `check_drift` with the default `DriftConfig` (Evidently `ValueDrift` per descriptor and score
+  schema checks, delayed labels, a seeded sample of `max_sample_rows` rows kept, counts over every row), then `compare_windows` with the default `DriftConfig` (Evidently `ValueDrift` per descriptor and score
   per row subset, the model-based embedding drift of Evidently's `ModelDriftMethod` for each embedding, flag-rate
   z-tests and performance on labeled rows; distribution tests on a seeded sample of at most
   `max_sample_rows` rows per window, rates on every row), then writes `summary.json`, `report.html`,

@@ -31,10 +31,11 @@ START = datetime(2026, 3, 1, tzinfo=UTC)
 
 def study(repository: Path | None, seeds: int, rows: int, work: Path) -> dict:
     """Runs the study; returns per-scenario counts and every verdict."""
+    from core.config.drift import DriftConfig
     from monitoring.check import DriftRequest, run_drift_check
-    from monitoring.drift import DriftConfig
-    from monitoring.scoring import RepositoryScorer, champion_scorer
-    from monitoring.traffic import SimulationSpec, simulate_traffic
+    from monitoring.traffic import simulate_traffic
+    from monitoring.traffic_scenarios import SimulationSpec
+    from serving.in_process import RepositoryScorer, champion_scorer
 
     scorer = RepositoryScorer(repository) if repository else champion_scorer()
     config = DriftConfig(min_rows=min(200, rows))

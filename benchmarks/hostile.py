@@ -104,7 +104,7 @@ def hostile_window(folder: Path) -> tuple[Path, int]:
     """A one-day window of 5,000 rows where every schema field is wrong-typed once, 40 rows carry markup in
     categorical fields and one line is a 30 MB text; returns the folder and the number of bad lines."""
     from benchmarks.drift import CURRENT_SPEC, CURRENT_START, log_lines
-    from monitoring.logs import FIELD_KINDS
+    from monitoring.log_records import FIELD_KINDS
 
     wrong = {"int": "7", "number": "fast", "bool": "yes", "str": 12, "version": [3], "timestamp": "noon"}
     rows = [json.loads(line) for line in log_lines(5000, 17, CURRENT_START, 86400.0, CURRENT_SPEC)]
@@ -136,7 +136,7 @@ def peak_rss_bytes() -> int:
 def run_case(case: str, path: Path, work: Path) -> dict[str, Any]:
     """One case in this process (call in a fresh process: the RSS peak is lifelong)."""
     import monitoring.check  # noqa: F401 (imports before the clock and the memory baseline)
-    from monitoring.logs import read_logs
+    from monitoring.log_reader import read_logs
 
     rss_after_import = peak_rss_bytes()
     started = time.perf_counter()

@@ -299,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="run configuration override KEY=VALUE")
     args = parser.parse_args(argv)
 
-    from core.common.config import RunConfig
     from core.common.env import apply_offline_environment
+    from core.config.run import RunConfig
     from core.data.generate import generate_dataset
 
     apply_offline_environment()
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = args.datasets.split(",")
 
     def config_for(policies: list[str], **extra) -> RunConfig:
-        from core.common.config import parse_value
+        from core.config.loading import parse_value
 
         changes = {"policies": policies, **extra, **{k: parse_value(v) for k, v in overrides.items()}}
         return RunConfig().with_overrides(**changes)

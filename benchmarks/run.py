@@ -22,8 +22,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.common.config import RunConfig
 from core.common.env import apply_offline_environment
+from core.config.run import RunConfig
 
 SECTIONS = ("training", "orchestration", "serving", "drift", "hostile")
 DEFAULT_OUT = Path("docs/benchmarks.md")
@@ -64,9 +64,10 @@ def bench_training(folder: Path, rows: int, epochs: int, repeats: int) -> dict:
     import torch
 
     from core.data.split import read_split_frame
+    from core.training.encoding import encode_items
     from core.training.model import build_model, resolve_text_encoder
     from core.training.preprocessing import TOKENIZER_FILE, Preprocessor
-    from core.training.trainer import _preprocessing_spec, encode_items, train_model
+    from core.training.trainer import _preprocessing_spec, train_model
 
     dataset, splits = _prepare(folder, rows)
     frame = read_split_frame(dataset, splits)

@@ -42,13 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core.common.config import RunConfig
 from core.common.constants import (
     TRITON_ENSEMBLE,
     TRITON_INPUT_IMAGE,
     TRITON_INPUT_TEXT,
     TRITON_OUTPUT_SCORES,
 )
+from core.config.run import RunConfig
 
 CONCURRENCIES: tuple[int, ...] = (1, 4, 16)
 GOAL_CONCURRENCY = 16
@@ -247,7 +247,7 @@ def find_perf_analyzer() -> Path:
     Raises:
         PerfAnalyzerError: when there is none.
     """
-    from serving.triton import TritonNotAvailable, serving_env
+    from serving.triton_install import TritonNotAvailable, serving_env
 
     configured = os.environ.get(ENV_PERF_ANALYZER)
     if configured:
@@ -292,7 +292,7 @@ def link_libraries(library_dirs: Sequence[Path], dest: Path) -> list[str]:
 
 def perf_analyzer_environment(library_folder: Path) -> dict[str, str]:
     """The server's environment (serving env's libraries on LD_LIBRARY_PATH) plus the linked libraries."""
-    from serving.triton import TritonInstallation, server_environment
+    from serving.triton_install import TritonInstallation, server_environment
 
     installation = TritonInstallation.find()
     link_libraries(installation.library_dirs, library_folder)
@@ -658,12 +658,12 @@ def bench_serving(
 
     Raises:
         PerfAnalyzerError: when perf_analyzer is missing or fails, or the ensemble answers wrongly.
-        serving.triton.TritonNotAvailable: when there is no tritonserver.
+        serving.triton_install.TritonNotAvailable: when there is no tritonserver.
     """
     import onnxruntime
     import torch
 
-    from serving.triton import TritonServer
+    from serving.triton_server import TritonServer
 
     started = time.perf_counter()
     load_before = os.getloadavg()[0]

@@ -1,7 +1,7 @@
 """`tns drift`: read the windows, check drift, decide on retraining, write the report, summary and snapshot.
 
 The reference is either a window of inference logs or a labeled dataset (the champion's training data), which is
-scored once in process by the served model (`monitoring.scoring`) into log records and cached. Outputs go to one
+scored once in process by the served model (`serving.in_process`) into log records and cached. Outputs go to one
 folder: `summary.json`, `report.html` (self-contained) and `evidently.html`; the Evidently snapshot is also added
 to a workspace project that `tns monitor ui` serves. Both files are written under temporary names and renamed,
 so a failed check leaves no half-written report.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from typing import Any
 
 from core.common.constants import (
     DEFAULT_MODEL_NAME,
+    DRIFT_SUMMARY_FILE,
     EXIT_DRIFT,
     EXIT_DRIFT_RETRAIN_FAILED,
     EXIT_FAILED,
@@ -28,13 +28,14 @@ from core.common.constants import (
 )
 from core.common.env import tns_home
 from core.common.markup import redact_credentials
-from monitoring.drift import DriftConfig, DriftResult, WindowCounts, check_drift, window_id
-from monitoring.logs import DEFAULT_MAX_MALFORMED_SHARE, LogReadError, LogWindow, read_logs
+from core.config.drift import DriftConfig
+from monitoring.drift import DriftResult, compare_windows, window_id
+from monitoring.drift_signals import WindowCounts
+from monitoring.log_reader import DEFAULT_MAX_MALFORMED_SHARE, LogReadError, LogWindow, read_logs
 from monitoring.schema import LogSchemaError
 
 EXIT_NO_DRIFT = EXIT_OK
 EXIT_ERROR = EXIT_FAILED
-SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 EVIDENTLY_REPORT_FILE = "evidently.html"
 SUMMARY_VERSION = 1
@@ -221,7 +222,7 @@ def build_summary(
         "examples": result.examples,
         "config": request.config.__dict__,
         "report_html": str(out_dir / REPORT_FILE),
-        "summary_json": str(out_dir / SUMMARY_FILE),
+        "summary_json": str(out_dir / DRIFT_SUMMARY_FILE),
         "command": redact_credentials(request.command),
         "trigger": None,
     }
@@ -251,28 +252,28 @@ def save_snapshot(result: DriftResult, workspace: Path, model_name: str, out_dir
 
 def write_outputs(summary: dict[str, Any], out_dir: Path) -> None:
     """Writes `summary.json` and `report.html` (each atomically)."""
-    from monitoring.report import render_report
+    from monitoring.drift_report import render_report
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomically(out_dir / SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    _write_atomically(out_dir / DRIFT_SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     _write_atomically(out_dir / REPORT_FILE, render_report(summary))
 
 
 def run_drift_check(
     request: DriftRequest,
-    decide: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+    retrain_trigger: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
     scorer_factory: Callable[[], Any] | None = None,
 ) -> DriftOutcome:
     """Runs the whole check.
 
     Args:
         request: What to compare and where to write.
-        decide: Called with the summary before it is written (the retrain trigger); what it returns is stored
+        retrain_trigger: Called with the summary before it is written (the retrain trigger); what it returns is stored
             as `summary["trigger"]`, so the report names the run it started.
         scorer_factory: Builds the scorer of a dataset reference (default: the champion from MLflow).
 
     Returns:
-        The outcome; `exit_code` is 10 on drift (11 when `decide` fired a retraining whose submission, or local
+        The outcome; `exit_code` is 10 on drift (11 when `retrain_trigger` fired a retraining whose submission, or local
         run, failed) and 0 otherwise.
 
     Raises:
@@ -295,7 +296,7 @@ def run_drift_check(
         raise DriftCheckError(
             f"the windows score different policies: reference {reference.policies}, current {current.policies}"
         )
-    result = check_drift(
+    result = compare_windows(
         reference.frame,
         current.frame,
         policies,
@@ -310,36 +311,11 @@ def run_drift_check(
     if request.save_snapshot:
         workspace = (request.workspace or tns_home() / "monitoring" / "workspace").resolve()
         summary["evidently"] = save_snapshot(result, workspace, summary["model"]["name"], out_dir)
-    if decide is not None:
+    if retrain_trigger is not None:
         from monitoring.trigger import retraining_failed
 
-        summary["trigger"] = decide(summary)
+        summary["trigger"] = retrain_trigger(summary)
         if summary["exit_code"] == EXIT_DRIFT and retraining_failed(summary["trigger"]):
             summary["exit_code"] = EXIT_DRIFT_RETRAIN_FAILED
     write_outputs(summary, out_dir)
     return DriftOutcome(summary=summary, exit_code=summary["exit_code"], out_dir=out_dir, result=result)
-
-
-def print_outcome(outcome: DriftOutcome, stream=None) -> None:
-    """The console summary: verdict, top signals, the decision and where the report is."""
-    stream = stream or sys.stdout
-    summary = outcome.summary
-    model = summary["model"]
-    print(
-        f"drift check: {summary['status'].upper()} - current {summary['current'].get('rows', 0)} rows vs reference "
-        f"{summary['reference'].get('rows', 0)} rows; model {model['name']} version {model['version']}"
-        f" (alias {model.get('alias') or 'unknown'})",
-        file=stream,
-    )
-    for reason in summary["reasons"][:8]:
-        print(f"  - {reason}", file=stream)
-    skipped = summary["current"].get("malformed_lines", 0)
-    if skipped:
-        print(f"  ({skipped} malformed log lines skipped)", file=stream)
-    trigger = summary.get("trigger")
-    if trigger:
-        run = trigger.get("run_url") or trigger.get("run_id") or ""
-        print(f"retraining: {trigger.get('outcome')} {run}".rstrip(), file=stream)
-        for reason in trigger.get("reasons", [])[:4]:
-            print(f"  - {reason}", file=stream)
-    print(f"report: {summary['report_html']}\nsummary: {summary['summary_json']}", file=stream)

@@ -1,6 +1,6 @@
 """A labeled dataset (the champion's training data) as a reference window of inference-log records.
 
-The rows are scored in process by the served model (`monitoring.scoring.RepositoryScorer`: the exported
+The rows are scored in process by the served model (`serving.in_process.RepositoryScorer`: the exported
 preprocessing, ONNX classifier and decision), turned into log records with their labels, and cached under
 `$TNS_HOME/monitoring/reference/`, keyed by the manifest, its modification time, the model version and the
 sample size, so the (slow) scoring happens once per champion.
@@ -17,7 +17,8 @@ from typing import Any
 from core.common.constants import COL_CREATED_AT, COL_ID, COL_IMAGE, COL_TEXT
 from core.common.env import tns_home
 from core.common.images import ImageFileError, read_image_file
-from monitoring.logs import LogWindow, LogWriter, read_logs
+from monitoring.log_reader import LogWindow, read_logs
+from monitoring.log_writer import LogWriter
 from monitoring.schema import make_record
 
 SCORING_BATCH = 32
@@ -57,7 +58,7 @@ def scored_reference(
     Returns:
         The reference window.
     """
-    from monitoring.scoring import RepositoryScorer, champion_scorer
+    from serving.in_process import RepositoryScorer, champion_scorer
 
     manifest, table = _read_manifest(dataset)
     if scorer_factory is None:

@@ -46,9 +46,6 @@ LOG_SCHEMA_VERSION = 1
 PARTITION_PREFIX = "date="
 LABELS_DIR = "labels"
 MAX_LOG_LINE_BYTES = 1 << 20  # a longer line is skipped and counted as malformed (a record is a few kB)
-DEFAULT_ROW_BUDGET = (
-    200_000  # rows a read window keeps (a seeded uniform sample above it; counts use every row)
-)
 LANGUAGE_UNKNOWN = "unknown"
 IMAGE_FORMAT_UNREADABLE = "unreadable"
 IMAGE_FORMAT_TOO_LARGE = "too_large"

@@ -1,10 +1,10 @@
-"""The retraining trigger: applies a retrain policy to a drift summary, with guardrails, and records the decision.
+"""The retraining trigger: applies the retrain rules to a drift summary, with guardrails, and records the decision.
 
 `evaluate_trigger` checks, in this order, and stops at the first that holds:
 
 1. insufficient data: the drift check said `insufficient_data`, or the current window has fewer than
    `min_rows` rows;
-2. no drift: fewer than `min_signals` signals match the policy's rules;
+2. no drift: fewer than `min_signals` signals match the retrain rules' signal rules;
 3. duplicate window: a run already fired for this model and window (same window twice submits at most once);
 4. in flight: `max_in_flight` fired runs of the model have not finished (asked of the submitter; a run
    older than `max_run_hours` counts as finished);
@@ -12,77 +12,34 @@
 6. dry run: record what would be submitted;
 7. submit: `fired` with the run's id and link, or `submission_failed` with the error.
 
-Every decision, whatever its outcome, is one line of the append-only `DecisionLedger` (`$TNS_LEDGER`, the
-monitoring state volume the compiled pipeline mounts, or `$TNS_HOME/monitoring/decisions.jsonl`: see
-`default_ledger_path`), and `trigger_decision.json` beside the drift summary holds the latest
+Every decision, whatever its outcome, is one line of the append-only `DecisionLedger`
+(`monitoring.decision_ledger`), and `trigger_decision.json` beside the drift summary holds the latest
 one: the report names the run; the run's `trigger_report` and `data_window` parameters name the report.
 Evaluations of one model are serialized by a per-model file lock held from reading the ledger to appending.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import fcntl
 import json
-import os
-import sys
-import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from core.common.config import ConfigError
-from core.common.constants import (
-    ENV_LEDGER,
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-    MONITORING_STATE_MOUNT,
-    MONITORING_STATE_PVC,
-)
-from core.common.env import tns_home
-from monitoring.policy import RetrainPolicy
+from core.common.constants import TRIGGER_DECISION_FILE
+from core.config.retrain_rules import RetrainRules
+from monitoring.decision_ledger import DecisionLedger, LockTimeout
 from monitoring.submitters import (
-    DEFAULT_EXPERIMENT,
-    ENV_KFP_HOST,
-    ENV_KFP_TOKEN,
     STATE_FAILED,
     TERMINAL_STATES,
-    KfpSubmitter,
-    LocalSubmitter,
     RetrainRequest,
     SubmissionError,
-    SubmittedRun,
     Submitter,
-    add_retry_arguments,
-    kfp_host,
-    make_submitter,
 )
-
-__all__ = [
-    "OUTCOMES",
-    "DecisionLedger",
-    "KfpSubmitter",
-    "LocalSubmitter",
-    "RetrainRequest",
-    "SubmissionError",
-    "SubmittedRun",
-    "Submitter",
-    "TriggerDecision",
-    "TriggerError",
-    "add_trigger_arguments",
-    "evaluate_trigger",
-    "load_summary",
-    "run_trigger",
-]
 
 LEDGER_VERSION = 1
 SUPPORTED_SUMMARY_VERSIONS = (1,)
-DECISIONS_FILE = "decisions.jsonl"
-TRIGGER_DECISION_FILE = "trigger_decision.json"
 
 FIRED = "fired"
 DRY_RUN = "dry_run"
@@ -108,117 +65,6 @@ class TriggerError(ValueError):
     """The drift summary cannot be evaluated (missing, malformed, another schema version or another model)."""
 
 
-class LockTimeout(TimeoutError):
-    """Another evaluation of the same model held the lock for longer than the caller waits."""
-
-
-# The ledger ------------------------------------------------------------------------------------------------
-class LedgerLocationError(RuntimeError):
-    """The decision ledger would live where it is lost (inside a pod's own filesystem)."""
-
-
-def default_ledger_path() -> Path:
-    """Where the decision ledger lives when no path is given: `$TNS_LEDGER`; else, when the monitoring state
-    volume is mounted (`MONITORING_STATE_MOUNT`, as the compiled monitoring pipeline does), a file on it; else
-    `$TNS_HOME/monitoring/decisions.jsonl`.
-
-    Raises:
-        LedgerLocationError: Inside a Kubernetes pod without the volume or `$TNS_LEDGER`: the ledger (and with it
-            the cooldown, in-flight and duplicate-window guards) would reset with every pod.
-    """
-    if os.environ.get(ENV_LEDGER):
-        return Path(os.environ[ENV_LEDGER])
-    if os.path.ismount(MONITORING_STATE_MOUNT):
-        return Path(MONITORING_STATE_MOUNT) / DECISIONS_FILE
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        raise LedgerLocationError(
-            f"the decision ledger would be written inside this pod ({tns_home() / 'monitoring'}) and lost with it, "
-            f"so cooldown, in-flight and duplicate-window guards would reset every run: mount the "
-            f"PersistentVolumeClaim {MONITORING_STATE_PVC!r} at {MONITORING_STATE_MOUNT} (the compiled monitoring "
-            f"pipeline does; create the claim first, see docs/runbook.md), or pass ledger_uri / ${ENV_LEDGER} on "
-            "persistent storage"
-        )
-    return tns_home() / "monitoring" / DECISIONS_FILE
-
-
-class DecisionLedger:
-    """Append-only JSON Lines file of trigger decisions, safe for concurrent appenders (fcntl locks).
-
-    Args:
-        path: The ledger file (default `default_ledger_path()`); created on the first append.
-    """
-
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path else default_ledger_path()
-
-    def append(self, record: dict[str, Any]) -> None:
-        """Appends one record as one line, under an exclusive lock, flushed to disk before returning."""
-        line = json.dumps(record, sort_keys=True, default=str) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a+b") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                size = handle.seek(0, os.SEEK_END)
-                if size:
-                    handle.seek(size - 1)
-                    if handle.read(1) != b"\n":
-                        # A torn last line (a crash mid-append): end it, or this record would join it and be
-                        # unreadable, and the decision it records (a window that fired) would be lost.
-                        line = "\n" + line
-                handle.write(line.encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def records(self, model: str | None = None) -> list[dict[str, Any]]:
-        """Every readable record in append order (optionally one model's); unreadable lines are skipped."""
-        if not self.path.is_file():
-            return []
-        with self.path.open("r", encoding="utf-8") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH)
-            try:
-                lines = handle.read().splitlines()
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-        records = []
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and (model is None or record.get("model") == model):
-                records.append(record)
-        return records
-
-    @contextlib.contextmanager
-    def model_lock(self, model: str, timeout_s: float = 60.0, poll_s: float = 0.05) -> Iterator[None]:
-        """Holds the model's decision lock (`locks/<model>.lock` beside the ledger).
-
-        Raises:
-            LockTimeout: Another evaluation held it for `timeout_s`.
-        """
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
-        lock_path = self.path.parent / "locks" / f"{safe}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + timeout_s
-        with lock_path.open("a") as handle:
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockTimeout(
-                            f"another trigger evaluation of '{model}' holds {lock_path}"
-                        ) from None
-                    time.sleep(poll_s)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # The decision ----------------------------------------------------------------------------------------------
 @dataclass
 class TriggerDecision:
@@ -226,7 +72,7 @@ class TriggerDecision:
 
     Attributes:
         decided_at: ISO-8601 UTC time of the decision.
-        model: Registered model the policy retrains.
+        model: Registered model the retrain rules retrain.
         window_id: Drift window id from the summary; with `model`, the idempotency key.
         window_start: ISO-8601 start of the current window.
         window_end: ISO-8601 end of the current window.
@@ -237,7 +83,7 @@ class TriggerDecision:
         window_path: Folder of the current window.
         drift_status: The drift check's status (`drift`, `no_drift`, `insufficient_data`).
         current_rows: Rows in the current window.
-        dry_run: Whether the policy was a dry run.
+        dry_run: Whether the retrain rules were a dry run.
         submitter: `kfp`, `local` or '' (dry run without a target).
         run_name: Name of the (would-be) run, `retrain-<model>-<window id prefix>`.
         run_id: The started run (`fired`), or the earlier run of the window (`duplicate_window`).
@@ -373,21 +219,21 @@ def _hours(delta: timedelta) -> str:
     return f"{delta.total_seconds() / 3600:.1f} h"
 
 
-def retraining_data(policy: RetrainPolicy) -> tuple[str, str]:
-    """The retraining run's `data_uri` and a sentence on where it comes from: the policy's `training_data_uri`,
+def retraining_data(rules: RetrainRules) -> tuple[str, str]:
+    """The retraining run's `data_uri` and a sentence on where it comes from: the retrain rules' `training_data_uri`,
     else '' (the training pipeline's default dataset). Nothing found beside the logs is used: whoever can write
     the log store must not choose what the next model learns from."""
-    if policy.training_data_uri:
-        return policy.training_data_uri, f"retraining data: training_data_uri {policy.training_data_uri}"
+    if rules.training_data_uri:
+        return rules.training_data_uri, f"retraining data: training_data_uri {rules.training_data_uri}"
     return (
         "",
-        "retraining data: the training pipeline's default dataset (the policy names no training_data_uri)",
+        "retraining data: the training pipeline's default dataset (the retrain rules name no training_data_uri)",
     )
 
 
 def evaluate_trigger(
     summary: dict[str, Any] | str | Path,
-    policy: RetrainPolicy,
+    rules: RetrainRules,
     ledger: DecisionLedger,
     submitter: Submitter | None,
     now: datetime | None = None,
@@ -397,9 +243,9 @@ def evaluate_trigger(
 
     Args:
         summary: The drift check's summary (dict or path of `summary.json`).
-        policy: The retrain policy.
+        rules: The retrain rules.
         ledger: Where the decision is appended (and past decisions are read).
-        submitter: Starts runs and reports their state; may be None only for a dry-run policy.
+        submitter: Starts runs and reports their state; may be None only when the rules are a dry run.
         now: The decision time (default: now, UTC).
         lock_timeout_s: How long to wait for a concurrent evaluation of the same model.
 
@@ -410,18 +256,18 @@ def evaluate_trigger(
         TriggerError: The summary cannot be evaluated or concerns another model.
     """
     summary = load_summary(summary)
-    if submitter is None and not policy.dry_run:
-        raise ValueError("evaluate_trigger needs a submitter unless the policy is a dry run")
+    if submitter is None and not rules.dry_run:
+        raise ValueError("evaluate_trigger needs a submitter unless the retrain rules are a dry run")
     now = (now or datetime.now(UTC)).astimezone(UTC)
     model_info = summary.get("model") or {}
-    if model_info.get("name") and model_info["name"] != policy.model_name:
+    if model_info.get("name") and model_info["name"] != rules.model_name:
         raise TriggerError(
-            f"the drift summary is for model '{model_info['name']}' but the policy retrains '{policy.model_name}'"
+            f"the drift summary is for model '{model_info['name']}' but the retrain rules retrain '{rules.model_name}'"
         )
     window = summary["window"]
     decision = TriggerDecision(
         decided_at=_fmt_time(now),
-        model=policy.model_name,
+        model=rules.model_name,
         model_version=str(model_info.get("version") or ""),
         window_id=str(window["id"]),
         window_start=str(window.get("start") or ""),
@@ -429,14 +275,14 @@ def evaluate_trigger(
         window_path=str(window.get("path") or ""),
         drift_status=summary["status"],
         current_rows=summary["current"].get("rows"),
-        dry_run=policy.dry_run,
+        dry_run=rules.dry_run,
         submitter=submitter.name if submitter else "",
         report_path=str(summary.get("report_html") or ""),
         summary_path=str(summary.get("summary_json") or ""),
     )
     try:
-        with ledger.model_lock(policy.model_name, lock_timeout_s):
-            decision = _decide(summary, policy, ledger, submitter, now, decision)
+        with ledger.model_lock(rules.model_name, lock_timeout_s):
+            decision = _apply_guardrails(summary, rules, ledger, submitter, now, decision)
             ledger.append(decision.to_record())
     except LockTimeout as error:
         decision = replace(
@@ -451,9 +297,9 @@ def evaluate_trigger(
     return decision
 
 
-def _decide(
+def _apply_guardrails(
     summary: dict[str, Any],
-    policy: RetrainPolicy,
+    rules: RetrainRules,
     ledger: DecisionLedger,
     submitter: Submitter | None,
     now: datetime,
@@ -461,29 +307,29 @@ def _decide(
 ) -> TriggerDecision:
     rows = decision.current_rows
     # 1. Enough data?
-    if summary["status"] == INSUFFICIENT_DATA or not isinstance(rows, int) or rows < policy.min_rows:
+    if summary["status"] == INSUFFICIENT_DATA or not isinstance(rows, int) or rows < rules.min_rows:
         reasons = []
         if summary["status"] == INSUFFICIENT_DATA:
             reasons.append("the drift check reported insufficient_data")
-        if not isinstance(rows, int) or rows < policy.min_rows:
-            reasons.append(f"current window has {rows} rows, fewer than min_rows {policy.min_rows}")
+        if not isinstance(rows, int) or rows < rules.min_rows:
+            reasons.append(f"current window has {rows} rows, fewer than min_rows {rules.min_rows}")
         return replace(decision, outcome=INSUFFICIENT_DATA, reasons=reasons)
 
     # 2. Drift that counts?
-    matched = policy.matching_signals(summary["signals"])
+    matched = rules.matching_signals(summary["signals"])
     names = sorted({m["name"] for m in matched})
     decision.matched_signals = [
         {key: m.get(key) for key in ("name", "group", "score", "threshold", "severity", "drifted", "rule")}
         for m in matched
     ]
-    if len(names) < policy.min_signals:
-        rules = ", ".join(rule.describe() for rule in policy.signals)
+    if len(names) < rules.min_signals:
+        described = ", ".join(rule.describe() for rule in rules.signals)
         drifted = [s.get("name") for s in summary["signals"] if s.get("drifted")]
         return replace(
             decision,
             outcome=NO_DRIFT,
             reasons=[
-                f"{len(names)} matching signal(s) {names}, min_signals {policy.min_signals} (rules: {rules})",
+                f"{len(names)} matching signal(s) {names}, min_signals {rules.min_signals} (rules: {described})",
                 f"drift status {summary['status']}; drifted signals: {drifted or 'none'}",
             ],
         )
@@ -491,7 +337,7 @@ def _decide(
         f"{m['name']} (score {m.get('score')}, severity {m.get('severity')}; {m['rule']})" for m in matched
     )
 
-    records = ledger.records(policy.model_name)
+    records = ledger.records(rules.model_name)
     fired = [r for r in records if r.get("outcome") == FIRED]
     # 3. Same window already submitted?
     earlier = next((r for r in fired if r.get("window_id") == decision.window_id), None)
@@ -510,14 +356,14 @@ def _decide(
         )
 
     # 4. Another run of the model still in flight?
-    unfinished = _unfinished_runs(fired, submitter, now, policy)
-    if len(unfinished) >= policy.max_in_flight:
+    unfinished = _unfinished_runs(fired, submitter, now, rules)
+    if len(unfinished) >= rules.max_in_flight:
         return replace(
             decision,
             outcome=SUPPRESSED_IN_FLIGHT,
             reasons=[
-                f"{len(unfinished)} retraining run(s) of '{policy.model_name}' not finished "
-                f"(max_in_flight {policy.max_in_flight}): " + "; ".join(unfinished),
+                f"{len(unfinished)} retraining run(s) of '{rules.model_name}' not finished "
+                f"(max_in_flight {rules.max_in_flight}): " + "; ".join(unfinished),
                 signal_reason,
             ],
         )
@@ -525,31 +371,31 @@ def _decide(
     # 5. Cooldown since the last fired run?
     last = max(fired, key=lambda r: _parse_time(r.get("decided_at")) or now, default=None)
     last_at = _parse_time(last.get("decided_at")) if last else None
-    if last_at is not None and now - last_at < timedelta(hours=policy.cooldown_hours):
-        until = last_at + timedelta(hours=policy.cooldown_hours)
+    if last_at is not None and now - last_at < timedelta(hours=rules.cooldown_hours):
+        until = last_at + timedelta(hours=rules.cooldown_hours)
         return replace(
             decision,
             outcome=SUPPRESSED_COOLDOWN,
             reasons=[
                 f"last retraining run {last.get('run_id')} fired at {_fmt_time(last_at)} ({_hours(now - last_at)} "
-                f"ago), cooldown {policy.cooldown_hours:g} h: next run allowed after {_fmt_time(until)}",
+                f"ago), cooldown {rules.cooldown_hours:g} h: next run allowed after {_fmt_time(until)}",
                 signal_reason,
             ],
         )
 
     # 6./7. Dry run or submit.
-    data_uri, data_reason = retraining_data(policy)
+    data_uri, data_reason = retraining_data(rules)
     request = RetrainRequest(
-        model_name=policy.model_name,
+        model_name=rules.model_name,
         window_id=decision.window_id,
         window_start=decision.window_start,
         window_end=decision.window_end,
         data_uri=data_uri,
         trigger_report=decision.report_path or decision.summary_path,
-        config_overrides=tuple(policy.config_overrides),
+        config_overrides=tuple(rules.config_overrides),
     )
     decision = replace(decision, data_uri=data_uri, run_name=request.run_name)
-    if policy.dry_run:
+    if rules.dry_run:
         return replace(
             decision,
             outcome=DRY_RUN,
@@ -593,11 +439,11 @@ def _decide(
 
 
 def _unfinished_runs(
-    fired: list[dict[str, Any]], submitter: Submitter | None, now: datetime, policy: RetrainPolicy
+    fired: list[dict[str, Any]], submitter: Submitter | None, now: datetime, rules: RetrainRules
 ) -> list[str]:
     """Descriptions of fired runs that may still run: state not terminal (or unknown) and younger than max age."""
     unfinished = []
-    max_age = timedelta(hours=policy.max_run_hours)
+    max_age = timedelta(hours=rules.max_run_hours)
     for record in fired:
         at = _parse_time(record.get("decided_at"))
         if at is None or now - at > max_age:
@@ -614,7 +460,7 @@ def _unfinished_runs(
             continue
         known = f"state {state}" if state else "state unknown"
         unfinished.append(
-            f"{run_id} fired {_fmt_time(at)} ({known}; counts as finished after {policy.max_run_hours:g} h)"
+            f"{run_id} fired {_fmt_time(at)} ({known}; counts as finished after {rules.max_run_hours:g} h)"
         )
     return unfinished
 
@@ -628,73 +474,3 @@ def _write_beside_summary(decision: TriggerDecision) -> None:
         with contextlib.suppress(OSError):
             target = folder / TRIGGER_DECISION_FILE
             target.write_text(json.dumps(decision.to_record(), indent=2, sort_keys=True), encoding="utf-8")
-
-
-# `tns trigger` -------------------------------------------------------------------------------------------
-def add_trigger_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Adds the options of `tns trigger` to `parser`."""
-    parser.add_argument(
-        "--summary", type=Path, required=True, help="summary.json written by the drift check."
-    )
-    parser.add_argument(
-        "--policy",
-        type=Path,
-        default=None,
-        help="Retrain policy YAML (default: the built-in default policy).",
-    )
-    target = parser.add_mutually_exclusive_group()
-    target.add_argument(
-        "--kfp-host",
-        default=None,
-        help=f"Kubeflow Pipelines API endpoint to submit to (default ${ENV_KFP_HOST}); bearer token from ${ENV_KFP_TOKEN}.",
-    )
-    target.add_argument(
-        "--local", action="store_true", help="Run the training pipeline here with the KFP local runner."
-    )
-    parser.add_argument("--dry-run", action="store_true", help="Decide and record, submit nothing.")
-    add_retry_arguments(parser, defaults="the policy's submit_retries / submit_backoff_s")
-    parser.add_argument(
-        "--experiment",
-        default=DEFAULT_EXPERIMENT,
-        help=f"KFP experiment of the runs (default {DEFAULT_EXPERIMENT}).",
-    )
-    parser.add_argument(
-        "--ledger",
-        type=Path,
-        default=None,
-        help="Decision ledger (default $TNS_LEDGER, else $TNS_HOME/monitoring/decisions.jsonl).",
-    )
-    parser.add_argument("--json", action="store_true", help="Print the decision record as JSON.")
-    return parser
-
-
-def run_trigger(args: argparse.Namespace) -> int:
-    """Runs `tns trigger`: evaluates the policy on an existing summary and prints the decision.
-
-    Returns:
-        0 when a decision was recorded (whatever it was); 1 when the submission failed or the local run failed;
-        2 for a usage error (bad policy, unreadable summary, no target).
-    """
-    try:
-        policy = RetrainPolicy.from_yaml(args.policy) if args.policy else RetrainPolicy()
-        if args.dry_run:
-            policy = replace(policy, dry_run=True)
-        submitter: Submitter | None = None
-        if args.local or kfp_host(args.kfp_host):
-            submitter = make_submitter(
-                args.kfp_host,
-                local=args.local,
-                experiment=args.experiment,
-                retries=policy.submit_retries if args.retries is None else args.retries,
-                backoff_s=policy.submit_backoff_s if args.backoff is None else args.backoff,
-            )
-        elif not policy.dry_run:
-            raise ConfigError(f"give --kfp-host URL (or set {ENV_KFP_HOST}), --local, or --dry-run")
-        decision = evaluate_trigger(args.summary, policy, DecisionLedger(args.ledger), submitter)
-    except (ConfigError, TriggerError, ValueError, LedgerLocationError) as error:
-        print(f"tns: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    print(json.dumps(decision.to_record(), indent=2, sort_keys=True) if args.json else decision.describe())
-    if retraining_failed(decision.to_record()):
-        return EXIT_FAILED
-    return EXIT_OK

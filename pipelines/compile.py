@@ -7,7 +7,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-COMPILED_DIR = Path(__file__).resolve().parent / "compiled"
+from core.common.env import COMPILED_PIPELINES_DIR, compiled_pipeline
+
+COMPILED_DIR = COMPILED_PIPELINES_DIR
 
 
 def pipelines() -> dict[str, Callable]:
@@ -29,7 +31,7 @@ def compile_all(out_dir: Path = COMPILED_DIR) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for stem, function in pipelines().items():
-        path = out_dir / f"{stem}.yaml"
+        path = compiled_pipeline(stem, out_dir)
         compile_pipeline(function, path)
         written.append(path)
     return written

@@ -16,23 +16,25 @@ from pathlib import Path
 from typing import Any
 
 from components.common.failure import read_failure
-from core.common.config import RunConfig, load_run_config
 from core.common.constants import (
     BLESSED,
     DATASET_FINGERPRINT,
-    DECISION_FILE,
+    DATASET_MANIFEST_FILE,
     ENV_FAILURE_FILE,
     EVALUATION_FILE,
     EXIT_FAILED,
     EXIT_NOT_BLESSED,
     EXIT_OK,
     EXPORT_REPORT_FILE,
+    GATE_DECISION_FILE,
     INFRA_VALIDATION_FILE,
     MODEL_CARD_FILE,
     RUN_LOG_FILE,
     SPLITS,
 )
 from core.common.env import tns_home
+from core.config.loading import load_run_config
+from core.config.run import RunConfig
 from core.data.ingest import read_preparation
 
 
@@ -61,7 +63,7 @@ def default_dataset(home: Path) -> Path:
     from core.data.generate import generate_dataset
 
     folder = home / "data" / "default"
-    if not (folder / "manifest.jsonl").is_file():
+    if not (folder / DATASET_MANIFEST_FILE).is_file():
         print(f"generating the embedded default dataset in {folder} ...", flush=True)
         generate_dataset(folder)
     return folder
@@ -231,7 +233,7 @@ def summarize(run_dir: Path, seconds: float, log: Path | None = None) -> dict[st
     """Builds the end-of-run summary from the run's artifacts."""
     task = _task_names()
     decision_dir = _task_output(run_dir, task["gate_model"], "decision")
-    decision = json.loads((decision_dir / DECISION_FILE).read_text(encoding="utf-8"))
+    decision = json.loads((decision_dir / GATE_DECISION_FILE).read_text(encoding="utf-8"))
     evaluation_dir = _task_output(run_dir, task["evaluate_model"], "evaluation")
     evaluation = json.loads((evaluation_dir / EVALUATION_FILE).read_text(encoding="utf-8"))
     dataset_dir = run_dir / task["ingest_data"] / "dataset"
@@ -330,7 +332,7 @@ def summarize(run_dir: Path, seconds: float, log: Path | None = None) -> dict[st
     lines.append(f"  MLflow       run {run_id}{registered}")
     lines.append(f"  reports      model card {_task_output(run_dir, task['evaluate_model'], 'report')}")
     lines.append(f"               validation {_task_output(run_dir, task['validate_data'], 'report')}")
-    lines.append(f"               decision   {decision_dir / DECISION_FILE}")
+    lines.append(f"               decision   {decision_dir / GATE_DECISION_FILE}")
     if log is not None:
         lines.append(f"               full log   {log}")
     lines.append(f"  took         {seconds:.0f} s; outputs in {run_dir}")

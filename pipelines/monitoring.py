@@ -11,25 +11,25 @@ PIPELINE_NAME = "tns-monitoring"
 
 @dsl.pipeline(
     name=PIPELINE_NAME,
-    description="Check production inference logs for drift and, when the retrain policy fires, start retraining.",
+    description="Check production inference logs for drift and, when the retrain rules fire, start retraining.",
 )
 def monitoring_pipeline(
     reference_uri: str = "",
     current_uri: str = "",
     drift_config_json: str = "{}",
-    policy_json: str = "{}",
+    retrain_rules_json: str = "{}",
     kfp_host: str = "",
     ledger_uri: str = "",
     model_name: str = DEFAULT_MODEL_NAME,
     state_pvc: str = MONITORING_STATE_PVC,
 ):
-    """Compares the current window of inference logs with a reference and, on drift, applies the retrain policy.
+    """Compares the current window of inference logs with a reference and, on drift, applies the retrain rules.
 
     Args:
         reference_uri: Reference inference logs, or a labeled dataset (the champion's training data).
         current_uri: Current window of inference logs (a day partition or a log folder).
-        drift_config_json: Drift thresholds as JSON (monitoring.drift.DriftConfig); '{}' uses the defaults.
-        policy_json: Retrain policy as JSON (monitoring.policy.RetrainPolicy); '{}' uses the defaults.
+        drift_config_json: Drift thresholds as JSON (core.config.drift.DriftConfig); '{}' uses the defaults.
+        retrain_rules_json: Retrain rules as JSON (core.config.retrain_rules.RetrainRules); '{}' = defaults.
         kfp_host: Kubeflow Pipelines API the retraining run is submitted to; '' uses $KFP_HOST.
         ledger_uri: Decision ledger file on persistent storage; '' uses the state volume below (on the cluster)
             or $TNS_HOME/monitoring/decisions.jsonl (locally).
@@ -46,7 +46,7 @@ def monitoring_pipeline(
     with dsl.If(drift.outputs["Output"] == STATUS_DRIFT, name="drift-detected"):
         trigger = trigger_retraining(
             summary=drift.outputs["summary"],
-            policy_json=policy_json,
+            retrain_rules_json=retrain_rules_json,
             kfp_host=kfp_host,
             ledger_uri=ledger_uri,
         ).set_display_name("Retrain trigger (guarded)")

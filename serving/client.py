@@ -1,6 +1,6 @@
 """`ContentSafetyClient`: a typed client of the `content_safety` ensemble over Triton's HTTP or gRPC API.
 
-    from monitoring.logs import InferenceLog
+    from monitoring.log_writer import InferenceLog
     from serving.client import ContentSafetyClient
 
     with ContentSafetyClient("127.0.0.1:8000", inference_log=InferenceLog("logs/inference")) as client:
@@ -107,7 +107,7 @@ class ContentSafetyClient:
         inference_log: A sink called after every request with one dict per item: `request_id`, `item`,
             `timestamp`, `model_name`, `model_version`, `text`, `image`, `scores`, `flags`, `action`,
             `text_embedding`, `image_embedding`, `latency_ms`, `error` (None, or why the request failed).
-            `monitoring.logs.InferenceLog` turns them into inference-log records; serving never imports it.
+            `monitoring.log_writer.InferenceLog` turns them into inference-log records; serving never imports it.
     """
 
     def __init__(

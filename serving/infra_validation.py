@@ -156,7 +156,7 @@ def infra_validate(
         The report; the server is stopped whatever happened.
     """
     from serving.client import ContentSafetyClient, ContentSafetyError, score_matrix
-    from serving.triton import TritonServer, TritonStartError
+    from serving.triton_server import TritonServer, TritonStartError
 
     if golden.probabilities is None:
         raise ValueError("the golden set has no reference probabilities")

@@ -22,7 +22,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.common.config import ServingConfig
 from core.common.constants import (
     EMBEDDING_DIM,
     MODEL_SPEC,
@@ -52,9 +51,10 @@ from core.common.constants import (
     TRITON_POSTPROCESS,
     TRITON_PREPROCESS,
 )
+from core.common.env import REPO_ROOT
+from core.config.run import ServingConfig
 from core.training.preprocessing import TOKENIZER_FILE
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The training code the python models import, copied byte for byte (numpy, Pillow and tokenizers only).
 VENDORED_MODULES: tuple[str, ...] = (
     "core/__init__.py",
@@ -274,7 +274,7 @@ def _write(path: Path, text: str | bytes) -> None:
 
 def _vendor(version_dir: Path) -> None:
     for relative in VENDORED_MODULES:
-        _write(version_dir / relative, (PROJECT_ROOT / relative).read_bytes())
+        _write(version_dir / relative, (REPO_ROOT / relative).read_bytes())
 
 
 def write_model_repository(

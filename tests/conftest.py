@@ -82,7 +82,7 @@ def tiny_raw_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_raw_dataset: Path) -> tuple[Path, Path]:
     """The tiny generated dataset, ingested and split with the default policies: (dataset_dir, splits_dir)."""
-    from core.common.config import RunConfig
+    from core.config.run import RunConfig
     from core.data.ingest import ingest_dataset
     from core.data.split import split_dataset
 

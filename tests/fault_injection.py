@@ -8,7 +8,7 @@ from pathlib import Path
 def broken_onnxruntime_backends(folder: Path) -> Path:
     """A Triton backend directory (for `$TNS_TRITON_BACKENDS`) whose onnxruntime backend fails to load any
     model, as a Triton image with an incompatible onnxruntime would."""
-    from serving.triton import prepare_backend_dir
+    from serving.triton_install import prepare_backend_dir
 
     backends = prepare_backend_dir(folder)
     stand_in = backends / "onnxruntime" / "model.py"

@@ -24,7 +24,7 @@ def ingest_data(data_uri: str, config_json: str, policies: list, dataset: Output
 
     from components.common.failure import reported
     from components.data.executor import ingest_step
-    from core.common.config import resolve_config
+    from core.config.loading import resolve_config
 
     with reported("ingest"):
         config = resolve_config(config_json, policies)
@@ -48,7 +48,7 @@ def split_data(dataset: Input[Dataset], config_json: str, splits: Output[Dataset
     """
     from components.common.failure import reported
     from components.data.executor import split_step
-    from core.common.config import resolve_config
+    from core.config.loading import resolve_config
 
     with reported("split"):
         counts = split_step(dataset.path, resolve_config(config_json), splits.path)

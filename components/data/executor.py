@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from core.common.config import RunConfig
+from core.config.run import RunConfig
 from core.data.generate import generate_dataset
 from core.data.ingest import ingest_dataset
 from core.data.split import split_dataset

@@ -45,7 +45,7 @@ def evaluate_model(
 
     from components.common.failure import reported
     from components.evaluation.executor import evaluation_metrics, evaluation_step, write_reports
-    from core.common.config import resolve_config
+    from core.config.loading import resolve_config
 
     with reported("evaluate"):
         result, card = evaluation_step(
@@ -104,7 +104,7 @@ def gate_model(
         mlflow_tracking_uri: MLflow tracking URI ('' = default).
         force_promote: Bless despite failed checks (needs force_reason).
         force_reason: Why the promotion is forced; recorded in MLflow.
-        decision: Decision folder with decision.json.
+        decision: Decision folder with gate_decision.json.
         summary: The decision and its reasons, as Markdown.
 
     Returns:
@@ -112,7 +112,7 @@ def gate_model(
     """
     from components.common.failure import reported
     from components.evaluation.executor import gate_step
-    from core.common.config import resolve_config
+    from core.config.loading import resolve_config
 
     with reported("gate"):
         result = gate_step(

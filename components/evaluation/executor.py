@@ -8,11 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from core.common.config import RunConfig
 from core.common.constants import (
     COL_SPLIT,
-    DECISION_FILE,
     EVALUATION_FILE,
+    GATE_DECISION_FILE,
     MODEL_CARD_FILE,
     MODEL_SPEC,
     SPLIT_TEST,
@@ -20,17 +19,14 @@ from core.common.constants import (
     TEST_SCORES_FILE,
     TRAINING_SUMMARY_FILE,
 )
+from core.config.run import RunConfig
 from core.data.ingest import read_fingerprint, read_preparation
 from core.data.split import label_counts, read_split_frame
 from core.evaluation.evaluate import evaluate_scores, score_column, thresholds_of
-from core.evaluation.gate import GateDecision, decide
-from core.evaluation.report import (
-    DEFAULT_LIMITATIONS,
-    SYNTHETIC_DATA_LIMITATION,
-    ModelCardInfo,
-    render_html,
-    render_markdown,
-)
+from core.evaluation.gate import GateDecision, gate_decision
+from core.evaluation.model_card import DEFAULT_LIMITATIONS, SYNTHETIC_DATA_LIMITATION, ModelCardInfo
+from core.evaluation.model_card_html import render_html
+from core.evaluation.model_card_markdown import render_markdown
 from core.evaluation.scoring import score_frame
 
 # Per-policy evaluation keys and the flat metric names they are published under (suffixed by the policy).
@@ -187,7 +183,7 @@ def gate_step(
     force_reason: str = "",
 ) -> GateDecision:
     """Decides BLESSED or NOT_BLESSED: absolute floors, plus non-regression against the registry's champion
-    re-scored on the same test split. Writes `decision.json` (with the champion's evaluation) to `out_path`."""
+    re-scored on the same test split. Writes `gate_decision.json` (with the champion's evaluation) to `out_path`."""
     from core.registry.mlflow_registry import configure, download_model, get_alias
 
     challenger = json.loads((Path(evaluation_dir) / EVALUATION_FILE).read_text(encoding="utf-8"))
@@ -204,7 +200,7 @@ def gate_step(
         if shared:
             frame = read_split_frame(dataset_dir, splits_dir)
             champion, _ = evaluate_model_dir(champion_dir, dataset_dir, frame, config, policies=shared)
-    decision = decide(
+    decision = gate_decision(
         challenger,
         champion,
         list(config.policies),
@@ -221,7 +217,7 @@ def gate_step(
     }
     out_path = Path(out_path)
     out_path.mkdir(parents=True, exist_ok=True)
-    (out_path / DECISION_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    (out_path / GATE_DECISION_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
     return decision
 
 

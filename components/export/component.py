@@ -39,7 +39,7 @@ def export_model(
     """
     from components.common.failure import reported
     from components.export.executor import export_step
-    from core.common.config import resolve_config
+    from core.config.loading import resolve_config
 
     with reported("export"):
         report = export_step(
@@ -83,7 +83,7 @@ def infra_validate(
     """
     from components.common.failure import reported
     from components.export.executor import infra_validation_step
-    from core.common.config import resolve_config
+    from core.config.loading import resolve_config
     from serving.infra_validation import InfraValidationReport
 
     with reported("infra_validate"):

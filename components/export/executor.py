@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.common.config import RunConfig
 from core.common.constants import (
     EXPORT_REPORT_FILE,
     GOLDEN_DIR,
@@ -33,6 +32,7 @@ from core.common.integrity import (
     repository_manifest,
     verify_repository,
 )
+from core.config.run import RunConfig
 
 DEFAULT_THRESHOLD = 0.5
 

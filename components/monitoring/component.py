@@ -21,7 +21,7 @@ def check_drift(
     Args:
         reference_uri: Reference inference logs, or a labeled dataset (the champion's training data).
         current_uri: Current window of inference logs.
-        config_json: Drift thresholds as JSON (fields of monitoring.drift.DriftConfig); '{}' uses defaults.
+        config_json: Drift thresholds as JSON (fields of core.config.drift.DriftConfig); '{}' uses defaults.
         model_name: Registered model name.
         report: The self-contained HTML report (shown in the Kubeflow UI).
         summary: Folder with summary.json, report.html and evidently.html.
@@ -48,20 +48,20 @@ def check_drift(
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def trigger_retraining(
     summary: Input[Artifact],
-    policy_json: str,
+    retrain_rules_json: str,
     kfp_host: str,
     ledger_uri: str,
     decision: Output[Artifact],
 ) -> str:
-    """Applies the retrain policy (signals, minimum rows, cooldown, one run in flight, idempotent per window)
+    """Applies the retrain rules (signals, minimum rows, cooldown, one run in flight, idempotent per window)
     and submits the training pipeline when it fires; every decision is recorded in the ledger.
 
     Args:
         summary: The drift check's output folder.
-        policy_json: Retrain policy as JSON (fields of monitoring.policy.RetrainPolicy); '{}' uses defaults.
+        retrain_rules_json: Retrain rules as JSON (core.config.retrain_rules.RetrainRules); '{}' = defaults.
         kfp_host: Kubeflow Pipelines API to submit to; '' uses $KFP_HOST, else the local runner.
         ledger_uri: Decision ledger file (a persistent volume on a cluster); '' uses $TNS_HOME/monitoring.
-        decision: decision.json: outcome, reasons, run id and URL, report path.
+        decision: trigger_decision.json: outcome, reasons, run id and URL, report path.
 
     Returns:
         The outcome (fired, dry_run, suppressed_cooldown, suppressed_in_flight, duplicate_window, ...).
@@ -70,6 +70,6 @@ def trigger_retraining(
     from components.monitoring.executor import trigger_step
 
     with reported("trigger_retraining"):
-        record = trigger_step(summary.path, policy_json, kfp_host, ledger_uri, decision.path)
+        record = trigger_step(summary.path, retrain_rules_json, kfp_host, ledger_uri, decision.path)
     decision.metadata.update({"outcome": record["outcome"], "run_id": record.get("run_id") or ""})
     return record["outcome"]

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from core.common.constants import DEFAULT_MODEL_NAME
+from core.common.constants import DEFAULT_MODEL_NAME, DRIFT_SUMMARY_FILE, TRIGGER_DECISION_FILE
 
 
 def drift_check_step(
@@ -25,8 +25,8 @@ def drift_check_step(
     Raises:
         monitoring.check.DriftCheckError: When the logs cannot be used; the folder is removed.
     """
+    from core.config.drift import DriftConfig
     from monitoring.check import DriftRequest, run_drift_check
-    from monitoring.drift import DriftConfig
 
     config = DriftConfig(**json.loads(config_json or "{}"))
     request = DriftRequest(
@@ -45,42 +45,41 @@ def drift_check_step(
 
 
 def trigger_step(
-    summary_dir: str, policy_json: str, kfp_host: str, ledger_uri: str, out_dir: str
+    summary_dir: str, retrain_rules_json: str, kfp_host: str, ledger_uri: str, out_dir: str
 ) -> dict[str, Any]:
-    """Evaluates the retrain policy on a drift summary, submits the training pipeline when it fires, and writes
-    the decision to `out_dir/decision.json`.
+    """Evaluates the retrain rules on a drift summary, submits the training pipeline when it fires, and writes
+    the decision to `out_dir/trigger_decision.json`.
 
     Args:
         summary_dir: The drift check's output folder (holds summary.json).
-        policy_json: `RetrainPolicy` fields as JSON ('{}' = the defaults).
+        retrain_rules_json: `RetrainRules` fields as JSON ('{}' = the defaults).
         kfp_host: Kubeflow Pipelines API to submit to ('' = $KFP_HOST, else the local runner); the token is
-            $KFP_TOKEN, the retries the policy's `submit_retries`.
-        ledger_uri: Decision ledger file ('' = `monitoring.trigger.default_ledger_path()`: the mounted
+            $KFP_TOKEN, the retries the rules' `submit_retries`.
+        ledger_uri: Decision ledger file ('' = `monitoring.decision_ledger.default_ledger_path()`: the mounted
             monitoring state volume on a cluster).
         out_dir: Output folder of the decision.
 
     Raises:
         RetrainingFailed: When the submission (or a local run) failed, after the decision was written.
-        monitoring.trigger.LedgerLocationError: In a pod with no persistent place for the ledger.
+        monitoring.decision_ledger.LedgerLocationError: In a pod with no persistent place for the ledger.
     """
-    from monitoring.policy import RetrainPolicy
+    from core.config.retrain_rules import RetrainRules
+    from monitoring.decision_ledger import DecisionLedger
     from monitoring.submitters import make_submitter
-    from monitoring.trigger import FIRED, DecisionLedger, evaluate_trigger, retraining_failed
+    from monitoring.trigger import FIRED, evaluate_trigger, retraining_failed
 
-    policy = RetrainPolicy.from_dict(json.loads(policy_json or "{}"))
+    rules = RetrainRules.from_dict(json.loads(retrain_rules_json or "{}"))
     ledger = DecisionLedger(ledger_uri or None)  # refuses a ledger that would die with the pod
     submitter = (
         None
-        if policy.dry_run
-        else make_submitter(
-            kfp_host or None, retries=policy.submit_retries, backoff_s=policy.submit_backoff_s
-        )
+        if rules.dry_run
+        else make_submitter(kfp_host or None, retries=rules.submit_retries, backoff_s=rules.submit_backoff_s)
     )
-    summary_path = Path(summary_dir) / "summary.json"
-    decision = evaluate_trigger(summary_path, policy, ledger, submitter)
+    summary_path = Path(summary_dir) / DRIFT_SUMMARY_FILE
+    decision = evaluate_trigger(summary_path, rules, ledger, submitter)
     record = decision.to_record()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / "decision.json").write_text(
+    (Path(out_dir) / TRIGGER_DECISION_FILE).write_text(
         json.dumps(record, indent=2, sort_keys=True), encoding="utf-8"
     )
     if retraining_failed(record):

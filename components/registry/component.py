@@ -33,8 +33,8 @@ def register_model(
     """
     from components.common.failure import reported
     from components.registry.executor import register_step
-    from core.common.config import resolve_config
     from core.common.markup import escape_markdown, markdown_code
+    from core.config.loading import resolve_config
     from core.data.ingest import read_fingerprint
     from core.evaluation.gate import read_decision
 
@@ -104,8 +104,8 @@ def promote_model(
     from components.common.failure import reported
     from components.export.executor import read_infra_validation
     from components.registry.executor import promote_step
-    from core.common.config import resolve_config
     from core.common.markup import escape_markdown
+    from core.config.loading import resolve_config
     from core.evaluation.gate import read_decision
 
     with reported("promote"):

@@ -3,8 +3,8 @@ passed infra validation it is promoted to `champion`."""
 
 from __future__ import annotations
 
-from core.common.config import RunConfig
 from core.common.constants import BLESSED
+from core.config.run import RunConfig
 from core.registry.mlflow_registry import (
     ModelVersionInfo,
     PromotionConflict,

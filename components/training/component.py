@@ -37,7 +37,7 @@ def train_model(
 
     from components.common.failure import reported
     from components.training.executor import training_step
-    from core.common.config import resolve_config
+    from core.config.loading import resolve_config
 
     with reported("train"):
         run_id, summary = training_step(

@@ -6,8 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from core.common.config import RunConfig
 from core.common.constants import TRAINING_SUMMARY_FILE
+from core.config.run import RunConfig
 from core.data.ingest import read_fingerprint, read_preparation
 from core.data.split import read_split_frame
 

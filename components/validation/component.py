@@ -18,7 +18,7 @@ def validate_data(dataset: Input[Dataset], config_json: str, report: Output[HTML
     """
     from components.common.failure import reported
     from components.validation.executor import validate_step
-    from core.common.config import resolve_config
+    from core.config.loading import resolve_config
 
     with reported("validate"):
         outcome, markdown = validate_step(dataset.path, resolve_config(config_json), report.path)

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.data.executor import ingest_step
-from core.common.config import RunConfig
-from core.validation.report import markdown_summary, write_html_report
-from core.validation.runner import DataValidationError, ValidationOutcome, validate_dataset
+from core.config.run import RunConfig
+from core.validation.outcome import DataValidationError, ValidationOutcome
+from core.validation.runner import validate_dataset
+from core.validation.validation_report import markdown_summary, write_html_report
 
 CHECK_REPORT_FILE = "report.html"
 CHECK_SUMMARY_FILE = "validation.json"

@@ -17,8 +17,9 @@ TRAINING_ACCELERATOR = "nvidia.com/gpu"
 DEFAULT_POLICIES: tuple[str, ...] = ("hate", "violence", "sexual", "spam")
 HATEFUL_MEMES_POLICY = "hateful"
 
-# Dataset format: a folder with one manifest, one row per item.
-MANIFEST_NAMES: tuple[str, ...] = ("manifest.jsonl", "manifest.csv", "manifest.parquet")
+# Dataset format: a folder with one manifest, one row per item; the project writes DATASET_MANIFEST_FILE.
+DATASET_MANIFEST_FILE = "manifest.jsonl"
+MANIFEST_NAMES: tuple[str, ...] = (DATASET_MANIFEST_FILE, "manifest.csv", "manifest.parquet")
 HATEFUL_MEMES_FILES: dict[str, str] = {
     "train.jsonl": "train",
     "dev.jsonl": "validation",
@@ -78,7 +79,9 @@ TRAINING_SUMMARY_FILE = "training_summary.json"
 EVALUATION_FILE = "evaluation.json"
 MODEL_CARD_FILE = "model_card.json"  # the model card's inputs: data, label counts, training
 TEST_SCORES_FILE = "test_scores.parquet"
-DECISION_FILE = "decision.json"
+GATE_DECISION_FILE = "gate_decision.json"  # the gate step's decision (BLESSED / NOT_BLESSED)
+TRIGGER_DECISION_FILE = "trigger_decision.json"  # the retrain trigger's decision (fired, suppressed, ...)
+DRIFT_SUMMARY_FILE = "summary.json"  # the drift check's machine-readable summary
 RUN_LOG_FILE = "run.log"  # the KFP local runner's full output, in the run folder
 
 # Gate decisions and registry aliases.

@@ -34,6 +34,7 @@ from core.common.constants import (
     COL_IMAGE,
     COL_LANGUAGE,
     COL_TEXT,
+    DATASET_MANIFEST_FILE,
     DEFAULT_POLICIES,
 )
 
@@ -445,7 +446,7 @@ def generate_dataset(out_dir: str | Path, spec: GenerateSpec | None = None) -> P
     (out_dir / GENERATOR_MARKER).write_text(
         json.dumps({"generator": "tns data generate", "rows": spec.rows, "seed": spec.seed}), encoding="utf-8"
     )
-    manifest = out_dir / "manifest.jsonl"
+    manifest = out_dir / DATASET_MANIFEST_FILE
     with manifest.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.common.config import RunConfig
 from core.common.constants import (
     COL_GROUP,
     COL_ID,
@@ -36,6 +35,7 @@ from core.common.constants import (
     MODALITY_TEXT,
 )
 from core.common.images import ImageFileError, contained_image_path, read_image_file
+from core.config.run import RunConfig
 from core.data.formats import DatasetFormatError, clean_text, load_dataset
 from core.data.generate import GENERATOR_MARKER
 from core.data.prepare import Preparation, prepare_frame

@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.common.config import SplitConfig
 from core.common.constants import (
     COL_ID,
     COL_IMAGE,
@@ -46,6 +45,7 @@ from core.common.constants import (
     MODALITY_NONE,
     SPLITS,
 )
+from core.config.run import SplitConfig
 from core.data.formats import invalid_labels
 
 MAX_EXAMPLES = 5

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.common.config import SplitConfig
 from core.common.constants import (
     COL_GROUP,
     COL_ID,
@@ -30,6 +29,7 @@ from core.common.constants import (
     SPLITS,
     SPLITS_TABLE,
 )
+from core.config.run import SplitConfig
 from core.data.ingest import read_ingested
 
 

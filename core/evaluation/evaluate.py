@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.common.config import EvaluationConfig, per_policy
 from core.common.constants import COL_ID, COL_LANGUAGE, COL_MODALITY, MODALITIES, MODALITY_BOTH
+from core.config.run import EvaluationConfig, per_policy
 from core.evaluation import metrics
 
 ABLATION_REMOVED: tuple[str, ...] = ("image", "text")

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.common.config import GateConfig, per_policy
-from core.common.constants import BLESSED, DECISION_FILE, NOT_BLESSED
+from core.common.constants import BLESSED, GATE_DECISION_FILE, NOT_BLESSED
 from core.common.markup import escape_markdown
+from core.config.run import GateConfig, per_policy
 
 CHECK_FLOOR = "floor"
 CHECK_NON_REGRESSION = "non_regression"
@@ -79,7 +79,7 @@ class GateDecision:
         return [reason for reason in self.reasons if not reason.passed]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (the `decision.json` artifact)."""
+        """JSON-able form (the `gate_decision.json` artifact)."""
         data = asdict(self)
         data["reasons"] = [reason.to_dict() for reason in self.reasons]
         return data
@@ -163,7 +163,7 @@ def _regression_reason(
     return GateReason(CHECK_NON_REGRESSION, policy, metric, minimum, observed, passed, message)
 
 
-def decide(
+def gate_decision(
     challenger: dict[str, Any],
     champion: dict[str, Any] | None,
     policies: list[str],
@@ -280,5 +280,5 @@ def decide(
 
 
 def read_decision(decision_dir: str | Path) -> dict[str, Any]:
-    """The decision record the gate step wrote (`decision.json` in its output folder)."""
-    return json.loads((Path(decision_dir) / DECISION_FILE).read_text(encoding="utf-8"))
+    """The decision record the gate step wrote (`gate_decision.json` in its output folder)."""
+    return json.loads((Path(decision_dir) / GATE_DECISION_FILE).read_text(encoding="utf-8"))

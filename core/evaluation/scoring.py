@@ -38,9 +38,9 @@ def score_frame(
     """
     import torch
 
+    from core.training.encoding import BatchRunner, encode_items
     from core.training.model import load_model
     from core.training.preprocessing import Preprocessor
-    from core.training.trainer import BatchRunner, encode_items
 
     model = load_model(model_dir)
     policies = list(model.spec.policies)

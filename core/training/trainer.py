@@ -1,10 +1,10 @@
 """Training: seeds, class weighting, modality dropout, early stopping, calibration, mixed precision on CUDA.
 
-With frozen encoders (the default) their features are computed once per item and cached, which makes an epoch
-cost only the fusion head and the lexical branch. `train.freeze_text_encoder: false` and
-`train.freeze_image_encoder: false` fine-tune them. The validation split is cut in two by a hash of the item
-id: one part early-stops, the other (`train.calibration_share`) only fits the per-policy Platt calibration, so
-the calibration is fitted on rows the model was not selected on.
+With frozen encoders (the default) their features are computed once per item and cached
+(`core.training.encoding`), which makes an epoch cost only the fusion head and the lexical branch.
+`train.freeze_text_encoder: false` and `train.freeze_image_encoder: false` fine-tune them. The validation split
+is cut in two by a hash of the item id: one part early-stops, the other (`train.calibration_share`) only fits
+the per-policy Platt calibration, so the calibration is fitted on rows the model was not selected on.
 """
 
 from __future__ import annotations
@@ -22,22 +22,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from core.common.config import RunConfig, TrainConfig, ValidationConfig
-from core.common.constants import (
-    COL_ID,
-    COL_IMAGE,
-    COL_SPLIT,
-    COL_TEXT,
-    SPLIT_TRAIN,
-    SPLIT_VALIDATION,
-    TENSOR_ATTENTION_MASK,
-    TENSOR_HAS_TEXT,
-    TENSOR_INPUT_IDS,
-    TENSOR_NGRAM_IDS,
-)
+from core.common.constants import COL_ID, COL_SPLIT, SPLIT_TRAIN, SPLIT_VALIDATION
 from core.common.env import apply_offline_environment
-from core.common.images import DEFAULT_MAX_IMAGE_BYTES, read_image_file
+from core.config.run import RunConfig, TrainConfig, ValidationConfig
 from core.training import efficientnet
+from core.training.encoding import BatchRunner, EncodedItems, encode_items
 from core.training.lexical import inverse_document_frequency
 from core.training.model import (
     IMAGE_ENCODER_CNN,
@@ -72,26 +61,6 @@ class TrainingResult:
         return asdict(self)
 
 
-@dataclass
-class EncodedItems:
-    """Model inputs for a set of items, held in memory as tensors."""
-
-    ids: list[str]
-    labels: torch.Tensor  # (N, P) float, 0 where not annotated
-    label_mask: torch.Tensor  # (N, P) float: 1 where the row is annotated for the policy
-    has_text: torch.Tensor  # (N,) float
-    has_image: torch.Tensor  # (N,) float
-    ngram_ids: torch.Tensor  # (N, K) int32, 0 = padding
-    pixels: torch.Tensor | None = None  # (N, 3, S, S) uint8 when the image encoder is trained
-    image_features: torch.Tensor | None = None  # (N, D) when it is frozen
-    text_features: torch.Tensor | None = None  # (N, D) when the text encoder is frozen
-    input_ids: torch.Tensor | None = None  # (N, L) otherwise
-    attention_mask: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
 def seed_everything(seed: int) -> None:
     """Seeds Python, numpy and torch (CPU and CUDA)."""
     random.seed(seed)
@@ -107,186 +76,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def load_inputs(
-    dataset_dir: Path, frame: pd.DataFrame, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
-) -> tuple[list[str | None], list[bytes | None]]:
-    """Texts and encoded image bytes of the rows of an ingested dataset (image paths contained and bounded).
-
-    Raises:
-        ImageFileError: When an image path leads outside the dataset, or its file is missing or too large.
-    """
-    texts = [t if isinstance(t, str) else None for t in frame[COL_TEXT]]
-    images = [
-        read_image_file(dataset_dir, p, max_image_bytes) if isinstance(p, str) else None
-        for p in frame[COL_IMAGE]
-    ]
-    return texts, images
-
-
-@torch.no_grad()
-def text_features(
-    model: FusionClassifier, encoded: dict[str, np.ndarray], device: torch.device
-) -> torch.Tensor:
-    """Mean-pooled text-encoder features, computed in batches (for a frozen encoder)."""
-    model.text_encoder.eval()
-    chunks = []
-    ids, mask = encoded[TENSOR_INPUT_IDS], encoded[TENSOR_ATTENTION_MASK]
-    for start in range(0, len(ids), 256):
-        chunk_mask = torch.from_numpy(mask[start : start + 256]).to(device)
-        length = int(chunk_mask.sum(1).max().item())
-        chunk_ids = torch.from_numpy(ids[start : start + 256, :length]).to(device)
-        chunks.append(model.text_encoder(chunk_ids, chunk_mask[:, :length]).float().cpu())
-    return torch.cat(chunks) if chunks else torch.zeros(0, model.text_encoder.output_dim)
-
-
-@torch.no_grad()
-def _image_inputs(
-    model: FusionClassifier,
-    preprocessor: Preprocessor,
-    images: list[bytes | None],
-    freeze_image: bool,
-    device: torch.device,
-    chunk: int = 128,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Presence flags plus either cached features of a frozen image encoder or uint8 pixels, decoded in chunks
-    so that a frozen encoder at 224 pixels never holds every decoded image at once."""
-    present, pixels, features = [], [], []
-    model.image_encoder.eval()
-    encoder, memory = model.image_encoder, torch.contiguous_format
-    if freeze_image and isinstance(encoder, efficientnet.EfficientNetLite0):
-        encoder, memory = efficientnet.feature_extractor(encoder), torch.channels_last
-    for start in range(0, len(images), chunk):
-        values, flags = preprocessor.images_to_uint8(images[start : start + chunk])
-        present.append(torch.from_numpy(flags))
-        if not freeze_image:
-            pixels.append(torch.from_numpy(values))
-            continue
-        with_image = np.flatnonzero(flags)
-        out = torch.zeros(len(flags), model.image_encoder.output_dim)
-        if len(with_image):
-            batch = torch.from_numpy(preprocessor.normalize(values[with_image])).to(device)
-            out[torch.from_numpy(with_image)] = encoder(batch.contiguous(memory_format=memory)).float().cpu()
-        features.append(out)
-    side = preprocessor.spec.image_size
-    has_image = torch.cat(present) if present else torch.zeros(0)
-    if freeze_image:
-        return (
-            has_image,
-            None,
-            torch.cat(features) if features else torch.zeros(0, model.image_encoder.output_dim),
-        )
-    return has_image, torch.cat(pixels) if pixels else torch.zeros(0, 3, side, side, dtype=torch.uint8), None
-
-
-def encode_items(
-    model: FusionClassifier,
-    preprocessor: Preprocessor,
-    dataset_dir: Path,
-    frame: pd.DataFrame,
-    policies: list[str],
-    freeze_text: bool,
-    device: torch.device,
-    freeze_image: bool = True,
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
-) -> EncodedItems:
-    """Preprocesses rows once: text as cached features or token ids plus n-gram ids; images as cached
-    features (frozen pretrained encoder) or uint8 pixels (a trained one). Image files larger than
-    `max_image_bytes` (`validation.image_max_bytes`) are refused."""
-    texts, images = load_inputs(dataset_dir, frame, max_image_bytes)
-    encoded_text = preprocessor.encode_texts(texts)
-    freeze_image = freeze_image and model.spec.image_encoder["kind"] != IMAGE_ENCODER_CNN
-    has_image, pixels, image_features = _image_inputs(model, preprocessor, images, freeze_image, device)
-    labels = frame[policies].to_numpy(dtype=np.float32)
-    annotated = ~np.isnan(labels)
-    items = EncodedItems(
-        ids=[str(i) for i in frame[COL_ID]],
-        labels=torch.from_numpy(np.where(annotated, labels, 0.0).astype(np.float32)),
-        label_mask=torch.from_numpy(annotated.astype(np.float32)),
-        has_text=torch.from_numpy(encoded_text[TENSOR_HAS_TEXT]),
-        has_image=has_image,
-        ngram_ids=torch.from_numpy(encoded_text[TENSOR_NGRAM_IDS].astype(np.int32)),
-        pixels=pixels,
-        image_features=image_features,
-    )
-    if freeze_text:
-        items.text_features = text_features(model, encoded_text, device)
-    else:
-        items.input_ids = torch.from_numpy(encoded_text[TENSOR_INPUT_IDS])
-        items.attention_mask = torch.from_numpy(encoded_text[TENSOR_ATTENTION_MASK])
-    return items
-
-
-class BatchRunner:
-    """Runs the model on slices of `EncodedItems`, on the chosen device, with optional autocast."""
-
-    def __init__(
-        self, model: FusionClassifier, preprocessor: Preprocessor, device: torch.device, amp: bool
-    ) -> None:
-        self.model = model
-        self.device = device
-        self.amp_dtype = None
-        if amp and device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        mean = torch.tensor(preprocessor.spec.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(preprocessor.spec.image_std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.mean, self.std = mean.to(device), std.to(device)
-
-    def logits(
-        self,
-        items: EncodedItems,
-        index: torch.Tensor,
-        has_text: torch.Tensor | None = None,
-        has_image: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Logits for `items[index]`; `has_text`/`has_image` override the presence flags (modality dropout,
-        ablations)."""
-        device = self.device
-        has_text = (items.has_text[index] if has_text is None else has_text).to(device)
-        has_image = (items.has_image[index] if has_image is None else has_image).to(device)
-        ngrams = items.ngram_ids[index]
-        width = max(int((ngrams > 0).sum(1).max().item()) if len(ngrams) else 1, 1)
-        ngrams = ngrams[:, :width].to(device=device, dtype=torch.int64)
-        with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            if items.text_features is not None:
-                text = items.text_features[index].to(device)
-            else:
-                mask = items.attention_mask[index]
-                length = int(mask.sum(1).max().item())
-                text = self.model.text_encoder(
-                    items.input_ids[index, :length].to(device), mask[:, :length].to(device)
-                )
-            if items.image_features is not None:
-                image = items.image_features[index].to(device)
-            else:
-                pixels = items.pixels[index].to(device).float().div_(255.0)
-                image = self.model.image_encoder(
-                    (pixels - self.mean) / self.std * has_image.view(-1, 1, 1, 1)
-                )
-            return self.model.fuse(text, image, has_text, has_image, ngrams).float()
-
-    @torch.no_grad()
-    def all_logits(
-        self, items: EncodedItems, drop: str | None = None, batch_size: int = 256, calibrated: bool = True
-    ) -> torch.Tensor:
-        """Logits for all items (on CPU); `drop` in {None, 'text', 'image'} removes that modality; calibrated
-        unless `calibrated` is false."""
-        self.model.eval()
-        outputs = [torch.zeros(0, items.labels.shape[1])]
-        for start in range(0, len(items), batch_size):
-            index = torch.arange(start, min(start + batch_size, len(items)))
-            has_text = torch.zeros(len(index)) if drop == "text" else None
-            has_image = torch.zeros(len(index)) if drop == "image" else None
-            logits = self.logits(items, index, has_text, has_image)
-            outputs.append((self.model.calibrate(logits) if calibrated else logits).cpu())
-        return torch.cat(outputs)
-
-    def probabilities(
-        self, items: EncodedItems, drop: str | None = None, calibrated: bool = True
-    ) -> np.ndarray:
-        """Sigmoid outputs for all items, as a numpy array of shape (N, P)."""
-        return torch.sigmoid(self.all_logits(items, drop, calibrated=calibrated)).numpy()
 
 
 def macro_roc_auc(labels: np.ndarray, scores: np.ndarray, mask: np.ndarray | None = None) -> float | None:

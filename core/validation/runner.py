@@ -17,12 +17,12 @@ The expectations live in `suite.json` next to this module, as Great Expectations
   states: a missing label is accepted unless `data.missing_labels` is `refuse`). GX fills them from the
   run's configuration at validation time (`expectation_parameters`), so the checked values appear in the
   GX results.
-* Columns whose names start with `_` are derived here before validation, from properties GX cannot
-  compute: `_image_decodable` and `_image_size` (outcome of bounded decoding of each image, "ok",
-  "absent", "not_checked" or the failure reason), `_label_<policy>` ("ok", "missing" or "invalid"),
-  `_text_bytes` (UTF-8 size of the text), `_split_leak` (the row's item also appears in another split),
-  `_group_leak` (the row's group is fixed to more than one split), `_text_language` (the language of rows
-  with text; "no_text" otherwise). `_row` (the row number) identifies failing rows in GX results.
+* Columns whose names start with `_` are derived before validation (`core.validation.derived_columns`),
+  from properties GX cannot compute: `_image_decodable` and `_image_size` (outcome of bounded decoding of
+  each image, "ok", "absent", "not_checked" or the failure reason), `_label_<policy>` ("ok", "missing" or
+  "invalid"), `_text_bytes` (UTF-8 size of the text), `_split_leak` (the row's item also appears in another
+  split), `_group_leak` (the row's group is fixed to more than one split), `_text_language` (the language
+  of rows with text; "no_text" otherwise). `_row` (the row number) identifies failing rows in GX results.
 * Three checks come from ingest's preparation record rather than GX (`duplicate_items` when copies were
   collapsed, `label_conflicts`, `unannotated_rows`), and one per policy from the split the run will get
   (`split_labels[<policy>]`: annotated rows, positives and negatives in validation and test).
@@ -33,27 +33,18 @@ The expectations live in `suite.json` next to this module, as Great Expectations
 from __future__ import annotations
 
 import json
-import math
-import re
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from core.common.config import RunConfig, ValidationConfig
 from core.common.constants import (
-    COL_GROUP,
     COL_ID,
-    COL_IMAGE,
-    COL_INVALID_LABELS,
     COL_ITEM_HASH,
-    COL_LANGUAGE,
     COL_MODALITY,
     COL_SPLIT,
-    COL_TEXT,
     MISSING_LABELS_MASK,
     MISSING_LABELS_REFUSE,
     SEVERITY_CRITICAL,
@@ -63,110 +54,17 @@ from core.common.constants import (
     SPLIT_VALIDATION,
 )
 from core.common.env import apply_offline_environment
-from core.common.images import ImageDecodeError, ImageFileError, decode_image, read_image_file
-from core.data.formats import invalid_labels
-from core.data.ingest import (
-    COL_IMAGE_FILE_STATUS,
-    IMAGE_ABSENT,
-    IMAGE_OK,
-    IMAGE_TOO_MANY_BYTES,
-    read_ingested,
-    read_preparation,
-)
+from core.config.run import RunConfig, ValidationConfig
+from core.data.ingest import read_ingested, read_preparation
 from core.data.prepare import Preparation
 from core.data.split import assign_splits, label_counts
+from core.validation.check_messages import MAX_EXAMPLES, FailureExamples, merge_results
+from core.validation.derived_columns import LABEL_MISSING, LABEL_OK, ROW_COLUMN, derive_columns
+from core.validation.outcome import CheckResult, ValidationOutcome
 
 SUITE_FILE = "suite.json"
 POLICY_PLACEHOLDER = "{policy}"
-ROW_COLUMN = "_row"
-COL_IMAGE_DECODABLE = "_image_decodable"
-COL_IMAGE_SIZE = "_image_size"
-COL_SPLIT_LEAK = "_split_leak"
-COL_GROUP_LEAK = "_group_leak"
-COL_TEXT_BYTES = "_text_bytes"
-COL_TEXT_LANGUAGE = "_text_language"
-LABEL_STATE_PREFIX = "_label_"
-LABEL_OK, LABEL_MISSING, LABEL_INVALID = "ok", "missing", "invalid"
-NO_TEXT = "no_text"
-IMAGE_NOT_CHECKED = "not_checked"
-IMAGE_UNREADABLE = "unreadable"
-MAX_EXAMPLES = 5
 _PARTIAL_UNEXPECTED = 20
-_DECODE_REASONS = frozenset({"empty", "undecodable", IMAGE_UNREADABLE})
-_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
-
-
-@dataclass
-class CheckResult:
-    """Outcome of one named check (one or more GX expectations sharing `meta.check`)."""
-
-    check: str
-    expectation: str
-    critical: bool
-    success: bool
-    unexpected_count: int
-    examples: list[str]
-    message: str
-    remedy: str = ""
-
-
-@dataclass
-class ValidationOutcome:
-    """All check results of one dataset, in suite order, and what the run will train and test on."""
-
-    rows: int
-    checks: list[CheckResult]
-    skipped: list[str] = field(default_factory=list)
-    severity_overrides: dict[str, str] = field(default_factory=dict)
-    preparation: dict[str, Any] | None = None
-    label_counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
-
-    @property
-    def success(self) -> bool:
-        """True when every critical check passed."""
-        return not self.failures()
-
-    def failures(self) -> list[CheckResult]:
-        """Returns the failed critical checks."""
-        return [c for c in self.checks if c.critical and not c.success]
-
-    def warnings(self) -> list[CheckResult]:
-        """Returns the failed non-critical checks."""
-        return [c for c in self.checks if not c.critical and not c.success]
-
-    def failure_message(self) -> str:
-        """Returns a multi-line summary of the failed critical checks (empty when validation passed)."""
-        failed = self.failures()
-        if not failed:
-            return ""
-        lines = [f"Data validation failed: {len(failed)} critical check(s)"]
-        for check in failed:
-            lines.append(check.message)
-            if check.remedy:
-                lines.append(f"  how to go on: {check.remedy}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Returns a JSON-able summary."""
-        return {
-            "success": self.success,
-            "rows": self.rows,
-            "critical_failures": len(self.failures()),
-            "warnings": len(self.warnings()),
-            "checks": [asdict(c) for c in self.checks],
-            "skipped": list(self.skipped),
-            "severity_overrides": dict(self.severity_overrides),
-            "preparation": self.preparation,
-            "label_counts": self.label_counts,
-        }
-
-
-class DataValidationError(RuntimeError):
-    """A dataset failed at least one critical check; `outcome` holds all results."""
-
-    def __init__(self, outcome: ValidationOutcome) -> None:
-        super().__init__(outcome.failure_message() or "Data validation failed")
-        self.outcome = outcome
 
 
 # Suite template ---------------------------------------------------------------------------------------
@@ -213,261 +111,6 @@ def is_critical(meta: dict[str, Any], validation: ValidationConfig) -> bool:
     if meta.get("adjustable"):
         return validation.severity[base] == SEVERITY_CRITICAL
     return bool(meta.get("critical", True))
-
-
-# Derived columns --------------------------------------------------------------------------------------
-
-
-def _check_images(
-    frame: pd.DataFrame, dataset_dir: Path, limits: ValidationConfig
-) -> tuple[list[str], list[str], dict[int, str]]:
-    """Decodes every present image once (bounded); returns per-row decodability, size status and details."""
-    root = dataset_dir.resolve()
-    pairs = list(zip(frame[COL_IMAGE_FILE_STATUS], frame[COL_IMAGE], strict=True))
-    unique = list(dict.fromkeys(rel for status, rel in pairs if status == IMAGE_OK and isinstance(rel, str)))
-    checked = {relative: _check_image(root, relative, limits) for relative in unique}
-    decodable, size, details = [], [], {}
-    for row, (status, relative) in enumerate(pairs):
-        if status == IMAGE_ABSENT:
-            decodable.append(IMAGE_ABSENT)
-            size.append(IMAGE_ABSENT)
-        elif relative in checked and status == IMAGE_OK:
-            decode_status, size_status, detail = checked[relative]
-            decodable.append(decode_status)
-            size.append(size_status)
-            if detail:
-                details[row] = detail
-        elif status == IMAGE_TOO_MANY_BYTES:  # found, but ingestion did not copy (nor read) a file that large
-            decodable.append(IMAGE_NOT_CHECKED)
-            size.append(IMAGE_TOO_MANY_BYTES)
-            details[row] = f"{IMAGE_TOO_MANY_BYTES}: {relative} has more than {limits.image_max_bytes} bytes"
-        else:  # missing file or unsafe path: reported by image_file_found
-            decodable.append(IMAGE_NOT_CHECKED)
-            size.append(IMAGE_NOT_CHECKED)
-    return decodable, size, details
-
-
-def _check_image(root: Path, relative: str, limits: ValidationConfig) -> tuple[str, str, str]:
-    try:
-        data = read_image_file(root, relative, limits.image_max_bytes)
-    except ImageFileError as error:
-        if error.reason == IMAGE_TOO_MANY_BYTES:
-            return IMAGE_NOT_CHECKED, IMAGE_TOO_MANY_BYTES, f"{IMAGE_TOO_MANY_BYTES}: {error.problem}"
-        return IMAGE_UNREADABLE, IMAGE_NOT_CHECKED, f"{IMAGE_UNREADABLE}: {error.reason}: {error.problem}"
-    try:
-        decode_image(data, max_pixels=limits.image_max_pixels, min_side=limits.image_min_side)
-    except ImageDecodeError as error:
-        detail = _OBJECT_REPR.sub("", str(error)).strip()
-        if error.reason in _DECODE_REASONS:
-            return error.reason, IMAGE_NOT_CHECKED, detail
-        return IMAGE_NOT_CHECKED, error.reason, detail
-    return "ok", "ok", ""
-
-
-def _leak(frame: pd.DataFrame, key: str) -> pd.Series:
-    """Flags rows whose `key` (item hash, group) also occurs, in the rows with a split, under another split."""
-    has_split = frame[COL_SPLIT].notna() & frame[key].notna()
-    splits_per_key = frame[has_split].groupby(key)[COL_SPLIT].nunique()
-    leaking = set(splits_per_key[splits_per_key > 1].index)
-    return (has_split & frame[key].isin(leaking)).astype(bool)
-
-
-def _label_states(frame: pd.DataFrame, policy: str) -> pd.Series:
-    invalid = (
-        frame[COL_INVALID_LABELS].map(lambda cell: policy in invalid_labels(cell))
-        if COL_INVALID_LABELS in frame.columns
-        else pd.Series(False, index=frame.index)
-    )
-    states = pd.Series(LABEL_OK, index=frame.index, dtype=object)
-    states[frame[policy].isna()] = LABEL_MISSING
-    states[invalid.astype(bool)] = LABEL_INVALID
-    return states
-
-
-def _derive(frame: pd.DataFrame, dataset_dir: Path, config: RunConfig) -> tuple[pd.DataFrame, dict[int, str]]:
-    frame = frame.reset_index(drop=True).copy()
-    frame[ROW_COLUMN] = range(len(frame))
-    details: dict[int, str] = {}
-    if {COL_IMAGE, COL_IMAGE_FILE_STATUS} <= set(frame.columns):
-        decodable, size, details = _check_images(frame, dataset_dir, config.validation)
-        frame[COL_IMAGE_DECODABLE] = pd.Series(decodable, dtype=object)
-        frame[COL_IMAGE_SIZE] = pd.Series(size, dtype=object)
-    for policy in config.policies:
-        if policy in frame.columns:
-            frame[LABEL_STATE_PREFIX + policy] = _label_states(frame, policy)
-    if COL_TEXT in frame.columns:
-        frame[COL_TEXT_BYTES] = pd.Series(
-            [len(t.encode("utf-8")) if isinstance(t, str) else math.nan for t in frame[COL_TEXT]], dtype=float
-        )
-    if {COL_SPLIT, COL_ITEM_HASH} <= set(frame.columns):
-        frame[COL_SPLIT_LEAK] = _leak(frame, COL_ITEM_HASH)
-    if {COL_SPLIT, COL_GROUP} <= set(frame.columns):
-        frame[COL_GROUP_LEAK] = _leak(frame, COL_GROUP)
-    if {COL_LANGUAGE, COL_TEXT} <= set(frame.columns):  # a language is expected of rows with text only
-        frame[COL_TEXT_LANGUAGE] = frame[COL_LANGUAGE].astype(object).where(frame[COL_TEXT].notna(), NO_TEXT)
-    return frame, details
-
-
-# Messages and examples --------------------------------------------------------------------------------
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "NaN" if isinstance(value, float) else "None"
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class _Examples:
-    """Formats failing rows of each check as short, human-readable examples."""
-
-    def __init__(self, frame: pd.DataFrame, details: dict[int, str]) -> None:
-        self.frame = frame
-        self.details = details
-
-    def ref(self, row: int) -> str:
-        if COL_ID in self.frame.columns:
-            value = self.frame.at[row, COL_ID]
-            if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                return f"id={value}"
-        return f"row={row}"
-
-    def _value(self, row: int, column: str) -> str:
-        return f"{self.ref(row)} {column}={_short(self.frame.at[row, column])}"
-
-    def _same(self, row: int, column: str) -> list[int]:
-        value = self.frame.at[row, column]
-        return [int(r) for r in self.frame.index[self.frame[column] == value] if r != row]
-
-    def format(self, check: str, column: str | None, rows: list[int]) -> list[str]:
-        base = check.split("[", 1)[0]
-        formatter: Callable[[int], str | None] = {
-            "ids_unique": self._duplicate_id,
-            "labels_binary": lambda r: self._label(r, check[len(base) + 1 : -1]),
-            "has_modality": lambda r: f"{self.ref(r)} text=None image=None",
-            "text_length": lambda r: f"{self.ref(r)} text_length={len(str(self.frame.at[r, COL_TEXT]))}",
-            "text_size": lambda r: f"{self.ref(r)} text_bytes={int(self.frame.at[r, COL_TEXT_BYTES])}",
-            "image_file_found": self._image_file,
-            "image_decodable": self._image_detail,
-            "image_size": self._image_detail,
-            "no_split_leakage": lambda r: self._leak(r, COL_ITEM_HASH),
-            "no_group_leakage": lambda r: self._leak(r, COL_GROUP),
-            "duplicate_items": self._duplicate_item,
-        }.get(base, lambda r: self._value(r, column) if column in self.frame.columns else self.ref(r))
-        examples: list[str] = []
-        for row in rows:
-            example = formatter(row)
-            if example and example not in examples:
-                examples.append(example)
-            if len(examples) == MAX_EXAMPLES:
-                break
-        return examples
-
-    def _duplicate_id(self, row: int) -> str:
-        return f"{self.ref(row)} x{len(self._same(row, COL_ID)) + 1}"
-
-    def _label(self, row: int, policy: str) -> str:
-        """The label as the manifest wrote it: `spam="yes"`, `hate=2`, or `spam=null` when there is none."""
-        cell = self.frame.at[row, COL_INVALID_LABELS] if COL_INVALID_LABELS in self.frame.columns else None
-        written = invalid_labels(cell).get(policy)
-        return f"{self.ref(row)} {policy}={written if written is not None else 'null'}"
-
-    def _image_file(self, row: int) -> str:
-        status = self.frame.at[row, COL_IMAGE_FILE_STATUS]
-        return f"{self.ref(row)} image={status}: {_short(self.frame.at[row, COL_IMAGE])}"
-
-    def _image_detail(self, row: int) -> str:
-        return f"{self.ref(row)} image={_short(self.details.get(row, ''), 100)}"
-
-    def _leak(self, row: int, key: str) -> str | None:
-        split = self.frame.at[row, COL_SPLIT]
-        for other in self._same(row, key):
-            other_split = self.frame.at[other, COL_SPLIT]
-            if isinstance(other_split, str) and other_split != split:
-                pair = sorted([(row, split), (other, other_split)])
-                shared = f" in {key}={_short(self.frame.at[row, key])}" if key == COL_GROUP else ""
-                return " ~ ".join(f"{self.ref(r)} ({s})" for r, s in pair) + shared
-        return None
-
-    def _duplicate_item(self, row: int) -> str:
-        rows = sorted([row, *self._same(row, COL_ITEM_HASH)])
-        return " ~ ".join(self.ref(r) for r in rows[:3]) + (" ..." if len(rows) > 3 else "")
-
-
-def _number(value: Any) -> str:
-    return "None" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _table_message(
-    check: str, kind: str, kwargs: dict[str, Any], result: dict[str, Any], success: bool
-) -> str:
-    observed = result.get("observed_value")
-    if kind == "expect_table_row_count_to_be_between":
-        low, high = kwargs.get("min_value"), kwargs.get("max_value")
-        bound = f"at least {low}" if high is None else f"between {low} and {high}"
-        return f"{check}: {observed} rows, {bound} required"
-    if kind == "expect_column_to_exist":
-        column = kwargs.get("column")
-        if success:
-            return f"{check}: column {column!r} is present"
-        return f"{check}: required column {column!r} is missing from the dataset"
-    if kind == "expect_column_mean_to_be_between":
-        bounds = f"[{_number(kwargs.get('min_value'))}, {_number(kwargs.get('max_value'))}]"
-        if observed is None:
-            return f"{check}: no numeric values, mean must be in {bounds}"
-        verdict = "within" if success else "outside"
-        return f"{check}: mean {observed:.4f} {verdict} {bounds}"
-    return f"{check}: observed {observed}"
-
-
-def _exception_message(result: Any) -> str | None:
-    info = result.exception_info or {}
-    if isinstance(info, dict) and info.get("raised_exception"):
-        return str(info.get("exception_message") or "unknown error")
-    return None
-
-
-def _merge(
-    check: str, meta: dict[str, Any], critical: bool, results: list[Any], rows: int, examples: _Examples
-) -> CheckResult:
-    """Builds one CheckResult from the GX results of the expectations named `check`."""
-    kinds = [r.expectation_config.type for r in results]
-    success = all(bool(r.success) for r in results)
-    errors = [e for e in (_exception_message(r) for r in results) if e]
-    row_level = [r for r in results if "unexpected_count" in (r.result or {})]
-    unexpected = sum(int(r.result.get("unexpected_count") or 0) for r in row_level)
-    failing_rows: list[int] = []
-    column = None
-    for r in row_level:
-        column = r.expectation_config.kwargs.get("column")
-        failing_rows.extend(int(i[ROW_COLUMN]) for i in r.result.get("partial_unexpected_index_list") or [])
-    example_list = examples.format(check, column, sorted(set(failing_rows))) if unexpected else []
-    if errors:
-        message = f"{check}: could not be evaluated: {errors[0]}"
-    elif row_level:
-        if unexpected == 0:
-            message = f"{check}: all {rows} rows pass"
-        else:
-            message = f"{check}: {unexpected} of {rows} rows {meta.get('failure', 'fail')}"
-            if success:
-                message += " (within tolerance)"
-            if example_list:
-                message += f" (e.g. {', '.join(example_list[:3])})"
-    else:
-        first = results[0]
-        message = _table_message(
-            check, kinds[0], first.expectation_config.kwargs, first.result or {}, success
-        )
-    return CheckResult(
-        check=check,
-        expectation=" + ".join(dict.fromkeys(kinds)),
-        critical=critical,
-        success=success,
-        unexpected_count=unexpected,
-        examples=example_list,
-        message=message,
-        remedy="" if success else str(meta.get("remedy", "")),
-    )
 
 
 # Validation -------------------------------------------------------------------------------------------
@@ -622,7 +265,7 @@ def validate_frame(
         The results of every check that applies, in suite order, then the preparation and split checks.
     """
     apply_offline_environment()
-    derived, details = _derive(frame, Path(dataset_dir), config)
+    derived, details = derive_columns(frame, Path(dataset_dir), config)
     suite_dict = expand_suite(load_suite_template(), list(config.policies))
     kept, skipped = [], []
     for expectation in suite_dict["expectations"]:
@@ -641,7 +284,7 @@ def validate_frame(
     by_check: dict[str, list[Any]] = {}
     for result in results:
         by_check.setdefault(result.expectation_config.meta["check"], []).append(result)
-    examples = _Examples(derived, details)
+    examples = FailureExamples(derived, details)
     prepared = _preparation_checks(preparation, len(derived), config.validation) if preparation else {}
     checks = []
     for expectation in kept:
@@ -652,7 +295,9 @@ def validate_frame(
         elif check in by_check:
             critical = expectation["severity"] == SEVERITY_CRITICAL
             checks.append(
-                _merge(check, expectation["meta"], critical, by_check.pop(check), len(derived), examples)
+                merge_results(
+                    check, expectation["meta"], critical, by_check.pop(check), len(derived), examples
+                )
             )
     checks.extend(prepared.values())
     split_checks, counts = _split_checks(derived, config)

@@ -2,8 +2,9 @@
 
 What it stands in for: the `onnxruntime` backend that a Triton image ships as `backends/onnxruntime/
 libtriton_onnxruntime.so`, which serves model folders whose `config.pbtxt` says `platform: "onnxruntime_onnx"`
-(or `backend: "onnxruntime"`). `serving/triton.py` copies this file to `<backend-dir>/onnxruntime/model.py`; Triton
-then loads the folder as a python-based backend, and the python backend stub runs this TritonPythonModel.
+(or `backend: "onnxruntime"`). `serving/triton_install.py` copies this file to
+`<backend-dir>/onnxruntime/model.py`; Triton then loads the folder as a python-based backend, and the python
+backend stub runs this TritonPythonModel.
 
 It serves model folders laid out exactly for the real backend: `config.pbtxt` with
 `platform: "onnxruntime_onnx"` and `<version>/model.onnx` (or `<version>/<default_model_filename>`). Where the

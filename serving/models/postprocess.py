@@ -25,7 +25,7 @@ ACTION_FLAG = "flag"
 ACTION_ALLOW = "allow"
 
 
-def decide(probabilities: np.ndarray, metadata: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def apply_thresholds(probabilities: np.ndarray, metadata: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Scores, flags (score >= the policy's threshold) and one JSON decision per item.
 
     Args:
@@ -73,7 +73,7 @@ class TritonPythonModel:
         responses = []
         for request in requests:
             probabilities = pb_utils.get_input_tensor_by_name(request, TENSOR_PROBABILITIES).as_numpy()
-            scores, flags, decisions = decide(probabilities, self.metadata)
+            scores, flags, decisions = apply_thresholds(probabilities, self.metadata)
             outputs = [
                 pb_utils.Tensor(TRITON_OUTPUT_SCORES, scores),
                 pb_utils.Tensor(TRITON_OUTPUT_FLAGS, flags),

@@ -23,16 +23,15 @@ from components.export.component import export_model, infra_validate
 from components.registry.component import promote_model, record_rejection, register_model
 from components.training.component import train_model
 from components.validation.component import validate_data
-from core.common.config import RunConfig
 from core.common.constants import (
     ALIAS_CHALLENGER,
     ALIAS_CHAMPION,
     BLESSED,
     DATASET_FINGERPRINT,
     DATASET_TABLE,
-    DECISION_FILE,
     EVALUATION_FILE,
     EXPORT_REPORT_FILE,
+    GATE_DECISION_FILE,
     INFRA_VALIDATION_FILE,
     MODALITIES,
     MODEL_SPEC,
@@ -49,10 +48,11 @@ from core.common.constants import (
     TRITON_PREPROCESS,
     TRITON_REPOSITORY_ARTIFACT,
 )
+from core.config.run import RunConfig
 from core.data.ingest import read_fingerprint, read_preparation
 from core.export.onnx_export import ExportError
 from core.registry.mlflow_registry import get_alias
-from core.validation.runner import DataValidationError
+from core.validation.outcome import DataValidationError
 from serving.infra_validation import InfraValidationError
 from tests.fault_injection import broken_onnxruntime_backends
 
@@ -469,7 +469,7 @@ def test_gate_blesses_a_first_model_with_low_floors(gated):
     verdict, decision, summary = gated
     assert verdict == BLESSED
     assert decision.metadata == {"decision": BLESSED, "forced": False}
-    record = json.loads((Path(decision.path) / DECISION_FILE).read_text(encoding="utf-8"))
+    record = json.loads((Path(decision.path) / GATE_DECISION_FILE).read_text(encoding="utf-8"))
     assert record["decision"] == BLESSED
     assert record["compared_to_champion"] is False
     assert record["champion_evaluation"] is None
@@ -601,7 +601,7 @@ def test_strict_gate_compares_with_the_champion_and_rejects(rejected):
     verdict, decision, summary = rejected
     assert verdict == NOT_BLESSED
     assert decision.metadata["decision"] == NOT_BLESSED
-    record = json.loads((Path(decision.path) / DECISION_FILE).read_text(encoding="utf-8"))
+    record = json.loads((Path(decision.path) / GATE_DECISION_FILE).read_text(encoding="utf-8"))
     assert record["compared_to_champion"] is True
     assert record["champion_version"] == "1"
     regression = [r for r in record["reasons"] if r["check"] == "non_regression"]
@@ -625,7 +625,7 @@ def test_a_changed_policy_set_ends_in_a_decision(
     config = json.dumps({**_config(tiny_text_encoder), "policies": policies})
     verdict, decision, summary = _gate(workspace, ingested, split, evaluated, f"gate_{policies[0]}", config)
     assert verdict == NOT_BLESSED
-    record = json.loads((Path(decision.path) / DECISION_FILE).read_text(encoding="utf-8"))
+    record = json.loads((Path(decision.path) / GATE_DECISION_FILE).read_text(encoding="utf-8"))
     assert record["champion_version"] == "1" and record["compared_to_champion"] is True
     policy_set = {r["policy"]: r["passed"] for r in record["reasons"] if r["check"] == "policy_set"}
     assert policy_set == {**{p: True for p in added}, **{p: False for p in dropped}}

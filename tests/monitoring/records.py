@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from core.common.constants import DEFAULT_POLICIES, EMBEDDING_DIM
-from monitoring.logs import LogWriter
+from monitoring.log_writer import LogWriter
 from monitoring.schema import make_record
 
 WORDS = ("look", "who", "is", "back", "the", "new", "neighbors", "moved", "in", "again", "today")

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from monitoring import logs
-from monitoring.logs import read_logs
+from monitoring import log_chunks
+from monitoring.log_reader import read_logs
 from monitoring.reservoir import Reservoir
 from tests.monitoring.records import records, write
 
@@ -68,7 +68,7 @@ def test_the_sample_depends_on_the_seed_not_on_the_chunking(window: Path, monkey
     first = read_logs(window, row_budget=400, seed=5).frame
     again = read_logs(window, row_budget=400, seed=5).frame
     other = read_logs(window, row_budget=400, seed=6).frame
-    monkeypatch.setattr(logs, "CHUNK_BYTES", 20_000)  # many small chunks instead of one per file
+    monkeypatch.setattr(log_chunks, "CHUNK_BYTES", 20_000)  # many small chunks instead of one per file
     rechunked = read_logs(window, row_budget=400, seed=5).frame
     pd.testing.assert_frame_equal(first, again)
     assert set(first["request_id"]) == set(rechunked["request_id"])
@@ -125,12 +125,13 @@ def test_a_parquet_file_with_a_bad_row_costs_that_row(tmp_path: Path):
 
 
 def test_flag_rates_come_from_every_row_when_the_frames_are_samples(window: Path, tmp_path: Path):
+    from core.config.drift import DriftConfig
     from monitoring.check import window_counts
-    from monitoring.drift import DriftConfig, check_drift
+    from monitoring.drift import compare_windows
 
     reference = read_logs(write(tmp_path / "reference", records(3000, 12)), row_budget=None)
     current = read_logs(window, row_budget=300, seed=1)
-    result = check_drift(
+    result = compare_windows(
         reference.frame,
         current.frame,
         current.policies,

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from core.config.drift import DriftConfig
 from monitoring.check import DriftRequest, run_drift_check
-from monitoring.drift import STATUS_DRIFT, STATUS_INSUFFICIENT, STATUS_NO_DRIFT, DriftConfig, check_drift
-from monitoring.logs import read_logs
-from pipelines.cli import main
+from monitoring.drift import STATUS_DRIFT, STATUS_INSUFFICIENT, STATUS_NO_DRIFT, compare_windows
+from monitoring.log_reader import read_logs
 from tests.monitoring.records import records, write
+from tns.main import main
 
 ROWS = 800
 
@@ -37,7 +38,7 @@ def _frames(tmp_path: Path, **current_knobs):
 )
 def test_injected_drift_is_detected_and_ranked_first(tmp_path: Path, knobs, group, top_names):
     reference, current = _frames(tmp_path, **knobs)
-    result = check_drift(reference.frame, current.frame, reference.policies)
+    result = compare_windows(reference.frame, current.frame, reference.policies)
     assert result.status == STATUS_DRIFT
     assert result.signals[0].group == group and result.signals[0].name in top_names
     assert result.signals[0].drifted and result.signals[0].severity > 1
@@ -47,7 +48,7 @@ def test_injected_drift_is_detected_and_ranked_first(tmp_path: Path, knobs, grou
 
 def test_a_new_modality_mix_is_ranked_above_the_score_shift_it_causes(tmp_path: Path):
     reference, current = _frames(tmp_path, image_only_rate=0.5)
-    result = check_drift(reference.frame, current.frame, reference.policies)
+    result = compare_windows(reference.frame, current.frame, reference.policies)
     assert result.status == STATUS_DRIFT and result.signals[0].group == "modality"
     (sexual,) = [s for s in result.signals if s.name == "score_sexual"]
     assert sexual.note == "reference re-weighted to the current modality mix" and not sexual.drifted
@@ -58,7 +59,7 @@ def test_a_new_modality_mix_is_ranked_above_the_score_shift_it_causes(tmp_path: 
 
 def test_same_distribution_is_not_drift(tmp_path: Path):
     reference, current = _frames(tmp_path)
-    result = check_drift(reference.frame, current.frame, reference.policies)
+    result = compare_windows(reference.frame, current.frame, reference.policies)
     assert result.status == STATUS_NO_DRIFT, [s.name for s in result.drifted]
     assert result.reasons == ["no signal crossed its threshold"]
     kinds = {s.kind for s in result.signals}
@@ -68,7 +69,7 @@ def test_same_distribution_is_not_drift(tmp_path: Path):
 def test_too_few_rows_is_insufficient_data(tmp_path: Path):
     reference = read_logs(write(tmp_path / "r", records(300, seed=1)))
     current = read_logs(write(tmp_path / "c", records(50, seed=2, spam_rate=0.9)))
-    result = check_drift(reference.frame, current.frame, reference.policies, DriftConfig(min_rows=100))
+    result = compare_windows(reference.frame, current.frame, reference.policies, DriftConfig(min_rows=100))
     assert result.status == STATUS_INSUFFICIENT and not result.signals
     assert result.reasons == ["current window has 50 rows, fewer than the 100 a verdict needs"]
 
@@ -80,7 +81,7 @@ def test_labeled_performance_drop_is_a_signal(tmp_path: Path):
         if row["labels"]:
             row["labels"]["spam"] = 1 - row["labels"]["spam"]
     current = read_logs(write(tmp_path / "c", rows))
-    result = check_drift(reference.frame, current.frame, reference.policies)
+    result = compare_windows(reference.frame, current.frame, reference.policies)
     (signal,) = [s for s in result.signals if s.name == "performance_spam"]
     assert signal.drifted and signal.reference_value["roc_auc"] > 0.7 > 0.3 > signal.current_value["roc_auc"]
     assert "performance_hate" in {s.name for s in result.signals}

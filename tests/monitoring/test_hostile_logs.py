@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from monitoring.logs import FIELD_KINDS, read_logs
+from monitoring.log_reader import read_logs
+from monitoring.log_records import FIELD_KINDS
 from tests.monitoring.records import START, records, write
 
 MARKUP = "<img src=x onerror=alert(1)>"
@@ -55,8 +56,8 @@ def test_every_wrong_typed_field_is_skipped_and_counted(tmp_path: Path):
 
 
 def test_a_hostile_window_ends_in_a_verdict_without_markup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from core.config.drift import DriftConfig
     from monitoring.check import DriftRequest, run_drift_check
-    from monitoring.drift import DriftConfig
 
     current, bad = _hostile_window(tmp_path / "current")
     monkeypatch.setenv("TNS_HOME", str(tmp_path / "home"))
@@ -83,7 +84,7 @@ def test_a_hostile_window_ends_in_a_verdict_without_markup(tmp_path: Path, monke
 def test_only_log_partitions_are_read_as_logs(tmp_path: Path):
     """Finding: `tns drift --current OUT` on a `tns traffic simulate` folder read `dataset/manifest.jsonl` as log
     lines and failed at 23% malformed."""
-    from monitoring.logs import LogReadError
+    from monitoring.log_reader import LogReadError
 
     out = tmp_path / "simulation"
     write(out / "logs", records(300, 3))
@@ -97,12 +98,12 @@ def test_only_log_partitions_are_read_as_logs(tmp_path: Path):
 
 def test_well_formed_logs_take_the_fast_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The typed checks must not send every file to the line reader (pyarrow reads timestamps as timestamps)."""
-    from monitoring import logs
+    from monitoring import log_chunks
 
     def per_record(record):
         raise AssertionError("a well-formed file went through the per-record checks")
 
     write(tmp_path / "logs", records(200, 4, label_rate=0.3))  # labels on some rows, null on the others
-    monkeypatch.setattr(logs, "check_record", per_record)
+    monkeypatch.setattr(log_chunks, "check_record", per_record)
     window = read_logs(tmp_path / "logs")
     assert window.stats.rows == 200 and window.stats.malformed == 0

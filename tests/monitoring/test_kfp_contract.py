@@ -17,29 +17,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitoring.policy import RetrainPolicy
-from monitoring.schedule import (
-    MONITORING_PACKAGE,
-    add_schedule_arguments,
-    create_schedule,
-    kfp_cron,
-    run_schedule,
-)
-from monitoring.submitters import TRAINING_PACKAGE
+from core.common.constants import TRIGGER_DECISION_FILE
+from core.config.retrain_rules import RetrainRules
+from monitoring.decision_ledger import DecisionLedger
+from monitoring.kfp_submitter import TRAINING_PACKAGE, KfpSubmitter
+from monitoring.schedule import MONITORING_PACKAGE, create_schedule, kfp_cron
+from monitoring.submitters import RetrainRequest, SubmissionError
 from monitoring.trigger import (
     DUPLICATE_WINDOW,
     FIRED,
     SUBMISSION_FAILED,
     SUPPRESSED_IN_FLIGHT,
-    DecisionLedger,
-    KfpSubmitter,
-    RetrainRequest,
-    SubmissionError,
     evaluate_trigger,
-    run_trigger,
 )
 from tests.monitoring.kfp_fake import API, FakeKfpServer, split_pipeline_spec
 from tests.monitoring.test_trigger import T0, drift_summary
+from tns.schedule import add_schedule_arguments, run_schedule
+from tns.trigger import run_trigger
 
 TOKEN = "kfp-token-do-not-log"
 MLFLOW_PASSWORD = "mlflow-password-do-not-log"
@@ -113,7 +107,7 @@ def test_a_fired_trigger_posts_a_valid_run_that_names_the_report(
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", MLFLOW_PASSWORD)
     summary = drift_summary(tmp_path, "kfp")
-    decision = evaluate_trigger(summary, RetrainPolicy(), ledger, _submitter(fake.url), now=T0)
+    decision = evaluate_trigger(summary, RetrainRules(), ledger, _submitter(fake.url), now=T0)
 
     assert decision.outcome == FIRED and decision.submitter == "kfp" and decision.attempts == 1
     (run_id,) = fake.runs
@@ -151,7 +145,7 @@ def test_a_fired_trigger_posts_a_valid_run_that_names_the_report(
 
 def test_same_window_twice_submits_one_run(fake: FakeKfpServer, ledger: DecisionLedger, tmp_path: Path):
     summary = drift_summary(tmp_path, "twice")
-    policy, submitter = RetrainPolicy(cooldown_hours=0), _submitter(fake.url)
+    policy, submitter = RetrainRules(cooldown_hours=0), _submitter(fake.url)
     first = evaluate_trigger(summary, policy, ledger, submitter, now=T0)
     second = evaluate_trigger(summary, policy, ledger, submitter, now=T0 + timedelta(hours=1))
     assert (first.outcome, second.outcome) == (FIRED, DUPLICATE_WINDOW)
@@ -209,7 +203,7 @@ def test_unreachable_host_is_a_recorded_failed_submission(
     summary = drift_summary(tmp_path, "down")
     sleeps: list[float] = []
     submitter = _submitter(f"http://127.0.0.1:{closed_port}", sleeps, retries=3)
-    decision = evaluate_trigger(summary, RetrainPolicy(), ledger, submitter, now=T0)
+    decision = evaluate_trigger(summary, RetrainRules(), ledger, submitter, now=T0)
 
     assert decision.outcome == SUBMISSION_FAILED and decision.attempts == 4
     assert sleeps == [0.01, 0.02, 0.04]  # exponential backoff between the 4 attempts
@@ -219,7 +213,7 @@ def test_unreachable_host_is_a_recorded_failed_submission(
     assert record["run_id"] == "" and record["report_path"] == str(tmp_path / "report.html")
     # Never lost: the next evaluation of the window, with the host back, submits it.
     retried = evaluate_trigger(
-        summary, RetrainPolicy(), ledger, _submitter(fake.url), now=T0 + timedelta(hours=1)
+        summary, RetrainRules(), ledger, _submitter(fake.url), now=T0 + timedelta(hours=1)
     )
     assert retried.outcome == FIRED and len(fake.runs) == 1
 
@@ -227,7 +221,7 @@ def test_unreachable_host_is_a_recorded_failed_submission(
 def test_the_hosts_run_state_guards_in_flight_runs(
     fake: FakeKfpServer, ledger: DecisionLedger, tmp_path: Path
 ):
-    policy, submitter = RetrainPolicy(cooldown_hours=0), _submitter(fake.url)
+    policy, submitter = RetrainRules(cooldown_hours=0), _submitter(fake.url)
     first = evaluate_trigger(drift_summary(tmp_path / "a", "a"), policy, ledger, submitter, now=T0)
     fake.set_run_state(first.run_id, "RUNNING")
     blocked = evaluate_trigger(drift_summary(tmp_path / "b", "b"), policy, ledger, submitter, now=T0)
@@ -242,7 +236,7 @@ def test_the_hosts_run_state_guards_in_flight_runs(
 
 
 def test_trigger_cli_submits_to_the_host(fake: FakeKfpServer, tmp_path: Path, capsys: pytest.CaptureFixture):
-    from monitoring.trigger import add_trigger_arguments
+    from tns.trigger import add_trigger_arguments
 
     summary = drift_summary(tmp_path, "cli")
     argv = ["--summary", str(summary), "--kfp-host", fake.url, "--ledger", str(tmp_path / "d.jsonl")]
@@ -256,7 +250,7 @@ def test_trigger_cli_submits_to_the_host(fake: FakeKfpServer, tmp_path: Path, ca
 def test_trigger_cli_exits_1_when_the_host_does_not_answer(
     closed_port: int, tmp_path: Path, capsys: pytest.CaptureFixture
 ):
-    from monitoring.trigger import add_trigger_arguments
+    from tns.trigger import add_trigger_arguments
 
     summary = drift_summary(tmp_path, "cli-down")
     argv = ["--summary", str(summary), "--kfp-host", f"http://127.0.0.1:{closed_port}", "--retries", "1"]
@@ -291,7 +285,7 @@ def test_the_pipeline_trigger_step_sends_the_token_and_fails_when_submission_fai
             str(ledger_file),
             str(tmp_path / "o"),
         )
-    written = json.loads((tmp_path / "o" / "decision.json").read_text())
+    written = json.loads((tmp_path / "o" / TRIGGER_DECISION_FILE).read_text())
     assert written["outcome"] == SUBMISSION_FAILED and written["attempts"] == 2
     assert [r["outcome"] for r in DecisionLedger(ledger_file).records()] == [FIRED, SUBMISSION_FAILED]
 
@@ -299,10 +293,10 @@ def test_the_pipeline_trigger_step_sends_the_token_and_fails_when_submission_fai
 def test_drift_exits_11_when_the_retraining_submission_fails(
     closed_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ):
-    """Finding: `tns drift --policy` exited 10 whatever the trigger did. 10 still means drift (and, with a
+    """Finding: `tns drift --retrain-rules` exited 10 whatever the trigger did. 10 still means drift (and, with a
     policy, nothing failed); 11 is drift whose retraining could not be submitted."""
-    from pipelines.cli import main
     from tests.monitoring.records import START, records, write
+    from tns.main import main
 
     monkeypatch.setenv("TNS_HOME", str(tmp_path / "home"))
     reference = write(tmp_path / "reference", records(400, 1))
@@ -310,7 +304,7 @@ def test_drift_exits_11_when_the_retraining_submission_fails(
     policy = tmp_path / "policy.yaml"
     policy.write_text("min_rows: 100\ncooldown_hours: 0\nsubmit_retries: 0\n")
     argv = ["drift", "--reference", str(reference), "--current", str(current), "--no-snapshot"]
-    argv += ["--set", "min_rows=100", "--policy", str(policy), "--ledger", str(tmp_path / "d.jsonl")]
+    argv += ["--set", "min_rows=100", "--retrain-rules", str(policy), "--ledger", str(tmp_path / "d.jsonl")]
     down = [*argv, "--out", str(tmp_path / "down"), "--kfp-host", f"http://127.0.0.1:{closed_port}"]
     assert main(down) == 11
     summary = json.loads((tmp_path / "down" / "summary.json").read_text())

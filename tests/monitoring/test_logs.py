@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core.common.constants import DEFAULT_POLICIES, EMBEDDING_DIM
-from monitoring.logs import LogReadError, read_logs
+from monitoring.log_reader import LogReadError, read_logs
 from monitoring.schema import (
     LANGUAGE_UNKNOWN,
     LogSchemaError,

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 from monitoring.reference import scored_reference
-from monitoring.scoring import RepositoryScorer
-from monitoring.traffic import SimulationSpec, simulate_traffic
-from pipelines.cli import main
+from monitoring.traffic import simulate_traffic
+from monitoring.traffic_scenarios import SimulationSpec
+from serving.in_process import RepositoryScorer
+from tns.main import main
 
 
 def test_dataset_reference_is_scored_labeled_and_cached(

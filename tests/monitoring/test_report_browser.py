@@ -26,7 +26,7 @@ CHROMIUM_FLAGS = (
 )
 WINDOW = (1280, 2000)
 CHROMIUM_TIMEOUT_S = 60
-DRIFT_BADGE_RGB = (0xC6, 0x28, 0x28)  # `.drift` in monitoring.report.CSS
+DRIFT_BADGE_RGB = (0xC6, 0x28, 0x28)  # `.drift` in monitoring.drift_report.CSS
 
 
 def chromium() -> str:

@@ -14,21 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from core.common.config import RunConfig
 from core.common.constants import DEFAULT_POLICIES
+from core.config.run import RunConfig
 from core.data.generate import BENIGN_TEXT, DOMAINS, EXPLICIT_TEXT, HASHTAGS, THEMES, combination_policy
 from monitoring.schema import LOG_SCHEMA_VERSION, partition_name
-from monitoring.traffic import (
+from monitoring.traffic import SIMULATION_FILE, simulate_traffic
+from monitoring.traffic_scenarios import (
     SCENARIOS,
-    SIMULATION_FILE,
     SLANG_EMOJI,
     SimulatedItem,
     SimulationSpec,
-    add_simulate_arguments,
-    run_simulate,
     simulate_items,
-    simulate_traffic,
 )
+from tns.traffic import add_simulate_arguments, run_simulate
 
 ROWS = 400
 WORD = re.compile(r"\w+")
@@ -192,8 +190,8 @@ def test_simulate_traffic_in_process_writes_partitioned_logs_labels_and_an_inges
     tmp_path, exported_repository
 ):
     from core.data.ingest import IMAGE_ABSENT, IMAGE_OK, ingest_dataset, read_ingested
-    from monitoring.logs import read_logs
-    from monitoring.scoring import RepositoryScorer
+    from monitoring.log_reader import read_logs
+    from serving.in_process import RepositoryScorer
 
     spec = SimulationSpec(
         rows=120,
@@ -332,8 +330,8 @@ def test_cli_without_a_champion_fails_clearly(tmp_path, mlflow_isolation, capsys
 def test_simulate_traffic_through_a_server_logs_what_the_served_model_answers(
     tmp_path, exported_repository, triton_server, protocol
 ):
-    from monitoring.logs import read_logs
-    from monitoring.scoring import RepositoryScorer
+    from monitoring.log_reader import read_logs
+    from serving.in_process import RepositoryScorer
     from tests.serving.helpers import url_of
 
     spec = SimulationSpec(rows=50, seed=12, scenario="new_slang", label_rate=0.5)

@@ -19,8 +19,11 @@ from typing import Any
 
 import pytest
 
-from core.common.constants import EXIT_FAILED, EXIT_NOT_BLESSED, EXIT_OK, EXIT_USAGE
-from monitoring.policy import RetrainPolicy, SignalRule
+from core.common.constants import EXIT_FAILED, EXIT_NOT_BLESSED, EXIT_OK, EXIT_USAGE, TRIGGER_DECISION_FILE
+from core.config.retrain_rules import RetrainRules, SignalRule
+from monitoring.decision_ledger import DecisionLedger
+from monitoring.local_submitter import LocalSubmitter
+from monitoring.submitters import RetrainRequest, SubmissionError, SubmittedRun
 from monitoring.trigger import (
     DRY_RUN,
     DUPLICATE_WINDOW,
@@ -31,18 +34,11 @@ from monitoring.trigger import (
     SUBMISSION_FAILED,
     SUPPRESSED_COOLDOWN,
     SUPPRESSED_IN_FLIGHT,
-    TRIGGER_DECISION_FILE,
-    DecisionLedger,
-    LocalSubmitter,
-    RetrainRequest,
-    SubmissionError,
-    SubmittedRun,
     TriggerError,
-    add_trigger_arguments,
     evaluate_trigger,
     retraining_data,
-    run_trigger,
 )
+from tns.trigger import add_trigger_arguments, run_trigger
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
@@ -159,7 +155,7 @@ def ledger(tmp_path: Path) -> DecisionLedger:
 
 
 def test_cooldown_suppresses_a_second_trigger(tmp_path: Path, ledger: DecisionLedger):
-    policy, submitter = RetrainPolicy(cooldown_hours=24), FakeSubmitter()
+    policy, submitter = RetrainRules(cooldown_hours=24), FakeSubmitter()
     first = evaluate_trigger(drift_summary(tmp_path / "a", "a"), policy, ledger, submitter, now=T0)
     assert first.outcome == FIRED and first.run_id == "run-1"
 
@@ -181,7 +177,7 @@ def test_cooldown_suppresses_a_second_trigger(tmp_path: Path, ledger: DecisionLe
 def test_too_few_rows_never_triggers(tmp_path: Path, ledger: DecisionLedger, rows: int, status: str):
     strong = [{"name": f"score_{p}", "score": 5.0, "threshold": 0.1} for p in ("hate", "spam")]
     summary = drift_summary(tmp_path, "small", rows=rows, status=status, signals=strong)
-    policy, submitter = RetrainPolicy(min_rows=500, cooldown_hours=0), FakeSubmitter()
+    policy, submitter = RetrainRules(min_rows=500, cooldown_hours=0), FakeSubmitter()
     for hours in (0, 1, 100):  # however often it is evaluated, and whatever the cooldown
         decision = evaluate_trigger(summary, policy, ledger, submitter, now=T0 + timedelta(hours=hours))
         assert decision.outcome == INSUFFICIENT_DATA
@@ -199,7 +195,7 @@ def test_same_window_twice_submits_once(tmp_path: Path, ledger: DecisionLedger, 
         ledger.path.parent.mkdir(parents=True)
         ledger.path.write_text('{"model": "content-safety", "outco', encoding="utf-8")  # no newline: torn
     summary = drift_summary(tmp_path, "same")
-    policy, submitter = RetrainPolicy(cooldown_hours=0), FakeSubmitter()
+    policy, submitter = RetrainRules(cooldown_hours=0), FakeSubmitter()
     first = evaluate_trigger(summary, policy, ledger, submitter, now=T0)
     second = evaluate_trigger(summary, policy, ledger, submitter, now=T0 + timedelta(days=3))
     assert (first.outcome, second.outcome) == (FIRED, DUPLICATE_WINDOW)
@@ -212,7 +208,7 @@ def test_same_window_twice_submits_once(tmp_path: Path, ledger: DecisionLedger, 
 
 def test_concurrent_evaluations_of_one_window_submit_once(tmp_path: Path, ledger: DecisionLedger):
     summary = drift_summary(tmp_path, "race")
-    policy, submitter = RetrainPolicy(cooldown_hours=0), FakeSubmitter(delay_s=0.2)
+    policy, submitter = RetrainRules(cooldown_hours=0), FakeSubmitter(delay_s=0.2)
     outcomes: list[str] = []
 
     def evaluate() -> None:
@@ -232,14 +228,14 @@ def test_a_concurrent_evaluation_that_holds_the_lock_too_long_is_recorded(
 ):
     summary = drift_summary(tmp_path, "locked")
     with ledger.model_lock("content-safety"):
-        decision = evaluate_trigger(summary, RetrainPolicy(), ledger, FakeSubmitter(), lock_timeout_s=0.1)
+        decision = evaluate_trigger(summary, RetrainRules(), ledger, FakeSubmitter(), lock_timeout_s=0.1)
     assert decision.outcome == SUPPRESSED_IN_FLIGHT and "holds" in decision.reasons[0]
     assert ledger.records()[-1]["outcome"] == SUPPRESSED_IN_FLIGHT
 
 
 def test_a_failed_submission_is_recorded_and_the_window_retried(tmp_path: Path, ledger: DecisionLedger):
     summary = drift_summary(tmp_path, "flaky")
-    policy = RetrainPolicy()
+    policy = RetrainRules()
     failed = evaluate_trigger(summary, policy, ledger, FakeSubmitter(fail=True), now=T0)
     assert failed.outcome == SUBMISSION_FAILED and failed.error == "host said no" and failed.attempts == 4
     # A failed submission is neither a duplicate nor a cooldown: the next evaluation submits.
@@ -250,7 +246,7 @@ def test_a_failed_submission_is_recorded_and_the_window_retried(tmp_path: Path, 
 
 def test_a_submitter_bug_is_still_a_recorded_decision(tmp_path: Path, ledger: DecisionLedger):
     submitter = FakeSubmitter(fail=KeyError("run_id"))
-    decision = evaluate_trigger(drift_summary(tmp_path, "bug"), RetrainPolicy(), ledger, submitter, now=T0)
+    decision = evaluate_trigger(drift_summary(tmp_path, "bug"), RetrainRules(), ledger, submitter, now=T0)
     assert decision.outcome == SUBMISSION_FAILED and decision.error == "unexpected KeyError: 'run_id'"
     assert ledger.records()[-1]["outcome"] == SUBMISSION_FAILED
 
@@ -262,11 +258,11 @@ def test_signals_that_do_not_match_the_rules_are_no_drift(tmp_path: Path, ledger
         {"name": "score_spam", "score": 0.05, "threshold": 0.1},
     ]
     summary = drift_summary(tmp_path / "a", "a", signals=descriptors_only)
-    decision = evaluate_trigger(summary, RetrainPolicy(), ledger, FakeSubmitter(), now=T0)
+    decision = evaluate_trigger(summary, RetrainRules(), ledger, FakeSubmitter(), now=T0)
     assert decision.outcome == NO_DRIFT and decision.matched_signals == []
     assert "text_length" in decision.reasons[1]
 
-    two_needed = RetrainPolicy(min_signals=2, signals=[SignalRule("score_*"), SignalRule("text_embedding")])
+    two_needed = RetrainRules(min_signals=2, signals=[SignalRule("score_*"), SignalRule("text_embedding")])
     one_match = drift_summary(
         tmp_path / "b", "b", signals=[{"name": "score_spam", "score": 0.3, "threshold": 0.1}]
     )
@@ -276,7 +272,7 @@ def test_signals_that_do_not_match_the_rules_are_no_drift(tmp_path: Path, ledger
 
 
 def test_an_unfinished_run_suppresses_another_window(tmp_path: Path, ledger: DecisionLedger):
-    policy, submitter = RetrainPolicy(cooldown_hours=0, max_run_hours=48), FakeSubmitter(state="RUNNING")
+    policy, submitter = RetrainRules(cooldown_hours=0, max_run_hours=48), FakeSubmitter(state="RUNNING")
     assert (
         evaluate_trigger(drift_summary(tmp_path / "a", "a"), policy, ledger, submitter, now=T0).outcome
         == FIRED
@@ -308,17 +304,17 @@ def test_an_unfinished_run_suppresses_another_window(tmp_path: Path, ledger: Dec
 def test_dry_run_records_what_would_be_submitted(tmp_path: Path, ledger: DecisionLedger):
     summary = drift_summary(tmp_path, "dry")
     submitter = FakeSubmitter()
-    decision = evaluate_trigger(summary, RetrainPolicy(dry_run=True), ledger, submitter, now=T0)
+    decision = evaluate_trigger(summary, RetrainRules(dry_run=True), ledger, submitter, now=T0)
     assert decision.outcome == DRY_RUN and decision.dry_run and submitter.requests == []
     assert decision.run_name.startswith("retrain-content-safety-") and "would submit" in decision.reasons[1]
-    assert evaluate_trigger(summary, RetrainPolicy(dry_run=True), ledger, None, now=T0).outcome == DRY_RUN
+    assert evaluate_trigger(summary, RetrainRules(dry_run=True), ledger, None, now=T0).outcome == DRY_RUN
     # A dry run submitted nothing, so it does not make the window a duplicate.
-    assert evaluate_trigger(summary, RetrainPolicy(), ledger, submitter, now=T0).outcome == FIRED
+    assert evaluate_trigger(summary, RetrainRules(), ledger, submitter, now=T0).outcome == FIRED
 
 
 def test_ledger_records_carry_the_documented_fields_and_links(tmp_path: Path, ledger: DecisionLedger):
     summary = drift_summary(tmp_path, "links")
-    decision = evaluate_trigger(summary, RetrainPolicy(), ledger, FakeSubmitter(), now=T0)
+    decision = evaluate_trigger(summary, RetrainRules(), ledger, FakeSubmitter(), now=T0)
     (record,) = ledger.records()
     assert set(record) == RECORD_KEYS and record["outcome"] in OUTCOMES
     assert record["decided_at"] == "2026-11-02T12:00:00+00:00"
@@ -334,7 +330,7 @@ def test_ledger_records_carry_the_documented_fields_and_links(tmp_path: Path, le
 def test_the_request_names_the_report_and_the_window(tmp_path: Path, ledger: DecisionLedger):
     summary = drift_summary(tmp_path, "params")
     submitter = FakeSubmitter()
-    evaluate_trigger(summary, RetrainPolicy(training_data_uri="/data/labeled"), ledger, submitter, now=T0)
+    evaluate_trigger(summary, RetrainRules(training_data_uri="/data/labeled"), ledger, submitter, now=T0)
     (request,) = submitter.requests
     arguments = request.pipeline_arguments()
     assert arguments["trigger_report"] == str(tmp_path / "report.html")
@@ -358,18 +354,18 @@ def test_retraining_data_comes_only_from_the_policy(tmp_path: Path, ledger: Deci
             '{"id": "planted", "text": "x", "spam": 0}\n', encoding="utf-8"
         )
     decision = evaluate_trigger(
-        summary, RetrainPolicy(training_data_uri="/data/labeled"), ledger, FakeSubmitter()
+        summary, RetrainRules(training_data_uri="/data/labeled"), ledger, FakeSubmitter()
     )
     assert decision.data_uri == "/data/labeled"
-    data_uri, reason = retraining_data(RetrainPolicy())
-    assert data_uri == "" and "the policy names no training_data_uri" in reason
+    data_uri, reason = retraining_data(RetrainRules())
+    assert data_uri == "" and "the retrain rules name no training_data_uri" in reason
 
 
 def test_the_ledger_defaults_to_persistent_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Finding: the ledger defaulted to a path inside the pod, so cooldown, in-flight and duplicate-window
     guards reset with every pod. $TNS_LEDGER or the mounted state volume win; a pod without either is refused."""
     from core.common.constants import MONITORING_STATE_MOUNT
-    from monitoring import trigger
+    from monitoring import decision_ledger
 
     monkeypatch.setenv("TNS_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("TNS_LEDGER", raising=False)
@@ -377,10 +373,10 @@ def test_the_ledger_defaults_to_persistent_storage(tmp_path: Path, monkeypatch: 
     assert DecisionLedger().path == tmp_path / "home" / "monitoring" / "decisions.jsonl"
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
     with pytest.raises(
-        trigger.LedgerLocationError, match="tns-monitoring-state.* at /var/lib/tns-monitoring"
+        decision_ledger.LedgerLocationError, match="tns-monitoring-state.* at /var/lib/tns-monitoring"
     ):
         DecisionLedger()
-    monkeypatch.setattr(trigger.os.path, "ismount", lambda path: path == MONITORING_STATE_MOUNT)
+    monkeypatch.setattr(decision_ledger.os.path, "ismount", lambda path: path == MONITORING_STATE_MOUNT)
     assert DecisionLedger().path == Path(MONITORING_STATE_MOUNT) / "decisions.jsonl"
     monkeypatch.setenv("TNS_LEDGER", str(tmp_path / "pvc" / "ledger.jsonl"))
     assert DecisionLedger().path == tmp_path / "pvc" / "ledger.jsonl"
@@ -406,24 +402,24 @@ def test_overrides_and_another_model_reach_the_run_configuration():
 
 def test_unusable_summaries_are_refused(tmp_path: Path, ledger: DecisionLedger):
     with pytest.raises(TriggerError, match="cannot read"):
-        evaluate_trigger(tmp_path / "missing.json", RetrainPolicy(), ledger, FakeSubmitter())
+        evaluate_trigger(tmp_path / "missing.json", RetrainRules(), ledger, FakeSubmitter())
     summary = json.loads(drift_summary(tmp_path, "x").read_text())
     with pytest.raises(TriggerError, match="log_schema_version"):
-        evaluate_trigger({**summary, "log_schema_version": 2}, RetrainPolicy(), ledger, FakeSubmitter())
+        evaluate_trigger({**summary, "log_schema_version": 2}, RetrainRules(), ledger, FakeSubmitter())
     with pytest.raises(TriggerError, match="window.id"):
-        evaluate_trigger({**summary, "window": {}}, RetrainPolicy(), ledger, FakeSubmitter())
-    with pytest.raises(TriggerError, match="policy retrains 'content-safety'"):
+        evaluate_trigger({**summary, "window": {}}, RetrainRules(), ledger, FakeSubmitter())
+    with pytest.raises(TriggerError, match="rules retrain 'content-safety'"):
         other = json.loads(drift_summary(tmp_path / "o", "o", model="other").read_text())
-        evaluate_trigger(other, RetrainPolicy(), ledger, FakeSubmitter())
+        evaluate_trigger(other, RetrainRules(), ledger, FakeSubmitter())
     with pytest.raises(ValueError, match="needs a submitter"):
-        evaluate_trigger(summary, RetrainPolicy(), ledger, None)
+        evaluate_trigger(summary, RetrainRules(), ledger, None)
     assert ledger.records() == []
 
 
 def test_ledger_is_safe_for_concurrent_appenders(tmp_path: Path):
     path = tmp_path / "decisions.jsonl"
     code = (
-        "import sys; from monitoring.trigger import DecisionLedger; ledger = DecisionLedger(sys.argv[1]); "
+        "import sys; from monitoring.decision_ledger import DecisionLedger; ledger = DecisionLedger(sys.argv[1]); "
         "[ledger.append({'writer': sys.argv[2], 'i': i, 'pad': 'x' * 3000}) for i in range(150)]"
     )
     writers = [subprocess.Popen([sys.executable, "-c", code, str(path), str(n)], cwd=REPO) for n in range(3)]
@@ -469,12 +465,12 @@ def test_local_submitter_runs_the_training_pipeline_in_a_subprocess(
     runner = RecordingRunner(exit_code)
     submitter = LocalSubmitter(home=tmp_path / "home", runner=runner, python="/venv/bin/python")
     summary = drift_summary(tmp_path / "w", "local")
-    policy = RetrainPolicy(training_data_uri="/data/labeled", config_overrides=["train.epochs=2"])
+    policy = RetrainRules(training_data_uri="/data/labeled", config_overrides=["train.epochs=2"])
     decision = evaluate_trigger(summary, policy, ledger, submitter, now=T0)
 
     ((command, env, log_path),) = runner.calls
     # The entry point a user runs, `tns run training`, with the request's data, overrides, report and window.
-    assert command[:5] == ["/venv/bin/python", "-m", "pipelines.cli", "run", "training"]
+    assert command[:5] == ["/venv/bin/python", "-m", "tns", "run", "training"]
     assert command[5:11] == ["--data", "/data/labeled", "--set", "train.epochs=2", "--trigger-report"] + [
         str(tmp_path / "w" / "report.html")
     ]
@@ -515,7 +511,7 @@ def test_local_entry_point_hands_the_request_to_run_training(monkeypatch: pytest
     """The local submitter's command is `tns run training`, the entry point a user runs: through the CLI's own
     parser the request's data, overrides, trigger report and window reach `run_training` unchanged."""
     import pipelines.local
-    from pipelines.cli import main
+    from tns.main import main
 
     seen = []
     monkeypatch.setattr(
@@ -525,7 +521,7 @@ def test_local_entry_point_hands_the_request_to_run_training(monkeypatch: pytest
         "content-safety", "w" * 64, "s", "e", "/d", "r.html", config_overrides=("train.epochs=2",)
     )
     command = LocalSubmitter(home=tmp_path).build_command(request)
-    assert command[1:5] == ["-m", "pipelines.cli", "run", "training"]
+    assert command[1:5] == ["-m", "tns", "run", "training"]
     assert main(command[3:]) == EXIT_NOT_BLESSED
     (training,) = seen
     assert training.data == Path("/d") and training.overrides == ["train.epochs=2"]
@@ -567,7 +563,7 @@ def test_trigger_cli_usage_errors(
     bad_policy = tmp_path / "bad.yaml"
     bad_policy.write_text("min_rows: -3\n")
     assert run_trigger(
-        _trigger_args("--summary", str(summary), "--policy", str(bad_policy), "--dry-run", *ledger)
+        _trigger_args("--summary", str(summary), "--retrain-rules", str(bad_policy), "--dry-run", *ledger)
     ) == (EXIT_USAGE)
     assert "min_rows" in capsys.readouterr().err
     assert (
@@ -581,9 +577,27 @@ def test_trigger_cli_usage_errors(
     assert "http://" in capsys.readouterr().err
 
 
+def test_the_old_policy_spelling_still_works_with_a_deprecation_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    summary, ledger = drift_summary(tmp_path, "old-spelling"), ["--ledger", str(tmp_path / "d.jsonl")]
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("min_rows: 100000\n")
+    assert (
+        run_trigger(_trigger_args("--summary", str(summary), "--policy", str(rules), "--dry-run", *ledger))
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "--policy FILE is deprecated" in captured.err and "--retrain-rules FILE" in captured.err
+    assert "fewer than min_rows 100000" in captured.out  # the file given with the old spelling was applied
+    both = ["--policy", str(rules), "--retrain-rules", str(rules)]
+    assert run_trigger(_trigger_args("--summary", str(summary), *both, "--dry-run", *ledger)) == EXIT_USAGE
+    assert "--retrain-rules FILE only" in capsys.readouterr().err
+
+
 def test_policy_replace_keeps_validation():
     with pytest.raises(ValueError):
-        replace(RetrainPolicy(), min_rows=0)
+        replace(RetrainRules(), min_rows=0)
 
 
 # The training step records the trigger on its MLflow run -------------------------------------------------------
@@ -617,7 +631,7 @@ def test_training_step_tags_the_trigger_report_and_window(
 
     import components.training.executor as executor
     import core.registry.mlflow_registry as registry
-    from core.common.config import RunConfig
+    from core.config.run import RunConfig
 
     fake_mlflow, trainer = _FakeMlflow(), ModuleType("core.training.trainer")
     result = SimpleNamespace(

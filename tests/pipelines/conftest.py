@@ -32,7 +32,7 @@ def run_tns(tns_home: Path):
         env = {**os.environ, "TNS_HOME": str(tns_home), "TMPDIR": str(tns_home / "tmp"), **(extra_env or {})}
         env.pop("MLFLOW_TRACKING_URI", None)
         done = subprocess.run(
-            [sys.executable, "-m", "pipelines.cli", *args],
+            [sys.executable, "-m", "tns", *args],
             env=env,
             capture_output=True,
             text=True,

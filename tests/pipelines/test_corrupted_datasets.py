@@ -144,7 +144,7 @@ def test_corrupted_dataset_fails_validation(case, clean_dataset, tmp_path, run_t
 @pytest.fixture
 def data_check(monkeypatch: pytest.MonkeyPatch, tns_home: Path, capsys: pytest.CaptureFixture):
     """`tns data check ARGS...` in this process (the command is the same as on the command line): (code, output)."""
-    from pipelines.cli import main
+    from tns.main import main
 
     monkeypatch.setenv("TNS_HOME", str(tns_home))
 

@@ -21,7 +21,7 @@ NO_FLOORS = ["gate.min_roc_auc.default=0"]  # the tiny retraining set is gated a
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_demo_drift_serves_detects_retrains_and_gates(tns_home, monkeypatch: pytest.MonkeyPatch):
-    from monitoring.demo import main
+    from tns.demo import main
 
     monkeypatch.setenv("TNS_HOME", str(tns_home))
     monkeypatch.setenv("TMPDIR", str(tns_home / "tmp"))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.common.constants import COMPONENT_IMAGE
+from core.common.constants import COMPONENT_IMAGE, TRIGGER_DECISION_FILE
 from pipelines.compile import COMPILED_DIR
 from tests.monitoring.records import records, write
 
@@ -62,7 +62,7 @@ def _run_local(tmp_path: Path, current: Path, reference: Path, policy: dict) -> 
         reference_uri=str(reference),
         current_uri=str(current),
         drift_config_json="{}",
-        policy_json=json.dumps(policy),
+        retrain_rules_json=json.dumps(policy),
         ledger_uri=str(tmp_path / "decisions.jsonl"),
     )
     (run_dir,) = root.glob(f"{PIPELINE_NAME}-*")
@@ -78,7 +78,7 @@ def test_local_run_on_drift_records_a_dry_run_decision(tmp_path: Path, monkeypat
     summary = json.loads((run_dir / "check-drift" / "summary" / "summary.json").read_text())
     assert summary["status"] == "drift" and summary["top_group"] == "prediction:spam"
     assert "Drift report" in (run_dir / "check-drift" / "report").read_text()
-    decision = json.loads((run_dir / "trigger-retraining" / "decision" / "decision.json").read_text())
+    decision = json.loads((run_dir / "trigger-retraining" / "decision" / TRIGGER_DECISION_FILE).read_text())
     assert decision["outcome"] == "dry_run" and decision["window_id"] == summary["window"]["id"]
     ledger = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
     assert [entry["outcome"] for entry in ledger] == ["dry_run"]

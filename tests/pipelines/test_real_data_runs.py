@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.common.constants import EXIT_NOT_BLESSED, EXIT_OK, RUN_LOG_FILE, SPLITS_TABLE
+from core.common.constants import EXIT_NOT_BLESSED, EXIT_OK, GATE_DECISION_FILE, RUN_LOG_FILE, SPLITS_TABLE
 from tests.hatecheck import GROUP_COLUMN, POLICIES, write_messy_dataset
 
 pytestmark = pytest.mark.slow
@@ -60,5 +60,5 @@ def test_partially_labeled_messy_real_dataset_reaches_a_gate_decision(run_tns, t
     card = (run_dir / "evaluate-model" / "report").read_text(encoding="utf-8")
     assert "Annotated rows and positives per policy and split" in card
     assert "By functionality" in card and "FPR hateful at threshold" in card
-    decision = json.loads((run_dir / "gate-model" / "decision" / "decision.json").read_text())
+    decision = json.loads((run_dir / "gate-model" / "decision" / GATE_DECISION_FILE).read_text())
     assert decision["decision"] in ("BLESSED", "NOT_BLESSED")

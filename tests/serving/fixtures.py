@@ -33,7 +33,7 @@ def exported_repository(
     """Tiny BERT + CNN fusion model (4 default policies) saved, exported to ONNX and written as a repository."""
     import torch
 
-    from core.common.config import ServingConfig
+    from core.config.run import ServingConfig
     from core.export.onnx_export import check_parity, export_onnx, reference_probabilities
     from core.training.model import build_model, save_model
     from core.training.preprocessing import PreprocessingSpec
@@ -86,7 +86,8 @@ def serving_tns_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def triton_server(exported_repository: ExportedRepository, serving_tns_home: Path) -> Iterator:
     """One tritonserver (CPU configs, free ports) serving `exported_repository` for the whole session."""
-    from serving.triton import TritonNotAvailable, TritonServer
+    from serving.triton_install import TritonNotAvailable
+    from serving.triton_server import TritonServer
 
     server = TritonServer(exported_repository.path, log_file=serving_tns_home / "tritonserver.log")
     with pytest.MonkeyPatch.context() as patch:

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import serving.client as client_module
-from monitoring.logs import InferenceLog
+from monitoring.log_writer import InferenceLog
 from serving.client import (
     BadRequestError,
     ContentSafetyClient,
@@ -32,7 +32,7 @@ from serving.client import (
     prediction_dict,
     score_matrix,
 )
-from serving.triton import free_port
+from serving.triton_host import free_port
 from tests.serving.helpers import TOLERANCE, url_of
 
 PROTOCOLS = ("http", "grpc")
@@ -228,7 +228,7 @@ def test_one_http_client_shared_by_threads(triton_server, exported_repository):
 def test_inference_log_records(triton_server, exported_repository, tmp_path: Path, keep_text: bool):
     from core.export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, onnx_session
     from core.training.preprocessing import Preprocessor
-    from monitoring.logs import read_logs
+    from monitoring.log_reader import read_logs
     from monitoring.schema import LOG_SCHEMA_VERSION, text_features
 
     golden = exported_repository.golden

@@ -14,7 +14,6 @@ import json
 import numpy as np
 import pytest
 
-from core.common.config import ServingConfig
 from core.common.constants import (
     EMBEDDING_DIM,
     MODALITY_BOTH,
@@ -43,6 +42,7 @@ from core.common.constants import (
     TRITON_POSTPROCESS,
     TRITON_PREPROCESS,
 )
+from core.config.run import ServingConfig
 from serving.repository import ServedModel, parse, write_model_repository
 from tests.serving.helpers import MODEL_NAME, TOLERANCE, png_bytes, url_of
 

@@ -32,7 +32,7 @@ from core.common.constants import (
     TRITON_REPOSITORY_ARTIFACT,
 )
 from core.export.golden import GoldenSet
-from serving.triton import free_port
+from serving.triton_host import free_port
 from tests.serving.helpers import TOLERANCE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ class ServeProcess:
 
 
 def _tns(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli", *args]
+    return [sys.executable, "-m", "tns", *args]
 
 
 def _environment(home: Path, tracking_uri: str = "") -> dict[str, str]:

@@ -27,17 +27,16 @@ from core.common.constants import (
     ENV_TRITONSERVER,
     ONNX_MODEL_FILE,
 )
-from serving import triton
-from serving.triton import (
+from serving import triton_host as triton
+from serving.triton_host import port_is_free
+from serving.triton_install import (
     TritonInstallation,
     TritonNotAvailable,
-    TritonServer,
-    TritonStartError,
-    port_is_free,
     prepare_backend_dir,
     server_environment,
     serving_env,
 )
+from serving.triton_server import TritonServer, TritonStartError
 
 MODEL = "tiny_classifier"
 FEATURES = 4
@@ -169,6 +168,8 @@ def test_missing_serving_env_says_how_to_build_it(monkeypatch: pytest.MonkeyPatc
 def test_prepare_backend_dir_wires_python_backend_and_stand_in(
     serving_env_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
+    from serving import triton_install as triton
+
     installation = TritonInstallation.from_serving_env(serving_env_path)
     backends = prepare_backend_dir(tmp_path / "backends", installation)
 

@@ -28,7 +28,7 @@ from benchmarks.drift import (
     read_plain,
     write_window,
 )
-from monitoring.logs import read_logs
+from monitoring.log_reader import read_logs
 from monitoring.schema import LOG_SCHEMA_VERSION, embedding_columns, make_record
 
 ROWS = 400

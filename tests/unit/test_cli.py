@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.common.constants import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from pipelines.cli import main
+from tns.main import main
 
 
 def test_data_generate_writes_requested_rows(tmp_path: Path, capsys):
@@ -79,7 +79,7 @@ def test_serve_without_champion_says_how_to_get_one(mlflow_isolation, tmp_path: 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_predict_without_server_fails_clearly(protocol: str, capsys):
-    from serving.triton import free_port
+    from serving.triton_host import free_port
 
     url = f"127.0.0.1:{free_port()}"
     assert main(["predict", "--text", "hi", "--url", url, "--protocol", protocol]) == EXIT_FAILED
@@ -90,7 +90,7 @@ def test_predict_without_server_fails_clearly(protocol: str, capsys):
 
 def test_cli_module_imports_no_heavy_library():
     code = (
-        "import sys, pipelines.cli; "
+        "import sys, tns.main; "
         "print(sorted(m for m in ('torch', 'mlflow', 'tritonclient', 'numpy', 'kfp') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.common.config import (
-    ConfigError,
+from core.common.constants import DEFAULT_MODEL_NAME, DEFAULT_POLICIES
+from core.config.fields import ConfigError
+from core.config.run import (
     EvaluationConfig,
     GateConfig,
     RunConfig,
@@ -19,7 +20,6 @@ from core.common.config import (
     ValidationConfig,
     per_policy,
 )
-from core.common.constants import DEFAULT_MODEL_NAME, DEFAULT_POLICIES
 
 
 def _nested(dotted: str, value) -> dict:
@@ -336,7 +336,7 @@ def test_unchecked_ranges_raise_config_error(dotted, value):
 
 
 def test_set_values_parse_scientific_notation_and_lists():
-    from core.common.config import parse_value
+    from core.config.loading import parse_value
     from pipelines.local import TrainingRequest, load_config
 
     assert parse_value("1e-12") == 1e-12 and parse_value("-2.5E3") == -2500.0
@@ -378,7 +378,7 @@ def test_configs_default_yaml_lists_every_key_with_its_default():
 
 
 def test_data_and_split_settings_are_validated():
-    from core.common.config import DataConfig
+    from core.config.run import DataConfig
 
     assert RunConfig().data.missing_labels == "mask" and RunConfig().split.deduplicate is True
     for spec in dataclasses.fields(DataConfig):

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core.common.config import RunConfig, SplitConfig
 from core.common.constants import (
     DATASET_FINGERPRINT,
     DATASET_TABLE,
@@ -26,6 +25,7 @@ from core.common.constants import (
     SPLITS,
     SPLITS_TABLE,
 )
+from core.config.run import RunConfig, SplitConfig
 from core.data.formats import DatasetFormatError, find_manifest, load_dataset
 from core.data.generate import (
     EMOJI,

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.common.config import EvaluationConfig, GateConfig
 from core.common.constants import (
     COL_ID,
     COL_LANGUAGE,
@@ -19,6 +18,7 @@ from core.common.constants import (
     MODALITY_IMAGE,
     MODALITY_TEXT,
 )
+from core.config.run import EvaluationConfig, GateConfig
 from core.evaluation import metrics
 from core.evaluation.evaluate import (
     UNKNOWN_LANGUAGE,
@@ -28,14 +28,10 @@ from core.evaluation.evaluate import (
     required_columns,
     score_column,
 )
-from core.evaluation.gate import decide
-from core.evaluation.report import (
-    SYNTHETIC_DATA_LIMITATION,
-    ModelCardInfo,
-    interpret_ablation,
-    render_html,
-    render_markdown,
-)
+from core.evaluation.gate import gate_decision
+from core.evaluation.model_card import SYNTHETIC_DATA_LIMITATION, ModelCardInfo, interpret_ablation
+from core.evaluation.model_card_html import render_html
+from core.evaluation.model_card_markdown import render_markdown
 
 POLICIES = ["hate", "spam"]
 CONFIG = EvaluationConfig(bootstrap_samples=50, min_slice_rows=20)
@@ -276,7 +272,7 @@ def evaluation():
 
 
 def test_markdown_card_has_every_section(evaluation):
-    decision = decide(evaluation, None, POLICIES, _gate_config()).to_dict()
+    decision = gate_decision(evaluation, None, POLICIES, _gate_config()).to_dict()
     text = render_markdown(evaluation, _card(), decision)
     for heading in (
         "# Model card: content-safety",
@@ -304,7 +300,7 @@ def test_markdown_card_has_every_section(evaluation):
 
 def test_html_card_is_self_contained_and_escaped(evaluation):
     card = _card(model_name="<script>alert(1)</script>", run_id='run"&<b>', limitations=["a < b & c"])
-    decision = decide(evaluation, None, POLICIES, _gate_config()).to_dict()
+    decision = gate_decision(evaluation, None, POLICIES, _gate_config()).to_dict()
     page = render_html(evaluation, card, decision)
     assert page.startswith("<!DOCTYPE html>")
     assert "<style>" in page
@@ -323,9 +319,9 @@ def test_html_card_is_self_contained_and_escaped(evaluation):
 def test_html_card_shows_not_blessed_and_forced(evaluation):
     challenger = json.loads(json.dumps(evaluation))
     challenger["policies"]["hate"]["roc_auc"] = 0.5
-    blocked = decide(challenger, None, POLICIES, _gate_config()).to_dict()
+    blocked = gate_decision(challenger, None, POLICIES, _gate_config()).to_dict()
     assert 'class="badge not-blessed"' in render_html(challenger, _card(), blocked)
-    forced = decide(
+    forced = gate_decision(
         challenger, None, POLICIES, _gate_config(), force_promote=True, force_reason="hotfix"
     ).to_dict()
     page = render_html(challenger, _card(), forced)

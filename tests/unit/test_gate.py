@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from core.common.config import GateConfig
 from core.common.constants import BLESSED, NOT_BLESSED
+from core.config.run import GateConfig
 from core.evaluation.gate import (
     CHECK_FLOOR,
     CHECK_NON_REGRESSION,
     CHECK_POLICY_SET,
     GateDecision,
-    decide,
+    gate_decision,
 )
 
 POLICIES = ["hate", "spam"]
@@ -29,7 +29,7 @@ GOOD = evaluation(hate=(0.912, 0.8), spam=(0.95, 0.9))
 
 
 def test_first_run_checks_floors_only():
-    decision = decide(GOOD, None, POLICIES, CONFIG)
+    decision = gate_decision(GOOD, None, POLICIES, CONFIG)
     assert decision.decision == BLESSED and decision.blessed()
     assert not decision.compared_to_champion and decision.champion_version is None
     assert [(r.check, r.policy, r.metric) for r in decision.reasons] == [
@@ -46,7 +46,7 @@ def test_first_run_checks_floors_only():
 
 
 def test_floor_failure_is_named():
-    decision = decide(evaluation(hate=(0.8, 0.8), spam=(0.95, 0.4)), None, POLICIES, CONFIG)
+    decision = gate_decision(evaluation(hate=(0.8, 0.8), spam=(0.95, 0.4)), None, POLICIES, CONFIG)
     assert decision.decision == NOT_BLESSED and not decision.blessed()
     failed = decision.failed
     assert [(r.policy, r.metric) for r in failed] == [("hate", "roc_auc"), ("spam", "pr_auc")]
@@ -58,14 +58,14 @@ def test_floor_failure_is_named():
 
 def test_per_policy_floor_override():
     config = GateConfig(min_roc_auc={"default": 0.85, "hate": 0.95})
-    decision = decide(GOOD, None, POLICIES, config)
+    decision = gate_decision(GOOD, None, POLICIES, config)
     assert decision.decision == NOT_BLESSED
     assert decision.failed[0].message == "roc_auc[hate] 0.912 < floor 0.950: fail"
 
 
 def test_regression_against_champion_fails_with_both_values():
     champion = evaluation(hate=(0.95, 0.8), spam=(0.95, 0.9))
-    decision = decide(GOOD, champion, POLICIES, CONFIG, champion_version="7")
+    decision = gate_decision(GOOD, champion, POLICIES, CONFIG, champion_version="7")
     assert decision.decision == NOT_BLESSED
     assert decision.compared_to_champion and decision.champion_version == "7"
     assert len(decision.reasons) == 6
@@ -82,7 +82,7 @@ def test_tolerance_boundary(observed, passed):
     challenger = evaluation(hate=(observed, 0.8), spam=(0.95, 0.9))
     champion = evaluation(hate=(0.91, 0.8), spam=(0.95, 0.9))
     config = GateConfig(min_roc_auc={"default": 0.5}, regression_tolerance=0.01)
-    decision = decide(challenger, champion, POLICIES, config)
+    decision = gate_decision(challenger, champion, POLICIES, config)
     reason = next(r for r in decision.reasons if r.check == CHECK_NON_REGRESSION and r.policy == "hate")
     assert reason.passed is passed
     assert decision.blessed() is passed
@@ -90,13 +90,13 @@ def test_tolerance_boundary(observed, passed):
 
 def test_better_challenger_passes_regression():
     champion = evaluation(hate=(0.88, 0.7), spam=(0.90, 0.8))
-    decision = decide(GOOD, champion, POLICIES, CONFIG, champion_version="3")
+    decision = gate_decision(GOOD, champion, POLICIES, CONFIG, champion_version="3")
     assert decision.decision == BLESSED
     assert decision.summary.startswith("BLESSED: all 6 checks passed.")
 
 
 def test_none_metric_fails_the_floor():
-    decision = decide(evaluation(hate=(None, None), spam=(0.95, 0.9)), None, POLICIES, CONFIG)
+    decision = gate_decision(evaluation(hate=(None, None), spam=(0.95, 0.9)), None, POLICIES, CONFIG)
     assert decision.decision == NOT_BLESSED
     failed = decision.failed
     assert [(r.policy, r.metric, r.observed) for r in failed] == [
@@ -107,13 +107,13 @@ def test_none_metric_fails_the_floor():
 
 
 def test_policy_missing_from_challenger_fails():
-    decision = decide(evaluation(hate=(0.95, 0.9)), None, POLICIES, CONFIG)
+    decision = gate_decision(evaluation(hate=(0.95, 0.9)), None, POLICIES, CONFIG)
     assert [(r.policy, r.passed) for r in decision.failed] == [("spam", False), ("spam", False)]
 
 
 def test_policy_missing_from_champion_is_not_compared():
     champion = evaluation(hate=(0.9, 0.8))
-    decision = decide(GOOD, champion, POLICIES, CONFIG)
+    decision = gate_decision(GOOD, champion, POLICIES, CONFIG)
     reason = next(r for r in decision.reasons if r.check == CHECK_NON_REGRESSION and r.policy == "spam")
     assert reason.passed and "not compared" in reason.message
     assert decision.decision == BLESSED
@@ -122,14 +122,16 @@ def test_policy_missing_from_champion_is_not_compared():
 def test_force_promote_needs_a_reason():
     failing = evaluation(hate=(0.6, 0.8), spam=(0.95, 0.9))
     with pytest.raises(ValueError, match="force_reason"):
-        decide(failing, None, POLICIES, CONFIG, force_promote=True)
+        gate_decision(failing, None, POLICIES, CONFIG, force_promote=True)
     with pytest.raises(ValueError, match="force_reason"):
-        decide(failing, None, POLICIES, CONFIG, force_promote=True, force_reason="   ")
+        gate_decision(failing, None, POLICIES, CONFIG, force_promote=True, force_reason="   ")
 
 
 def test_force_promote_records_reason_and_keeps_failures():
     failing = evaluation(hate=(0.6, 0.8), spam=(0.95, 0.9))
-    decision = decide(failing, None, POLICIES, CONFIG, force_promote=True, force_reason="incident 42 hotfix")
+    decision = gate_decision(
+        failing, None, POLICIES, CONFIG, force_promote=True, force_reason="incident 42 hotfix"
+    )
     assert decision.decision == BLESSED and decision.blessed()
     assert decision.forced and decision.force_reason == "incident 42 hotfix"
     assert [r.message for r in decision.failed] == ["roc_auc[hate] 0.600 < floor 0.850: fail"]
@@ -138,7 +140,7 @@ def test_force_promote_records_reason_and_keeps_failures():
 
 
 def test_force_promote_on_a_passing_model_is_not_forced():
-    decision = decide(GOOD, None, POLICIES, CONFIG, force_promote=True, force_reason="just in case")
+    decision = gate_decision(GOOD, None, POLICIES, CONFIG, force_promote=True, force_reason="just in case")
     assert decision.decision == BLESSED
     assert not decision.forced and decision.force_reason is None
     assert "not needed" in decision.summary
@@ -146,7 +148,7 @@ def test_force_promote_on_a_passing_model_is_not_forced():
 
 def test_decision_round_trips_through_json():
     champion = evaluation(hate=(0.95, 0.8), spam=(None, None))
-    decision = decide(
+    decision = gate_decision(
         evaluation(hate=(0.9, 0.8), spam=(None, None)),
         champion,
         POLICIES,
@@ -181,12 +183,12 @@ def test_decision_round_trips_through_json():
 
 def test_no_policies_is_an_error():
     with pytest.raises(ValueError):
-        decide(GOOD, None, [], CONFIG)
+        gate_decision(GOOD, None, [], CONFIG)
 
 
 def test_a_changed_policy_set_is_a_decision_that_names_added_and_dropped_policies():
     champion = evaluation(hate=(0.9, 0.8), violence=(0.9, 0.8))
-    decision = decide(GOOD, champion, POLICIES, CONFIG, champion_policies=["hate", "violence"])
+    decision = gate_decision(GOOD, champion, POLICIES, CONFIG, champion_policies=["hate", "violence"])
     assert decision.decision == NOT_BLESSED
     by_policy = {r.policy: r for r in decision.reasons if r.check == CHECK_POLICY_SET}
     assert by_policy["spam"].passed and "new" in by_policy["spam"].message  # added: its floors decide
@@ -194,12 +196,12 @@ def test_a_changed_policy_set_is_a_decision_that_names_added_and_dropped_policie
     assert [r.policy for r in decision.reasons if r.check == CHECK_NON_REGRESSION] == ["hate"]
     assert "added spam; dropped violence" in decision.summary
 
-    forced = decide(GOOD, champion, POLICIES, CONFIG, champion_policies=["hate", "violence"],
+    forced = gate_decision(GOOD, champion, POLICIES, CONFIG, champion_policies=["hate", "violence"],
                     force_promote=True, force_reason="violence moves to its own model")  # fmt: skip
     assert forced.decision == BLESSED and forced.forced
 
 
 def test_disjoint_policy_sets_compare_nothing_and_judge_by_floors():
-    decision = decide(GOOD, {"policies": {}}, POLICIES, CONFIG, champion_policies=["nudity"])
+    decision = gate_decision(GOOD, {"policies": {}}, POLICIES, CONFIG, champion_policies=["nudity"])
     assert not [r for r in decision.reasons if r.check == CHECK_NON_REGRESSION]
     assert decision.decision == NOT_BLESSED and "dropped nudity" in decision.summary

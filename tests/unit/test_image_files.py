@@ -54,7 +54,7 @@ def test_absolute_paths_and_oversized_files_are_refused(dataset: Path):
 
 def test_training_refuses_an_image_path_out_of_the_dataset(dataset: Path):
     """Finding: `load_inputs` read `dataset_dir / path` for whatever path a (tampered) dataset named."""
-    from core.training.trainer import load_inputs
+    from core.training.encoding import load_inputs
 
     frame = pd.DataFrame({COL_TEXT: ["a", None], COL_IMAGE: ["images/ok.png", "../secret.png"]})
     with pytest.raises(ImageFileError, match="unsafe_path: ../secret.png"):

@@ -70,9 +70,11 @@ def test_drift_report_escapes_category_keys_from_log_lines(tmp_path: Path, monke
 def test_model_card_escapes_dataset_values(tmp_path: Path):
     import numpy as np
 
-    from core.common.config import EvaluationConfig
+    from core.config.run import EvaluationConfig
     from core.evaluation.evaluate import evaluate_scores
-    from core.evaluation.report import ModelCardInfo, render_html, render_markdown
+    from core.evaluation.model_card import ModelCardInfo
+    from core.evaluation.model_card_html import render_html
+    from core.evaluation.model_card_markdown import render_markdown
     from tests.unit.test_evaluate import POLICIES, crafted
 
     test = crafted(0)
@@ -88,8 +90,8 @@ def test_model_card_escapes_dataset_values(tmp_path: Path):
 
 def test_validation_gate_and_infra_markdown_escape_messages():
     from core.evaluation.gate import GateDecision, GateReason
-    from core.validation.report import markdown_summary, render_html
-    from core.validation.runner import CheckResult, ValidationOutcome
+    from core.validation.outcome import CheckResult, ValidationOutcome
+    from core.validation.validation_report import markdown_summary, render_html
     from serving.infra_validation import Check, InfraValidationReport
 
     check = CheckResult(

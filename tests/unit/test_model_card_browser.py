@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from core.evaluation.evaluate import evaluate_scores
-from core.evaluation.gate import decide
-from core.evaluation.report import render_html
+from core.evaluation.gate import gate_decision
+from core.evaluation.model_card_html import render_html
 from tests.monitoring.test_report_browser import chromium, run_chromium
 from tests.unit.test_evaluate import CONFIG, POLICIES, _card, _gate_config, crafted
 
@@ -27,7 +27,9 @@ def test_model_card_plots_render_in_headless_chromium(tmp_path: Path) -> None:
 
     executable = chromium()
     evaluation = evaluate_scores(crafted(0), crafted(1, ablations=False), POLICIES, CONFIG)
-    page = render_html(evaluation, _card(), decide(evaluation, None, POLICIES, _gate_config()).to_dict())
+    page = render_html(
+        evaluation, _card(), gate_decision(evaluation, None, POLICIES, _gate_config()).to_dict()
+    )
     plots = re.findall(r'<img class="plot" alt="([^"]*)" src="data:image/png;base64,([^"]+)"', page)
     assert [alt.split(":")[0] for alt, _ in plots] == POLICIES, "one figure per policy"
     blue_in_figures = 0

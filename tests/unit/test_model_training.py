@@ -12,7 +12,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core.common.config import RunConfig
 from core.common.constants import (
     COL_MODALITY,
     IMAGE_ENCODER_DIR,
@@ -23,6 +22,7 @@ from core.common.constants import (
     MODEL_WEIGHTS,
     TEXT_ENCODER_DIR,
 )
+from core.config.run import RunConfig
 from core.data.split import read_split_frame
 from core.evaluation.scoring import score_frame
 from core.training.model import FusionClassifier, build_model, load_model, save_model

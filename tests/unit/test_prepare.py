@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from core.common.config import SplitConfig
+from core.config.run import SplitConfig
 from core.data.prepare import normalized_text, prepare_frame
 from core.data.split import assign_splits, label_counts
 

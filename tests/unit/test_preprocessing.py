@@ -17,7 +17,6 @@ import pytest
 import torch
 from PIL import Image
 
-from core.common.config import RunConfig
 from core.common.constants import (
     MODEL_SPEC,
     TENSOR_ATTENTION_MASK,
@@ -28,11 +27,12 @@ from core.common.constants import (
     TENSOR_PIXEL_VALUES,
 )
 from core.common.images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from core.config.run import RunConfig
 from core.data.split import read_split_frame
 from core.training import trainer
+from core.training.encoding import BatchRunner, encode_items
 from core.training.model import load_model
 from core.training.preprocessing import InvalidItem, PreprocessingSpec, Preprocessor
-from core.training.trainer import BatchRunner, encode_items
 from tests.images import png_header_only
 
 MAX_TEXT_LENGTH = 16

@@ -13,7 +13,6 @@ import pytest
 from mlflow import MlflowClient
 
 from components.registry.executor import promote_step, record_rejection_step, register_step
-from core.common.config import RunConfig
 from core.common.constants import (
     ALIAS_CHALLENGER,
     ALIAS_CHAMPION,
@@ -22,6 +21,7 @@ from core.common.constants import (
     MLFLOW_EXPERIMENT,
     NOT_BLESSED,
 )
+from core.config.run import RunConfig
 from core.registry.mlflow_registry import (
     LOCK_SUFFIX,
     ModelVersionInfo,

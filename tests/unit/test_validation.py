@@ -17,17 +17,12 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-from core.common.config import ConfigError, RunConfig, default_severities  # noqa: E402
+from core.config.fields import ConfigError  # noqa: E402
+from core.config.run import RunConfig, default_severities  # noqa: E402
 from core.data.ingest import ingest_dataset  # noqa: E402
-from core.validation.report import markdown_summary, render_html, write_html_report  # noqa: E402
-from core.validation.runner import (  # noqa: E402
-    CheckResult,
-    DataValidationError,
-    ValidationOutcome,
-    expand_suite,
-    load_suite_template,
-    validate_dataset,
-)
+from core.validation.outcome import CheckResult, DataValidationError, ValidationOutcome  # noqa: E402
+from core.validation.runner import expand_suite, load_suite_template, validate_dataset  # noqa: E402
+from core.validation.validation_report import markdown_summary, render_html, write_html_report  # noqa: E402
 
 POLICIES = ["hate", "spam"]
 ALL_CHECKS = [

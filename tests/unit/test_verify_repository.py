@@ -12,7 +12,7 @@ import pytest
 
 from core.common.constants import REPOSITORY_MANIFEST_FILE
 from core.common.integrity import manifest_sha256, repository_manifest
-from pipelines.cli import main
+from tns.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRYPOINT = ROOT / "docker" / "verified-tritonserver.sh"

@@ -1,4 +1,4 @@
-"""The retrain policy: defaults without a file, the committed YAML, validation naming the key, rule matching."""
+"""The retrain rules: defaults without a file, the committed YAML, validation naming the key, rule matching."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from core.common.config import ConfigError
 from core.common.constants import DEFAULT_MODEL_NAME
-from monitoring.policy import RetrainPolicy, SignalRule
+from core.config.fields import ConfigError
+from core.config.retrain_rules import RetrainRules, SignalRule
 
 REPO = Path(__file__).resolve().parents[2]
-POLICY_FILE = REPO / "configs" / "retrain_policy.yaml"
+RULES_FILE = REPO / "configs" / "retrain_rules.yaml"
 
 
 def _signal(name: str, score: float, threshold: float = 0.1, drifted: bool | None = None) -> dict:
@@ -29,16 +29,16 @@ def _signal(name: str, score: float, threshold: float = 0.1, drifted: bool | Non
 
 
 def test_defaults_need_no_file():
-    policy = RetrainPolicy()
-    assert policy.model_name == DEFAULT_MODEL_NAME
-    assert (policy.min_signals, policy.min_rows, policy.cooldown_hours, policy.max_in_flight) == (
+    rules = RetrainRules()
+    assert rules.model_name == DEFAULT_MODEL_NAME
+    assert (rules.min_signals, rules.min_rows, rules.cooldown_hours, rules.max_in_flight) == (
         1,
         500,
         24.0,
         1,
     )
-    assert policy.dry_run is False and policy.training_data_uri == "" and policy.config_overrides == []
-    assert {rule.signal for rule in policy.signals} == {
+    assert rules.dry_run is False and rules.training_data_uri == "" and rules.config_overrides == []
+    assert {rule.signal for rule in rules.signals} == {
         "text_embedding",
         "image_embedding",
         "score_*",
@@ -48,17 +48,17 @@ def test_defaults_need_no_file():
 
 
 def test_committed_policy_file_is_the_defaults():
-    assert RetrainPolicy.from_yaml(POLICY_FILE).to_dict() == RetrainPolicy().to_dict()
+    assert RetrainRules.from_yaml(RULES_FILE).to_dict() == RetrainRules().to_dict()
 
 
 def test_every_setting_has_help_text():
-    for cls in (RetrainPolicy, SignalRule):
+    for cls in (RetrainRules, SignalRule):
         for spec in dataclasses.fields(cls):
             assert spec.metadata.get("help"), f"{cls.__name__}.{spec.name} has no help text"
 
 
 def test_yaml_with_rules_shorthand_and_overrides(tmp_path: Path):
-    path = tmp_path / "policy.yaml"
+    path = tmp_path / "rules.yaml"
     path.write_text(
         "signals:\n"
         "  - text_embedding\n"
@@ -71,17 +71,17 @@ def test_yaml_with_rules_shorthand_and_overrides(tmp_path: Path):
         "training_data_uri: gs://bucket/labeled\n"
         "config_overrides: ['train.epochs=3', 'gate.min_roc_auc.spam=0.9']\n"
     )
-    policy = RetrainPolicy.from_yaml(path)
-    assert policy.signals == [
+    rules = RetrainRules.from_yaml(path)
+    assert rules.signals == [
         SignalRule("text_embedding"),
         SignalRule("score_*", min_severity=2),
         SignalRule("performance_spam", min_score=0.05),
     ]
-    assert policy.cooldown_hours == 6.0 and isinstance(policy.cooldown_hours, float)
-    assert (policy.min_signals, policy.min_rows, policy.dry_run) == (2, 100, True)
-    config = policy.run_config()
+    assert rules.cooldown_hours == 6.0 and isinstance(rules.cooldown_hours, float)
+    assert (rules.min_signals, rules.min_rows, rules.dry_run) == (2, 100, True)
+    config = rules.run_config()
     assert config.train.epochs == 3 and config.gate.min_roc_auc["spam"] == 0.9
-    assert RetrainPolicy.from_dict(policy.to_dict()) == policy
+    assert RetrainRules.from_dict(rules.to_dict()) == rules
 
 
 @pytest.mark.parametrize(
@@ -110,20 +110,20 @@ def test_yaml_with_rules_shorthand_and_overrides(tmp_path: Path):
 )
 def test_invalid_settings_name_the_key(data: dict, key: str):
     with pytest.raises(ConfigError) as error:
-        RetrainPolicy.from_dict(data)
+        RetrainRules.from_dict(data)
     assert key in str(error.value)
 
 
 def test_missing_or_broken_file_is_a_config_error(tmp_path: Path):
     with pytest.raises(ConfigError, match="does not exist"):
-        RetrainPolicy.from_yaml(tmp_path / "nope.yaml")
+        RetrainRules.from_yaml(tmp_path / "nope.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("signals: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        RetrainPolicy.from_yaml(broken)
+        RetrainRules.from_yaml(broken)
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
-    assert RetrainPolicy.from_yaml(empty) == RetrainPolicy()
+    assert RetrainRules.from_yaml(empty) == RetrainRules()
 
 
 def test_rules_match_by_pattern_and_bounds():
@@ -141,9 +141,9 @@ def test_rules_match_by_pattern_and_bounds():
 
 
 def test_matching_signals_keeps_the_first_matching_rule():
-    policy = RetrainPolicy(signals=[SignalRule("score_spam", min_severity=5), SignalRule("score_*")])
+    rules = RetrainRules(signals=[SignalRule("score_spam", min_severity=5), SignalRule("score_*")])
     signals = [_signal("score_spam", 0.6), _signal("text_length", 0.9), _signal("score_hate", 0.3)]
-    matched = policy.matching_signals(signals)
+    matched = rules.matching_signals(signals)
     assert [(m["name"], m["rule"]) for m in matched] == [
         ("score_spam", "score_spam severity >= 5"),
         ("score_hate", "score_* drifted"),
@@ -151,6 +151,6 @@ def test_matching_signals_keeps_the_first_matching_rule():
 
 
 def test_policy_module_does_not_import_kfp():
-    code = "import sys; from monitoring.policy import RetrainPolicy; RetrainPolicy(); print('kfp' in sys.modules)"
+    code = "import sys; from core.config.retrain_rules import RetrainRules; RetrainRules(); print('kfp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "False"

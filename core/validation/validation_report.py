@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.common.markup import escape_html, escape_markdown, markdown_code
 from core.data.prepare import Preparation
-from core.validation.runner import CheckResult, ValidationOutcome
+from core.validation.outcome import CheckResult, ValidationOutcome
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem; color: #1f2328; }

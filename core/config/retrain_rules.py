@@ -1,8 +1,9 @@
-"""The retrain policy: which drift signals start a retraining run, and the guardrails around it.
+"""The retrain rules: which drift signals start a retraining run, and the guardrails around it.
 
-A policy is a typed dataclass with defaults, help text and validation, loadable from YAML
-(`configs/retrain_policy.yaml` documents every key). `monitoring/trigger.py` applies it to a drift summary.
-This module never imports kfp.
+The rules are a typed dataclass with defaults, help text and validation, loadable from YAML
+(`configs/retrain_rules.yaml` documents every key). `monitoring/trigger.py` applies them to a drift summary.
+("Policy" in this project means a content policy, a label such as `hate`; these rules were once called the
+"retrain policy", a spelling the CLI still accepts with a deprecation message.)
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.common.config import ConfigError, coerce_field
 from core.common.constants import DEFAULT_MODEL_NAME
+from core.config.fields import ConfigError, coerce_field
+from core.config.loading import load_run_config
 
 
 @dataclass(frozen=True)
@@ -89,13 +91,13 @@ def default_signal_rules() -> list[SignalRule]:
 
 
 @dataclass
-class RetrainPolicy:
+class RetrainRules:
     """When a drift check may start a retraining run, and what that run gets."""
 
     model_name: str = field(
         default=DEFAULT_MODEL_NAME,
         metadata={
-            "help": "Registered model this policy retrains; a drift summary of another model is refused."
+            "help": "Registered model these rules retrain; a drift summary of another model is refused."
         },
     )
     signals: list[SignalRule] = field(
@@ -165,7 +167,7 @@ class RetrainPolicy:
             )
         self.run_config()  # an override naming an unknown key or a bad value fails here, not at retrain time
 
-    # What the policy decides ------------------------------------------------------------------------------
+    # What the rules decide ------------------------------------------------------------------------------
     def matching_signals(self, signals: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The summary's signals that count, each with the first rule that matched it (`rule`), in input order."""
         matched = []
@@ -177,8 +179,6 @@ class RetrainPolicy:
 
     def run_config(self) -> Any:
         """The retraining run's configuration: defaults with `config_overrides` applied (a `RunConfig`)."""
-        from core.common.config import load_run_config
-
         for index, item in enumerate(self.config_overrides):
             if not isinstance(item, str) or "=" not in item:
                 raise ConfigError(f"config_overrides[{index}] must be 'KEY=VALUE', got {item!r}")
@@ -189,15 +189,15 @@ class RetrainPolicy:
 
     # Loading and saving -----------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> RetrainPolicy:
-        """Builds a policy from a (possibly partial) mapping; unknown keys and wrong types are errors."""
+    def from_dict(cls, data: dict[str, Any] | None) -> RetrainRules:
+        """Builds the rules from a (possibly partial) mapping; unknown keys and wrong types are errors."""
         data = {} if data is None else data
         if not isinstance(data, dict):
-            raise ConfigError(f"a retrain policy must be a mapping, got {type(data).__name__}")
+            raise ConfigError(f"retrain rules must be a mapping, got {type(data).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ConfigError(f"unknown retrain policy key(s) {unknown}; known: {sorted(fields)}")
+            raise ConfigError(f"unknown retrain rules key(s) {unknown}; known: {sorted(fields)}")
         kwargs: dict[str, Any] = {}
         for name, value in data.items():
             if name == "signals":
@@ -207,17 +207,17 @@ class RetrainPolicy:
         return cls(**kwargs)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> RetrainPolicy:
-        """Reads a policy file (an empty file gives the defaults)."""
+    def from_yaml(cls, path: str | Path) -> RetrainRules:
+        """Reads a retrain rules file (an empty file gives the defaults)."""
         import yaml
 
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"retrain policy file {path} does not exist")
+            raise ConfigError(f"retrain rules file {path} does not exist")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:
-            raise ConfigError(f"retrain policy file {path} is not valid YAML: {error}") from None
+            raise ConfigError(f"retrain rules file {path} is not valid YAML: {error}") from None
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -4,8 +4,8 @@
 2. tritonserver serves the champion's exported repository (as `tns serve` does).
 3. Traffic is simulated through `ContentSafetyClient` with its inference log: a reference day without drift,
    then a day with `new_slang` injected from the middle of the day on.
-4. `tns drift --policy` compares the drifted half-day with the reference day, finds drift, and the retrain policy
-   fires: the training pipeline runs locally (KFP local runner) on the window's labeled dataset (the policy's
+4. `tns drift --retrain-rules` compares the drifted half-day with the reference day, finds drift, and the retrain rules
+   fire: the training pipeline runs locally (KFP local runner) on the window's labeled dataset (the rules'
    `training_data_uri`), and the new model
    is evaluated and gated against the champion.
 
@@ -21,7 +21,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from core.common.constants import DEFAULT_MODEL_NAME, EXIT_FAILED, EXIT_OK
+from core.common.constants import DEFAULT_MODEL_NAME, DRIFT_SUMMARY_FILE, EXIT_FAILED, EXIT_OK
 from core.common.env import apply_offline_environment, tns_home
 
 DEMO_SCENARIO = "new_slang"
@@ -29,7 +29,7 @@ DEMO_START = datetime(2026, 11, 2, tzinfo=UTC)
 
 
 def _tns(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pipelines.cli", *args]
+    return [sys.executable, "-m", "tns", *args]
 
 
 def _has_champion(model_name: str) -> bool:
@@ -56,9 +56,10 @@ def run_demo(
     """
     import json
 
-    from monitoring.traffic import SimulationSpec, simulate_traffic
+    from monitoring.traffic import simulate_traffic
+    from monitoring.traffic_scenarios import SimulationSpec
     from serving.store import champion_repository
-    from serving.triton import TritonServer
+    from serving.triton_server import TritonServer
 
     home = tns_home()
     out = (out or home / "demo" / f"drift-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}").resolve()
@@ -87,8 +88,8 @@ def run_demo(
             simulate_traffic(spec, out / name, url=server.grpc_url, protocol="grpc")
     finally:
         server.stop()
-    policy = out / "retrain_policy.yaml"
-    policy.write_text(
+    rules = out / "retrain_rules.yaml"
+    rules.write_text(
         "model_name: "
         + model_name
         + "\nmin_rows: 100\ncooldown_hours: 24\n"
@@ -99,7 +100,7 @@ def run_demo(
         encoding="utf-8",
     )
     drifted_from = (DEMO_START + timedelta(days=1, hours=12)).isoformat()
-    print(f"== 4. tns drift on the window from {drifted_from}, retrain policy {policy}", flush=True)
+    print(f"== 4. tns drift on the window from {drifted_from}, retrain rules {rules}", flush=True)
     code = subprocess.run(
         _tns(
             "drift",
@@ -107,11 +108,11 @@ def run_demo(
             "--current", str(out / "current" / "logs"),
             "--since", drifted_from,
             "--out", str(out / "drift"),
-            "--policy", str(policy),
+            "--retrain-rules", str(rules),
         ),
         check=False,
     ).returncode  # fmt: skip
-    summary = json.loads((out / "drift" / "summary.json").read_text(encoding="utf-8"))
+    summary = json.loads((out / "drift" / DRIFT_SUMMARY_FILE).read_text(encoding="utf-8"))
     trigger = summary.get("trigger") or {}
     print(
         f"\ndemo: drift check exit {code} ({summary['status']}, top signal {summary.get('top_signal')}); "
@@ -124,9 +125,9 @@ def run_demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m monitoring.demo [--rows N] [--set KEY=VALUE ...]`."""
+    """`python -m tns.demo [--rows N] [--set KEY=VALUE ...]`."""
     apply_offline_environment()
-    parser = argparse.ArgumentParser(prog="python -m monitoring.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tns.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1200, help="Simulated requests per day (default 1200).")
     parser.add_argument("--out", type=Path, default=None, help="Output folder.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

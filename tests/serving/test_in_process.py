@@ -7,7 +7,7 @@ import pytest
 
 from core.common.constants import EMBEDDING_DIM, MODALITY_BOTH, MODALITY_IMAGE, MODALITY_TEXT
 from core.training.preprocessing import InvalidItem
-from monitoring.scoring import RepositoryScorer, RepositoryScoringError, champion_scorer, ensemble_versions
+from serving.in_process import RepositoryScorer, RepositoryScoringError, champion_scorer, ensemble_versions
 from tests.serving.helpers import MODEL_NAME, png_bytes
 
 TOLERANCE = 1e-5

@@ -1,37 +1,44 @@
-"""`tns data check PATH`: ingest and validation alone, in seconds, as a training run would do them.
-
-What a user runs first on their own data: it prints every failed check with how to go on, the warnings, the
-annotated rows and positives per policy and split, and the report path. Exit 0 when every critical check
-passes, 1 otherwise (2 for usage and configuration errors, as every `tns` command).
-"""
+"""`tns data`: write the embedded dataset (`generate`) and check a dataset as a training run would (`check`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.common.constants import EXIT_FAILED, EXIT_OK, SPLITS
+from core.common.constants import (
+    EXIT_FAILED,
+    EXIT_OK,
+    SPLITS,
+)
+from tns.common import UsageError, add_config_arguments
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--config`, `--policies` and `--set`: the run configuration, the same for `tns run training` and
-    `tns data check` (read with `pipelines.local.load_config`)."""
-    parser.add_argument("--config", type=Path, default=None, help="Run configuration YAML.")
-    parser.add_argument(
-        "--policies", default="", help="Comma-separated policy columns (overrides the config)."
+def register(commands: argparse._SubParsersAction) -> None:
+    """Adds the command(s) of this group to `tns`."""
+    data = commands.add_parser("data", help="Dataset tools.").add_subparsers(
+        dest="data_command", required=True
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override one configuration value, e.g. --set train.epochs=5 or --set split.deduplicate=false "
-        "(YAML value syntax).",
+    generate = data.add_parser("generate", help="Write the embedded synthetic multimodal dataset.")
+    generate.add_argument(
+        "--out", required=True, type=Path, help="Folder to write manifest.jsonl and images/ to."
     )
+    generate.add_argument("--rows", type=int, default=None, help="Number of rows (default 4000).")
+    generate.add_argument("--seed", type=int, default=None, help="Random seed (default 7).")
+    add_check_arguments(
+        data.add_parser(
+            "check",
+            help="Ingest and validate a dataset as a training run would, without training (exit 0 pass, 1 fail).",
+            description="Reads the dataset, collapses copies and resolves missing labels as configured, runs every "
+            "validation check and prints the findings with how to go on, the annotated rows and positives per "
+            "policy and split, and the report path.",
+        )
+    )
+
+    generate.set_defaults(handler=_generate)
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,3 +92,16 @@ def run_check(args: argparse.Namespace) -> int:
             print(f"            {policy:<{width}}  {cells}".rstrip())
     print(f"  report    {result.report}")
     return EXIT_OK if outcome.success else EXIT_FAILED
+
+
+def _generate(args: argparse.Namespace) -> int:
+
+    from core.data.generate import GenerateSpec, generate_dataset
+
+    changes = {name: value for name, value in (("rows", args.rows), ("seed", args.seed)) if value is not None}
+    if changes.get("rows", 1) < 1:
+        raise UsageError("--rows must be positive")
+    spec = replace(GenerateSpec(), **changes)
+    manifest = generate_dataset(args.out, spec)
+    print(f"wrote {manifest} ({spec.rows} rows, seed {spec.seed})")
+    return EXIT_OK

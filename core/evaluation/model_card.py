@@ -1,20 +1,18 @@
-"""Model card: the evaluation (and optionally the gate decision) rendered as Markdown or self-contained HTML.
+"""Model card content: the evaluation (and optionally the gate decision) as sections of markup-free blocks.
 
-Both renderers build the same sections (header, intended use, training, data, per-policy metrics, slices,
-ablation, gate decision, limitations) and differ only in markup. The HTML has inline CSS and nothing else: no
-scripts, fonts or images from elsewhere, so it opens offline and in KFP's HTML viewer. Every string that
-comes from a run (names, ids, slice values, messages) is escaped.
+`card_sections` builds the sections (header, intended use, training, data, per-policy metrics, slices,
+ablation, gate decision, limitations) from an evaluation and a `ModelCardInfo`. The renderers,
+`core.evaluation.model_card_markdown` and `core.evaluation.model_card_html`, differ only in markup; both
+escape every string that comes from a run (names, ids, slice values, messages).
 """
 
 from __future__ import annotations
 
-import base64
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from core.common.constants import BLESSED, DEFAULT_MODEL_NAME
-from core.common.markup import escape_html, escape_markdown
+from core.common.constants import DEFAULT_MODEL_NAME
 from core.data.prepare import Preparation
 from core.evaluation.plots import policy_figure
 
@@ -73,30 +71,38 @@ class ModelCardInfo:
 
 # Document model ------------------------------------------------------------------------------------------
 @dataclass
-class _Paragraph:
+class Paragraph:
+    """A paragraph of plain text, in bold when `strong`."""
+
     text: str
     strong: bool = False
 
 
 @dataclass
-class _Table:
+class Table:
+    """A table of plain-text cells."""
+
     headers: list[str]
     rows: list[list[str]]
 
 
 @dataclass
-class _Bullets:
+class Bullets:
+    """A bulleted list of plain-text items."""
+
     items: list[str]
 
 
 @dataclass
-class _Badge:
+class Badge:
+    """The gate decision, shown prominently."""
+
     decision: str
     forced: bool
 
 
 @dataclass
-class _Figure:
+class Figure:
     """A PNG drawn by `core.evaluation.plots`, embedded in HTML; Markdown names it only."""
 
     caption: str
@@ -104,7 +110,9 @@ class _Figure:
 
 
 @dataclass
-class _Section:
+class Section:
+    """A titled section of the card: paragraphs, tables, bullets, badges and figures."""
+
     title: str
     blocks: list[Any]
 
@@ -167,18 +175,28 @@ def interpret_ablation(ablation: dict[str, Any] | None) -> str:
     return f"On {ablation.get('rows', 0)} text+image rows, {drops}: {verdict}."
 
 
-def _sections(
+def card_sections(
     evaluation: dict[str, Any], card: ModelCardInfo, decision: dict[str, Any] | None
-) -> list[_Section]:
+) -> list[Section]:
+    """Builds the model card's sections, in order; the renderers turn them into Markdown or HTML.
+
+    Args:
+        evaluation: `evaluate_scores` output.
+        card: Model, data and training facts.
+        decision: `GateDecision.to_dict()` output; the gate section is left out when None.
+
+    Returns:
+        The sections, each a title and its blocks (`Paragraph`, `Table`, `Bullets`, `Badge`, `Figure`).
+    """
     policies = _policies(evaluation, card)
     per_policy = evaluation.get("policies", {})
-    sections: list[_Section] = []
+    sections: list[Section] = []
 
     sections.append(
-        _Section(
+        Section(
             "Model",
             [
-                _Table(
+                Table(
                     ["Field", "Value"],
                     [
                         ["Model name", card.model_name],
@@ -194,10 +212,10 @@ def _sections(
         )
     )
     sections.append(
-        _Section(
+        Section(
             "Intended use",
             [
-                _Paragraph(
+                Paragraph(
                     "Scores user content (text, image, or text with image) with one independent "
                     f"probability per policy ({', '.join(policies) or 'none'}). Intended to rank and flag "
                     "items for human review at each policy's operating threshold below. Not intended for "
@@ -210,10 +228,10 @@ def _sections(
     if card.training_summary:
         summary = card.training_summary
         sections.append(
-            _Section(
+            Section(
                 "Training",
                 [
-                    _Table(
+                    Table(
                         ["Epochs run", "Best epoch", "Steps", "Seconds", "Device"],
                         [
                             [
@@ -230,14 +248,14 @@ def _sections(
         )
     data_rows = [["Source", card.dataset_source or "n/a"], ["Fingerprint", card.dataset_fingerprint or "n/a"]]
     data_rows += [[f"Rows ({split})", _fmt(count)] for split, count in card.rows_per_split.items()]
-    data_blocks: list[Any] = [_Table(["Field", "Value"], data_rows)]
+    data_blocks: list[Any] = [Table(["Field", "Value"], data_rows)]
     if card.preparation:
-        data_blocks.append(_Paragraph(Preparation.from_dict(card.preparation).summary()))
+        data_blocks.append(Paragraph(Preparation.from_dict(card.preparation).summary()))
     if card.label_counts:
         splits = list(next(iter(card.label_counts.values())))
-        data_blocks.append(_Paragraph("Annotated rows and positives per policy and split", strong=True))
+        data_blocks.append(Paragraph("Annotated rows and positives per policy and split", strong=True))
         data_blocks.append(
-            _Table(
+            Table(
                 ["Policy", *(f"{split}: positives/annotated" for split in splits)],
                 [
                     [policy]
@@ -247,12 +265,12 @@ def _sections(
             )
         )
         data_blocks.append(
-            _Paragraph(
+            Paragraph(
                 "A row counts for a policy only where it was annotated for it: training, thresholds and every "
                 "metric of a policy use those rows."
             )
         )
-    sections.append(_Section("Data", data_blocks))
+    sections.append(Section("Data", data_blocks))
 
     metric_rows = []
     for policy in policies:
@@ -292,10 +310,10 @@ def _sections(
         ]
     )
     sections.append(
-        _Section(
+        Section(
             "Test metrics per policy",
             [
-                _Table(
+                Table(
                     [
                         "Policy",
                         "ROC-AUC [95% CI]",
@@ -311,7 +329,7 @@ def _sections(
                     ],
                     metric_rows,
                 ),
-                _Paragraph(
+                Paragraph(
                     "Precision, recall and FPR are on the test split at the threshold chosen on validation "
                     "(predicted positive when score >= threshold). Scores are calibrated per policy (Platt "
                     "scaling fitted on validation rows that early stopping did not see); ECE is over "
@@ -325,17 +343,17 @@ def _sections(
         png = policy_figure(policy, per_policy.get(policy, {}))
         if png is not None:
             figures.append(
-                _Figure(f"{policy}: ROC, precision-recall, reliability and score histograms by label", png)
+                Figure(f"{policy}: ROC, precision-recall, reliability and score histograms by label", png)
             )
     if figures:
-        sections.append(_Section("Plots", figures))
+        sections.append(Section("Plots", figures))
 
     slice_blocks: list[Any] = []
     for column, values in evaluation.get("slices", {}).items():
-        slice_blocks.append(_Paragraph(f"By {column}", strong=True))
+        slice_blocks.append(Paragraph(f"By {column}", strong=True))
         if not values:
             slice_blocks.append(
-                _Paragraph(
+                Paragraph(
                     f"No {column} information in the test split (evaluation.slice_columns names the dataset "
                     "columns sliced beside modality and language)."
                 )
@@ -356,9 +374,9 @@ def _sections(
             + [f"FPR {p} at threshold" for p in policies]
             + ["Note"]
         )
-        slice_blocks.append(_Table(headers, rows))
+        slice_blocks.append(Table(headers, rows))
     if slice_blocks:
-        sections.append(_Section("Slices", slice_blocks))
+        sections.append(Section("Slices", slice_blocks))
 
     ablation = evaluation.get("ablation")
     if ablation is not None:
@@ -380,23 +398,23 @@ def _sections(
             ]
         )
         blocks: list[Any] = [
-            _Paragraph(
+            Paragraph(
                 f"ROC-AUC on the {_fmt(ablation.get('rows'))} test rows that have both text and image."
             ),
-            _Table(["Policy", "Fusion", "Text removed (image only)", "Image removed (text only)"], rows),
-            _Paragraph(interpret_ablation(ablation)),
+            Table(["Policy", "Fusion", "Text removed (image only)", "Image removed (text only)"], rows),
+            Paragraph(interpret_ablation(ablation)),
         ]
-        sections.append(_Section("Modality ablation", blocks))
+        sections.append(Section("Modality ablation", blocks))
 
     if decision is not None:
         blocks = [
-            _Badge(str(decision.get("decision", "")), bool(decision.get("forced"))),
-            _Paragraph(str(decision.get("summary", ""))),
+            Badge(str(decision.get("decision", "")), bool(decision.get("forced"))),
+            Paragraph(str(decision.get("summary", ""))),
         ]
         if decision.get("champion_version") is not None:
-            blocks.append(_Paragraph(f"Champion version: {decision['champion_version']}"))
+            blocks.append(Paragraph(f"Champion version: {decision['champion_version']}"))
         if decision.get("forced"):
-            blocks.append(_Paragraph(f"Force reason: {decision.get('force_reason') or ''}", strong=True))
+            blocks.append(Paragraph(f"Force reason: {decision.get('force_reason') or ''}", strong=True))
         reason_rows = [
             [
                 str(r.get("check", "")),
@@ -411,133 +429,11 @@ def _sections(
         ]
         if reason_rows:
             blocks.append(
-                _Table(
+                Table(
                     ["Check", "Policy", "Metric", "Threshold", "Observed", "Result", "Message"], reason_rows
                 )
             )
-        sections.append(_Section("Gate decision", blocks))
+        sections.append(Section("Gate decision", blocks))
 
-    sections.append(_Section("Limitations", [_Bullets(list(card.limitations) or ["None recorded."])]))
+    sections.append(Section("Limitations", [Bullets(list(card.limitations) or ["None recorded."])]))
     return sections
-
-
-# Markdown -------------------------------------------------------------------------------------------------
-_md = escape_markdown
-
-
-def render_markdown(
-    evaluation: dict[str, Any], card: ModelCardInfo, decision: dict[str, Any] | None = None
-) -> str:
-    """Renders the model card as Markdown.
-
-    Args:
-        evaluation: `evaluate_scores` output.
-        card: Model, data and training facts.
-        decision: `GateDecision.to_dict()` output; the gate section is left out when None.
-
-    Returns:
-        The Markdown text.
-    """
-    lines = [f"# Model card: {_md(card.model_name)}", ""]
-    for section in _sections(evaluation, card, decision):
-        lines += [f"## {_md(section.title)}", ""]
-        for block in section.blocks:
-            if isinstance(block, _Paragraph):
-                lines += [f"**{_md(block.text)}**" if block.strong else _md(block.text), ""]
-            elif isinstance(block, _Badge):
-                forced = " (forced)" if block.forced else ""
-                lines += [f"**Decision: {_md(block.decision)}{forced}**", ""]
-            elif isinstance(block, _Bullets):
-                lines += [f"- {_md(item)}" for item in block.items] + [""]
-            elif isinstance(block, _Figure):
-                lines += [f"_{_md(block.caption)}: in the HTML model card._", ""]
-            elif isinstance(block, _Table):
-                lines.append("| " + " | ".join(_md(h) for h in block.headers) + " |")
-                lines.append("|" + "|".join("---" for _ in block.headers) + "|")
-                lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in block.rows]
-                lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-# HTML -----------------------------------------------------------------------------------------------------
-_CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
-       max-width: 1100px; padding: 0 1em; color: #1f2328; line-height: 1.45; }
-h1 { border-bottom: 2px solid #d0d7de; padding-bottom: .3em; }
-h2 { margin-top: 1.8em; border-bottom: 1px solid #d0d7de; padding-bottom: .2em; }
-table { border-collapse: collapse; margin: .6em 0 1em; font-size: .92em; }
-th, td { border: 1px solid #d0d7de; padding: .3em .6em; text-align: left; vertical-align: top; }
-th { background: #f6f8fa; }
-tr:nth-child(even) td { background: #fbfcfd; }
-.badge { display: inline-block; padding: .3em .8em; border-radius: 4px; font-weight: bold; color: #fff; }
-.blessed { background: #1a7f37; }
-.not-blessed { background: #cf222e; }
-.forced { background: #bc4c00; }
-.fail { color: #cf222e; font-weight: bold; }
-img.plot { max-width: 100%; height: auto; }
-figure { margin: 1em 0; }
-"""
-
-
-_h = escape_html
-
-
-def render_html(
-    evaluation: dict[str, Any], card: ModelCardInfo, decision: dict[str, Any] | None = None
-) -> str:
-    """Renders the model card as one self-contained HTML page (inline CSS, no scripts, no external resources).
-
-    Args:
-        evaluation: `evaluate_scores` output.
-        card: Model, data and training facts.
-        decision: `GateDecision.to_dict()` output; the gate section is left out when None.
-
-    Returns:
-        The HTML document.
-    """
-    title = f"Model card: {card.model_name}"
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f"<title>{_h(title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        f"<h1>{_h(title)}</h1>",
-    ]
-    for section in _sections(evaluation, card, decision):
-        out.append(f"<h2>{_h(section.title)}</h2>")
-        for block in section.blocks:
-            if isinstance(block, _Paragraph):
-                text = f"<strong>{_h(block.text)}</strong>" if block.strong else _h(block.text)
-                out.append(f"<p>{text}</p>")
-            elif isinstance(block, _Badge):
-                css = (
-                    "forced" if block.forced else ("blessed" if block.decision == BLESSED else "not-blessed")
-                )
-                label = block.decision + (" (forced)" if block.forced else "")
-                out.append(f'<p><span class="badge {css}">{_h(label)}</span></p>')
-            elif isinstance(block, _Bullets):
-                out.append("<ul>" + "".join(f"<li>{_h(item)}</li>" for item in block.items) + "</ul>")
-            elif isinstance(block, _Figure):
-                data = base64.b64encode(block.png).decode("ascii")
-                out.append(
-                    f'<figure><img class="plot" alt="{_h(block.caption)}" src="data:image/png;base64,{data}">'
-                    f"<figcaption>{_h(block.caption)}</figcaption></figure>"
-                )
-            elif isinstance(block, _Table):
-                head = "".join(f"<th>{_h(h)}</th>" for h in block.headers)
-                body = "".join(
-                    "<tr>"
-                    + "".join(
-                        f'<td class="fail">{_h(cell)}</td>' if cell == "FAIL" else f"<td>{_h(cell)}</td>"
-                        for cell in row
-                    )
-                    + "</tr>"
-                    for row in block.rows
-                )
-                out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-    out += ["</body>", "</html>"]
-    return "\n".join(out) + "\n"

@@ -119,7 +119,7 @@ def _decision_section(summary: dict[str, Any]) -> str:
     trigger = summary.get("trigger")
     if not trigger:
         action = (
-            "<p>No retrain policy was evaluated for this check (run <code>tns drift --policy FILE</code> or "
+            "<p>No retrain rules were evaluated for this check (run <code>tns drift --retrain-rules FILE</code> or "
             "<code>tns trigger --summary summary.json</code>).</p>"
         )
     else:

@@ -3,7 +3,7 @@
 `RepositoryScorer` runs the three steps of the ensemble without a server: the `preprocess/<v>` preprocessor
 (`Preprocessor.serving_inputs`: the saved tokenizer and image settings, tokens padded to the text limit),
 onnxruntime on `classifier/<v>/model.onnx` (probabilities plus the projected text and image embeddings) and
-`postprocess/<v>`'s `decide` with that version's thresholds. The monitoring tools use it to score logged or
+`postprocess/<v>`'s `apply_thresholds` with that version's thresholds. The monitoring tools use it to score logged or
 simulated traffic when no tritonserver runs.
 
     scorer = RepositoryScorer(Path("model_repository"))       # or champion_scorer("content-safety")
@@ -178,7 +178,7 @@ class RepositoryScorer:
         self, texts: list[str | None], images: list[bytes | None], offset: int
     ) -> list[ScoredItem]:
         from core.export.onnx_export import INPUT_NAMES, OUTPUT_NAMES
-        from serving.models.postprocess import decide
+        from serving.models.postprocess import apply_thresholds
 
         try:
             tensors = self.preprocessor.serving_inputs(texts, images)
@@ -188,7 +188,7 @@ class RepositoryScorer:
         probabilities, text_embeddings, image_embeddings = self.session.run(
             list(OUTPUT_NAMES), {name: tensors[name] for name in INPUT_NAMES}
         )
-        scores, flags, decisions = decide(probabilities, self.metadata)
+        scores, flags, decisions = apply_thresholds(probabilities, self.metadata)
         has_text = tensors[TENSOR_HAS_TEXT].reshape(-1) > 0
         has_image = tensors[TENSOR_HAS_IMAGE].reshape(-1) > 0
         items = []

@@ -1,28 +1,19 @@
-"""Writing inference logs by day and reading a window of them back as one flat table, in bounded memory.
+"""Reading a window of inference logs back as one flat table, in bounded memory.
 
-Writing appends JSON lines to `<root>/date=YYYY-MM-DD/<name>-<pid>.jsonl` (one file per process and day, so
-writers never interleave). Reading takes a file or a folder (the `*.jsonl` / `*.parquet` files inside its day
-partitions, plus the delayed labels under `labels/`), checks the schema version, skips and counts malformed
-lines, joins the delayed labels and returns one row per scored item with the columns named in
-`monitoring.schema`.
+Reading takes a file or a folder (the `*.jsonl` / `*.parquet` files inside its day partitions, plus the delayed
+labels under `labels/`), checks the schema version, skips and counts malformed lines, joins the delayed labels and
+returns one row per scored item with the columns named in `monitoring.schema`.
 
-Reading streams: JSON Lines files are read in chunks of about `CHUNK_BYTES` (Parquet files by row group
-batches); a line longer than `MAX_LOG_LINE_BYTES` is skipped and counted without ever being held whole. Each
-chunk goes through pyarrow's multithreaded JSON reader; a chunk it cannot read, or whose columns have other types
-than the schema's, is checked line by line (`monitoring.log_records.check_record`), so one bad line costs only
-that line. Counts, flag rates, labeled rows, the time range and the model versions are taken over every row;
+Reading streams: each file is read chunk by chunk (`monitoring.log_chunks`), so one bad line costs only that
+line. Counts, flag rates, labeled rows, the time range and the model versions are taken over every row;
 the rows themselves are kept in a seeded reservoir of at most `row_budget` rows (`monitoring.reservoir`), so
 that memory stays flat however large the window is, and the drift check's distribution tests and embeddings run
-on that uniform sample.
+on that uniform sample. The logs are written by `monitoring.log_writer`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import threading
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,35 +21,23 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.log_records import (
-    FIELD_KINDS,
-    canonical_columns,
-    check_record,
-    checked_table,
-    columns_from_records,
-    columns_from_table,
-    flag_counts,
-)
+from core.config.drift import DEFAULT_ROW_BUDGET
+from monitoring.log_chunks import json_chunks, parquet_chunks, read_labels
+from monitoring.log_records import canonical_columns, flag_counts
 from monitoring.reservoir import Reservoir
 from monitoring.schema import (
-    DEFAULT_ROW_BUDGET,
     FLAG_PREFIX,
     LABEL_PREFIX,
     LABELS_DIR,
     MAX_LOG_LINE_BYTES,
     PARTITION_PREFIX,
     SCORE_PREFIX,
-    make_record,
-    partition_name,
 )
 
 __all__ = [
     "DEFAULT_MAX_MALFORMED_SHARE",
-    "FIELD_KINDS",
-    "InferenceLog",
     "LogReadError",
     "LogWindow",
-    "LogWriter",
     "ReadStats",
     "log_files",
     "read_logs",
@@ -66,70 +45,13 @@ __all__ = [
 
 MALFORMED_EXAMPLES = 5
 DEFAULT_MAX_MALFORMED_SHARE = 0.05
-CHUNK_BYTES = 32 << 20
 # Model versions / names counted per window, so that a hostile log cannot grow the counts.
 MAX_DISTINCT_VERSIONS = 1000
 _NS_MIN, _NS_MAX = np.datetime64("1678-01-01", "s"), np.datetime64("2262-04-11", "s")
-PARQUET_BATCH_ROWS = 50_000
 
 
 class LogReadError(ValueError):
     """A window of logs cannot be used (too many malformed lines, nothing to read)."""
-
-
-class InferenceLog:
-    """The serving client's sink (`ContentSafetyClient(inference_log=...)`): one inference-log record per served
-    item (`monitoring.schema.make_record`), partitioned by day. Thread-safe.
-
-    Records hold the request id, time, model version, text descriptors, language and SHA-256 (the raw text only
-    with `keep_text=True`), the image's header fields and SHA-256 (never its bytes), the projected text and
-    image embeddings, per-policy scores and flags, the action and latency, or the error of a failed request.
-
-    Args:
-        root: The log folder; files go to `root/date=YYYY-MM-DD/<name>-<pid>.jsonl`.
-        keep_text: Also log raw texts (off by default: descriptors and a hash are enough for drift checks).
-        name: File name prefix.
-    """
-
-    def __init__(self, root: str | Path, keep_text: bool = False, name: str = "inference") -> None:
-        self.root = Path(root)
-        self.keep_text = keep_text
-        self._writer = LogWriter(self.root, name)
-
-    def __call__(self, served: list[dict[str, Any]]) -> None:
-        self._writer.write([make_record(**item, keep_text=self.keep_text) for item in served])
-
-
-class LogWriter:
-    """Appends schema records to day partitions under `root`. Thread-safe; one file per process and day.
-
-    Args:
-        root: The log folder.
-        name: File name prefix (the process id is appended).
-    """
-
-    def __init__(self, root: str | Path, name: str = "part") -> None:
-        self.root = Path(root)
-        self.name = name
-        self._lock = threading.Lock()
-
-    def path_for(self, timestamp: str) -> Path:
-        """The file that records with this timestamp go to."""
-        return self.root / partition_name(timestamp) / f"{self.name}-{os.getpid()}.jsonl"
-
-    def write(self, records: Iterable[dict[str, Any]]) -> None:
-        """Appends records (dicts in the log schema) to their day's file."""
-        by_file: dict[Path, list[str]] = defaultdict(list)
-        for record in records:
-            line = json.dumps(
-                record, ensure_ascii=False, allow_nan=False
-            )  # key order = the model's policy order
-            by_file[self.path_for(record["timestamp"])].append(line + "\n")
-        with self._lock:
-            for path, lines in by_file.items():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("a", encoding="utf-8") as handle:
-                    handle.write("".join(lines))
 
 
 @dataclass
@@ -230,142 +152,6 @@ def log_files(path: Path) -> list[Path]:
             f"such as {others[0].relative_to(path)}, which are not inference logs{hint}"
         )
     return sorted(files)
-
-
-def _bounded_lines(path: Path, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, line) for each non-blank line of `path`; the line is None when it is longer than
-    `max_line_bytes` (its bytes are skipped in pieces, never held whole)."""
-    with path.open("rb") as handle:
-        number = 0
-        while line := handle.readline(max_line_bytes + 1):
-            number += 1
-            if len(line) - line.endswith(b"\n") > max_line_bytes:
-                while not line.endswith(b"\n") and (line := handle.readline(1 << 20)):
-                    pass
-                yield number, None
-            elif line.strip():
-                yield number, line
-
-
-def _parsed(line: bytes) -> Any:
-    """A line as JSON, or the reason it is not."""
-    try:
-        return json.loads(line.decode("utf-8", errors="replace"))
-    except json.JSONDecodeError as error:
-        return _NotJson(f"not JSON ({error.msg})")
-    except RecursionError:
-        return _NotJson("not JSON (nested too deeply)")
-
-
-@dataclass(frozen=True)
-class _NotJson:
-    problem: str
-
-
-def _checked_records(items: Iterable[tuple[str, Any]], stats: ReadStats) -> list[dict[str, Any]]:
-    """The records of (where, parsed value) pairs that `check_record` passes; the others are counted."""
-    records = []
-    for where, value in items:
-        problem = value.problem if isinstance(value, _NotJson) else check_record(value)
-        if problem:
-            stats.malformed_line(where, problem)
-        else:
-            records.append(value)
-    return records
-
-
-def _json_chunks(path: Path, stats: ReadStats, max_line_bytes: int) -> Iterator[dict[str, np.ndarray]]:
-    """The columns of a JSON Lines file, chunk by chunk."""
-    chunk: list[tuple[int, bytes]] = []
-    size = 0
-    for number, line in _bounded_lines(path, max_line_bytes):
-        stats.lines += 1
-        if line is None:
-            stats.malformed_line(
-                f"{path}:{number}",
-                f"longer than {max_line_bytes} bytes (monitoring.schema.MAX_LOG_LINE_BYTES)",
-            )
-            continue
-        chunk.append((number, line))
-        size += len(line)
-        if size >= CHUNK_BYTES:
-            yield _json_chunk_columns(chunk, path, stats, max_line_bytes)
-            chunk, size = [], 0
-    if chunk:
-        yield _json_chunk_columns(chunk, path, stats, max_line_bytes)
-
-
-def _json_chunk_columns(
-    chunk: list[tuple[int, bytes]], path: Path, stats: ReadStats, max_line_bytes: int
-) -> dict[str, np.ndarray]:
-    import pyarrow as pa
-    import pyarrow.json as pa_json
-
-    data = b"".join(line if line.endswith(b"\n") else line + b"\n" for _, line in chunk)
-    try:
-        table = pa_json.read_json(
-            pa.BufferReader(data),
-            read_options=pa_json.ReadOptions(block_size=max(1 << 20, max_line_bytes + 2)),
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
-        table = None
-    del data
-    table = checked_table(table) if table is not None else None
-    columns = columns_from_table(table) if table is not None else None
-    if columns is None:
-        records = _checked_records(((f"{path}:{n}", _parsed(line)) for n, line in chunk), stats)
-        columns = columns_from_records(records)
-    return columns
-
-
-def _parquet_chunks(path: Path, stats: ReadStats) -> Iterator[dict[str, np.ndarray]]:
-    """The columns of a Parquet file, batch by batch."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS)
-        first_row = 0
-        for batch in batches:
-            stats.lines += batch.num_rows
-            table = checked_table(pa.Table.from_batches([batch]))
-            columns = columns_from_table(table) if table is not None else None
-            if columns is None:
-                rows = enumerate(map(_iso_timestamp, batch.to_pylist()), start=first_row)
-                columns = columns_from_records(
-                    _checked_records(((f"{path}:row {i}", r) for i, r in rows), stats)
-                )
-            first_row += batch.num_rows
-            yield columns
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError) as error:
-        stats.lines += 1
-        stats.malformed_line(str(path), f"not a readable Parquet file ({error})")
-
-
-def _iso_timestamp(record: dict[str, Any]) -> dict[str, Any]:
-    """A Parquet row with a native timestamp column, its timestamp as the ISO string JSON lines carry."""
-    stamp = record.get("timestamp")
-    if isinstance(stamp, datetime):
-        record["timestamp"] = stamp.isoformat()
-    return record
-
-
-def _labels(root: Path, max_line_bytes: int) -> dict[tuple[str, int], dict[str, Any]]:
-    """The delayed labels under `root/labels/` by (request id, item); a later line wins."""
-    folder = root / LABELS_DIR
-    labels: dict[tuple[str, int], dict[str, Any]] = {}
-    if not root.is_dir() or not folder.is_dir():
-        return labels
-    for path in sorted(folder.rglob("*.jsonl")):
-        for _, line in _bounded_lines(path, max_line_bytes):
-            entry = None if line is None else _parsed(line)
-            try:
-                key = (str(entry["request_id"]), int(entry["item"]))
-                values = {str(k): float(v) for k, v in dict(entry["labels"]).items() if v in (0, 1)}
-            except (KeyError, TypeError, ValueError):
-                continue  # a broken label line loses only that label
-            labels[key] = values
-    return labels
 
 
 def _join_labels(columns: dict[str, np.ndarray], labels: dict, policies: list[str]) -> None:
@@ -504,15 +290,15 @@ def read_logs(
     if not path.exists():
         raise LogReadError(f"{path} does not exist")
     stats = ReadStats(row_budget=row_budget)
-    labels = _labels(path, max_line_bytes)
+    labels = read_labels(path, max_line_bytes)
     reservoir = Reservoir(row_budget, seed)
     policies: list[str] = []
     for file in log_files(path):
         stats.files += 1
         chunks = (
-            _parquet_chunks(file, stats)
+            parquet_chunks(file, stats)
             if file.suffix == ".parquet"
-            else _json_chunks(file, stats, max_line_bytes)
+            else json_chunks(file, stats, max_line_bytes)
         )
         for raw in chunks:
             if not len(raw.get("_failed", ())):

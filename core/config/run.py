@@ -1,4 +1,5 @@
-"""Typed run configuration: dataclasses with defaults, help text and validation, loadable from YAML or JSON.
+"""The run configuration: one typed dataclass per section (data, split, validation, train, evaluation, gate,
+export, serving) with defaults, help text and validation, and `RunConfig` holding them, loadable from YAML or JSON.
 
 A configuration travels between pipeline steps as JSON (`RunConfig.to_json()`), so every step sees the
 same values. Per-policy numbers are mappings with a `default` key and optional per-policy overrides.
@@ -24,10 +25,7 @@ from core.common.constants import (
     SEVERITY_CRITICAL,
     SEVERITY_WARNING,
 )
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, of the wrong type or out of range."""
+from core.config.fields import ConfigError, build_dataclass
 
 
 def per_policy(values: dict[str, float], policy: str) -> float:
@@ -452,7 +450,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Builds a config from a (possibly partial) mapping; unknown keys are errors."""
-        return _build(cls, data or {}, "")
+        return build_dataclass(cls, data or {}, "")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunConfig:
@@ -489,119 +487,3 @@ class RunConfig:
                 raise ConfigError(f"unknown configuration key {dotted!r}")
             target[leaf] = value
         return RunConfig.from_dict(data)
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown configuration key(s) {[prefix + k for k in unknown]}")
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        default = (
-            fields[name].default_factory()
-            if fields[name].default_factory is not dataclasses.MISSING
-            else None
-        )
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{prefix}{name}.")
-        elif isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{prefix}{name} must be a mapping with a 'default' key, got {value!r}")
-            kwargs[name] = {str(k): v for k, v in value.items()}
-        else:
-            kwargs[name] = coerce_field(f"{prefix}{name}", fields[name], value)
-    return cls(**kwargs)
-
-
-def coerce_field(name: str, spec: dataclasses.Field, value: Any) -> Any:
-    """`value` checked (and converted where safe) against the type of a dataclass field's default.
-
-    Raises:
-        ConfigError: Naming the key `name` and the expected type.
-    """
-    default = spec.default
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string, got {value!r}")
-        return value
-    if spec.default_factory is not dataclasses.MISSING and isinstance(spec.default_factory(), list):
-        default_list = spec.default_factory()
-        if default_list and all(isinstance(v, int) for v in default_list):  # an empty default: strings
-            if isinstance(value, str):
-                value = [_parse_int(v, name) for v in value.split(",") if v.strip()]
-            if not isinstance(value, list) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value
-            ):
-                raise ConfigError(f"{name} must be a list of integers, got {value!r}")
-            return list(value)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{name} must be a list of strings, got {value!r}")
-        return list(value)
-    return value
-
-
-def _parse_int(text: str, name: str) -> int:
-    """Parses one integer of a comma-separated list given on the command line."""
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a list of integers, got {text!r}") from None
-
-
-def parse_value(text: str) -> Any:
-    """A `--set` value as YAML, except that `1e-12` is a number (YAML 1.1 would read a string)."""
-    import re
-
-    import yaml
-
-    value = yaml.safe_load(text)
-    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
-        return float(value)
-    return value
-
-
-def load_run_config(
-    config_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), policies: str = ""
-) -> RunConfig:
-    """The run configuration every caller builds the same way: the YAML file (or the defaults), then the
-    comma-separated `policies`, then `--set KEY=VALUE` overrides.
-
-    Raises:
-        ConfigError: A missing file, an override that is not KEY=VALUE, an unknown key or a bad value.
-    """
-    if config_file is not None and not Path(config_file).is_file():
-        raise ConfigError(f"configuration file {config_file} does not exist")
-    config = RunConfig.from_yaml(config_file) if config_file else RunConfig()
-    changes: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        changes[key.strip()] = parse_value(value)
-    if policies.strip():
-        changes["policies"] = [p.strip() for p in policies.split(",") if p.strip()]
-    return config.with_overrides(**changes) if changes else config
-
-
-def resolve_config(config_json: str, policies: list[str] | None = None) -> RunConfig:
-    """The run configuration a pipeline step gets (the pipeline's `config_json`), with a `policies` override
-    applied when it is non-empty."""
-    config = RunConfig.from_json(config_json)
-    return config.with_overrides(policies=list(policies)) if policies else config
