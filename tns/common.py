@@ -17,8 +17,6 @@ class UsageError(Exception):
 
 def timestamp(value: str) -> datetime:
     """An ISO 8601 time (UTC when it names no zone), for argparse."""
-    from datetime import datetime
-
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -29,12 +27,12 @@ def timestamp(value: str) -> datetime:
 def port(value: str) -> int:
     """A TCP port number (0: any free port), for argparse."""
     try:
-        port = int(value)
+        number = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be in [0, 65535], got {port}")
-    return port
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in [0, 65535], got {number}")
+    return number
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,17 +28,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     generate.add_argument("--rows", type=int, default=None, help="Number of rows (default 4000).")
     generate.add_argument("--seed", type=int, default=None, help="Random seed (default 7).")
-    add_check_arguments(
-        data.add_parser(
-            "check",
-            help="Ingest and validate a dataset as a training run would, without training (exit 0 pass, 1 fail).",
-            description="Reads the dataset, collapses copies and resolves missing labels as configured, runs every "
-            "validation check and prints the findings with how to go on, the annotated rows and positives per "
-            "policy and split, and the report path.",
-        )
-    )
-
     generate.set_defaults(handler=_generate)
+    check = data.add_parser(
+        "check",
+        help="Ingest and validate a dataset as a training run would, without training (exit 0 pass, 1 fail).",
+        description="Reads the dataset, collapses copies and resolves missing labels as configured, runs every "
+        "validation check and prints the findings with how to go on, the annotated rows and positives per "
+        "policy and split, and the report path.",
+    )
+    add_check_arguments(check)
+    check.set_defaults(handler=run_check)
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:

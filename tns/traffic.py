@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from core.common.constants import (
@@ -26,6 +26,7 @@ from monitoring.traffic_scenarios import (
     SCENARIOS,
     SimulationSpec,
 )
+from tns.common import timestamp
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -44,19 +45,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     simulate.set_defaults(handler=run_simulate)
 
 
-def _utc_time(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
 def _drift_start(value: str) -> float | datetime:
     try:
         fraction = float(value)
     except ValueError:
-        return _utc_time(value)
+        return timestamp(value)
     if not 0.0 <= fraction <= 1.0:
         raise argparse.ArgumentTypeError(f"a drift-start fraction must be in [0, 1], got {value}")
     return fraction
@@ -123,7 +116,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--start",
-        type=_utc_time,
+        type=timestamp,
         default=DEFAULT_START,
         metavar="ISO",
         help=f"Start of the simulated range (default {DEFAULT_START.isoformat()}; naive times are UTC).",

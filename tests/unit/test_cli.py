@@ -95,3 +95,25 @@ def test_cli_module_imports_no_heavy_library():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_every_command_has_a_handler():
+    """Each command group registers its parsers; a leaf command without `handler` would fail only when run."""
+    import argparse
+
+    from tns.main import build_parser
+
+    def leaves(parser: argparse.ArgumentParser, path: tuple[str, ...]):
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions:
+            yield path, parser
+            return
+        for name, child in actions[0].choices.items():
+            yield from leaves(child, (*path, name))
+
+    commands = dict(leaves(build_parser(), ()))
+    assert len(commands) >= 12 and ("data", "check") in commands and ("run", "training") in commands
+    missing = [
+        " ".join(path) for path, parser in commands.items() if not callable(parser.get_default("handler"))
+    ]
+    assert not missing, f"commands without a handler: {missing}"
