@@ -8,11 +8,23 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.common.constants import EXIT_FAILED
 from monitoring.submitters import DEFAULT_BACKOFF_S, DEFAULT_RETRIES
 
 
 class UsageError(Exception):
     """A command-line mistake: printed and answered with exit code 2."""
+
+
+def fail(message: object, exit_code: int = EXIT_FAILED) -> int:
+    """Prints `tns: error: <message>` to stderr and returns `exit_code`, for `return fail(...)`."""
+    print(f"tns: error: {message}", file=sys.stderr)
+    return exit_code
+
+
+def command_group(commands: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """A command with subcommands (`tns <name> <subcommand>`), one of which is required."""
+    return commands.add_parser(name, help=help).add_subparsers(dest=f"{name}_command", required=True)
 
 
 def timestamp(value: str) -> datetime:

@@ -9,19 +9,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.common.constants import (
-    EXIT_FAILED,
-    EXIT_OK,
-    SPLITS,
-)
-from tns.common import UsageError, add_config_arguments
+from core.common.constants import EXIT_FAILED, EXIT_OK, SPLITS
+from tns.common import UsageError, add_config_arguments, command_group
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Adds the command(s) of this group to `tns`."""
-    data = commands.add_parser("data", help="Dataset tools.").add_subparsers(
-        dest="data_command", required=True
-    )
+    """Adds `tns data generate` and `tns data check`."""
+    data = command_group(commands, "data", "Dataset tools.")
     generate = data.add_parser("generate", help="Write the embedded synthetic multimodal dataset.")
     generate.add_argument(
         "--out", required=True, type=Path, help="Folder to write manifest.jsonl and images/ to."

@@ -9,14 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.common.constants import (
-    DEFAULT_MODEL_NAME,
-    EXIT_FAILED,
-)
+from core.common.constants import DEFAULT_MODEL_NAME
 from tns.common import (
     UsageError,
     add_retrain_rules_argument,
     add_retry_arguments,
+    fail,
     retrain_rules_file,
     timestamp,
 )
@@ -26,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Adds the command(s) of this group to `tns`."""
+    """Adds `tns drift`."""
     drift = commands.add_parser(
         "drift",
         help="Check a window of inference logs for drift against a reference (exit 0 none, 10 drift, 1 error).",
@@ -120,8 +118,7 @@ def _drift(args: argparse.Namespace) -> int:
     try:
         outcome = run_drift_check(request, retrain_trigger=retrain_trigger)
     except DriftCheckError as error:
-        print(f"tns: error: drift check failed: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(f"drift check failed: {error}")
     print_outcome(outcome)
     return outcome.exit_code
 

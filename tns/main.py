@@ -13,7 +13,7 @@ import sys
 
 from core.common.constants import EXIT_OK, EXIT_USAGE
 from tns import data, drift, monitor, run, schedule, serve, traffic, trigger
-from tns.common import UsageError
+from tns.common import UsageError, fail
 
 COMMAND_GROUPS = (data, run, serve, drift, traffic, trigger, schedule, monitor)
 
@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (UsageError, ConfigError) as error:
-        print(f"tns: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(error, EXIT_USAGE)
 
 
 if __name__ == "__main__":

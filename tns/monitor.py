@@ -6,17 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.common.constants import (
-    EXIT_OK,
-)
-from tns.common import port
+from core.common.constants import EXIT_OK
+from tns.common import command_group, port
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Adds the command(s) of this group to `tns`."""
-    monitor = commands.add_parser("monitor", help="Monitoring tools.").add_subparsers(
-        dest="monitor_command", required=True
-    )
+    """Adds `tns monitor ui`."""
+    monitor = command_group(commands, "monitor", "Monitoring tools.")
     ui = monitor.add_parser("ui", help="Serve the Evidently workspace UI on 127.0.0.1 until Ctrl-C.")
     ui.add_argument(
         "--workspace", type=Path, default=None, help="Workspace (default $TNS_HOME/monitoring/workspace)."

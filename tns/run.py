@@ -6,15 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.common.constants import (
-    EXIT_FAILED,
-    EXIT_OK,
-)
+from core.common.constants import EXIT_FAILED, EXIT_OK
 from tns.common import UsageError, add_config_arguments
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Adds the command(s) of this group to `tns`."""
+    """Adds `tns run training` and `tns compile`."""
     run = commands.add_parser("run", help="Run a pipeline with the KFP local runner.")
     runs = run.add_subparsers(dest="pipeline", required=True)
     training = runs.add_parser("training", help="Ingest, validate, split, train, evaluate, gate, register.")

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from core.common.constants import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-)
+from core.common.constants import EXIT_OK, EXIT_USAGE
 from monitoring.kfp_submitter import ENV_KFP_HOST, ENV_KFP_TOKEN, kfp_token
 from monitoring.schedule import (
     DEFAULT_JOB_NAME,
@@ -24,7 +19,7 @@ from monitoring.schedule import (
     typed_argument,
 )
 from monitoring.submitters import DEFAULT_BACKOFF_S, DEFAULT_RETRIES, SubmissionError
-from tns.common import add_retry_arguments
+from tns.common import add_retry_arguments, fail
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -117,11 +112,9 @@ def run_schedule(args: argparse.Namespace) -> int:
             backoff_s=DEFAULT_BACKOFF_S if args.backoff is None else args.backoff,
         )
     except ValueError as error:
-        print(f"tns: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(error, EXIT_USAGE)
     except SubmissionError as error:
-        print(f"tns: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(error)
     if scheduled.created:
         print(
             f"created recurring run {scheduled.recurring_run_id} '{scheduled.name}' (cron '{scheduled.cron}')"

@@ -11,21 +11,15 @@ import sys
 import threading
 from pathlib import Path
 
-from core.common.constants import (
-    DEFAULT_MODEL_NAME,
-    EXIT_FAILED,
-    EXIT_OK,
-    TRITON_CPU_CONFIG,
-    TRITON_ENSEMBLE,
-)
-from tns.common import UsageError, port
+from core.common.constants import DEFAULT_MODEL_NAME, EXIT_FAILED, EXIT_OK, TRITON_CPU_CONFIG, TRITON_ENSEMBLE
+from tns.common import UsageError, fail, port
 
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Adds the command(s) of this group to `tns`."""
+    """Adds `tns serve`, `tns verify` and `tns predict`."""
     serve = commands.add_parser(
         "serve",
         help="Serve the champion model (or an exported repository) with Triton until Ctrl-C.",
@@ -124,8 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
             repository = champion_repository(args.model_name, args.tracking_uri)
         metadata = repository_metadata(repository)
     except ServingStoreError as error:
-        print(f"tns: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(error)
 
     server = TritonServer(
         repository,
@@ -140,8 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             server.start()
         except (TritonNotAvailable, TritonStartError) as error:
-            print(f"tns: error: {error}", file=sys.stderr)
-            return EXIT_FAILED
+            return fail(error)
         example = ["tns", "predict", "--url", server.http_url, "--text", "buy followers now"]
         print(
             f"serving '{metadata.get('model_name')}' version {metadata.get('model_version')} as Triton model "

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime
 from pathlib import Path
 
-from core.common.constants import (
-    DEFAULT_MODEL_NAME,
-    DEFAULT_POLICIES,
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-)
+from core.common.constants import DEFAULT_MODEL_NAME, DEFAULT_POLICIES, EXIT_OK, EXIT_USAGE
 from monitoring.traffic import existing_output, simulate_traffic
 from monitoring.traffic_scenarios import (
     DEFAULT_DRIFT_START,
@@ -26,14 +19,12 @@ from monitoring.traffic_scenarios import (
     SCENARIOS,
     SimulationSpec,
 )
-from tns.common import timestamp
+from tns.common import command_group, fail, timestamp
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Adds `tns traffic simulate`."""
-    traffic = commands.add_parser("traffic", help="Production traffic tools.").add_subparsers(
-        dest="traffic_command", required=True
-    )
+    traffic = command_group(commands, "traffic", "Production traffic tools.")
     simulate = traffic.add_parser(
         "simulate",
         help="Simulate production traffic (with an injected drift), scored by the champion or a server.",
@@ -55,31 +46,31 @@ def _drift_start(value: str) -> float | datetime:
     return fraction
 
 
-def _positive_int(value: str) -> int:
+def _number(value: str, kind: type[int] | type[float]) -> int | float:
     try:
-        number = int(value)
+        return kind(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not {'an integer' if kind is int else 'a number'}: {value!r}"
+        ) from None
+
+
+def _positive_int(value: str) -> int:
+    number = _number(value, int)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be positive, got {number}")
     return number
 
 
 def _rate(value: str) -> float:
-    try:
-        rate = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    rate = _number(value, float)
     if not 0.0 <= rate <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
     return rate
 
 
 def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    number = _number(value, float)
     if not number > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
     return number
@@ -167,8 +158,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     from serving.store import ServingStoreError
 
     if args.url and args.repository is not None:
-        print("tns: error: give --url or --repository, not both", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("give --url or --repository, not both", EXIT_USAGE)
     try:
         spec = SimulationSpec(
             rows=args.rows,
@@ -181,12 +171,10 @@ def run_simulate(args: argparse.Namespace) -> int:
             surge_policy=args.surge_policy,
         )
     except ValueError as error:
-        print(f"tns: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(error, EXIT_USAGE)
     problem = existing_output(args.out)
     if problem:
-        print(f"tns: error: --out: {problem}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(f"--out: {problem}")
     try:
         scorer = None
         if args.url:
@@ -206,14 +194,11 @@ def run_simulate(args: argparse.Namespace) -> int:
             spec, args.out, scorer=scorer, url=args.url, protocol=args.protocol, keep_text=args.keep_text
         )
     except (ServingStoreError, RepositoryScoringError) as error:
-        print(f"tns: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(error)
     except ContentSafetyError as error:
-        print(f"tns: error: scoring through {args.url} ({args.protocol}) failed: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(f"scoring through {args.url} ({args.protocol}) failed: {error}")
     except OSError as error:
-        print(f"tns: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(error)
     partitions = ", ".join(f"{name} ({count})" for name, count in result.partitions.items())
     print(
         f"simulated {result.rows} items from {spec.start.isoformat()} to {spec.end.isoformat()}, scenario "

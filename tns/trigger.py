@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-from core.common.constants import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
-)
+from core.common.constants import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from core.config.fields import ConfigError
 from core.config.retrain_rules import RetrainRules
 from monitoring.decision_ledger import DecisionLedger, LedgerLocationError
 from monitoring.kfp_submitter import ENV_KFP_HOST, ENV_KFP_TOKEN, kfp_host
 from monitoring.submitters import DEFAULT_EXPERIMENT, Submitter, make_submitter
 from monitoring.trigger import TriggerError, evaluate_trigger, retraining_failed
-from tns.common import UsageError, add_retrain_rules_argument, add_retry_arguments, retrain_rules_file
+from tns.common import UsageError, add_retrain_rules_argument, add_retry_arguments, fail, retrain_rules_file
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -91,8 +86,7 @@ def run_trigger(args: argparse.Namespace) -> int:
             raise ConfigError(f"give --kfp-host URL (or set {ENV_KFP_HOST}), --local, or --dry-run")
         decision = evaluate_trigger(args.summary, rules, DecisionLedger(args.ledger), submitter)
     except (ConfigError, TriggerError, ValueError, LedgerLocationError, UsageError) as error:
-        print(f"tns: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(error, EXIT_USAGE)
     print(json.dumps(decision.to_record(), indent=2, sort_keys=True) if args.json else decision.describe())
     if retraining_failed(decision.to_record()):
         return EXIT_FAILED

@@ -14,6 +14,21 @@ class ConfigError(ValueError):
     """A configuration value is missing, of the wrong type or out of range."""
 
 
+def known_fields(cls: type, data: dict[str, Any], what: str, names: list[str] | None = None) -> dict:
+    """The fields of the dataclass `cls` by name, after checking that `data` names no other key.
+
+    Raises:
+        ConfigError: `unknown <what> key(s) [...]`, naming them as in `names` (default: the keys themselves).
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [
+        name for key, name in zip(sorted(data), names or sorted(data), strict=True) if key not in fields
+    ]
+    if unknown:
+        raise ConfigError(f"unknown {what} key(s) {unknown}; known: {sorted(fields)}")
+    return fields
+
+
 def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
     """An instance of the dataclass `cls` from a (possibly partial) mapping; nested dataclass fields are built
     from nested mappings, and `prefix` names the section in errors.
@@ -23,10 +38,7 @@ def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown configuration key(s) {[prefix + k for k in unknown]}")
+    fields = known_fields(cls, data, "configuration", [prefix + k for k in sorted(data)])
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         default = (

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.common.constants import DEFAULT_MODEL_NAME
-from core.config.fields import ConfigError, coerce_field
+from core.config.fields import ConfigError, coerce_field, known_fields
 from core.config.loading import load_run_config
 
 
@@ -194,10 +194,7 @@ class RetrainRules:
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise ConfigError(f"retrain rules must be a mapping, got {type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ConfigError(f"unknown retrain rules key(s) {unknown}; known: {sorted(fields)}")
+        fields = known_fields(cls, data, "retrain rules")
         kwargs: dict[str, Any] = {}
         for name, value in data.items():
             if name == "signals":
