@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,39 +37,13 @@ from core.common.constants import (
     TRITON_PREPROCESS,
 )
 from core.training.preprocessing import InvalidItem
+from serving.client import Prediction
 
 DEFAULT_BATCH_SIZE = 32
 
 
 class RepositoryScoringError(RuntimeError):
     """The folder is not an exported repository that can be scored (the message names what is missing)."""
-
-
-@dataclass(frozen=True)
-class ScoredItem:
-    """The ensemble's answer for one item, plus the embeddings the classifier computed for it.
-
-    Attributes:
-        scores: Per-policy probability, in the model's policy order.
-        flags: Per-policy flag (score >= the policy's threshold).
-        action: The decision's action (`flag` or `allow`).
-        text_embedding: The projected pooled text features (`EMBEDDING_DIM` floats); None without text.
-        image_embedding: The projected pooled image features; None without an image.
-        model_name: The registered model's name (from `serving_metadata.json`).
-        model_version: The registered model's version.
-    """
-
-    scores: dict[str, float]
-    flags: dict[str, bool]
-    action: str
-    text_embedding: np.ndarray | None
-    image_embedding: np.ndarray | None
-    model_name: str
-    model_version: str
-
-    @property
-    def flagged_policies(self) -> list[str]:
-        return [policy for policy, flagged in self.flags.items() if flagged]
 
 
 def scorable(text: str | None, image: bytes | None) -> bool:
@@ -139,7 +112,7 @@ class RepositoryScorer:
         texts: Sequence[str | None],
         images: Sequence[bytes | None] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> list[ScoredItem]:
+    ) -> list[Prediction]:
         """Scores items in batches of `batch_size`, as the ensemble would answer them.
 
         Args:
@@ -148,7 +121,7 @@ class RepositoryScorer:
             batch_size: Items per onnxruntime run (results do not depend on it beyond float rounding).
 
         Returns:
-            One `ScoredItem` per item, in order.
+            One `Prediction` per item, in order.
 
         Raises:
             InvalidItem: An item has neither text nor image, or its image cannot be decoded; `index` is its
@@ -165,7 +138,7 @@ class RepositoryScorer:
                 raise InvalidItem(
                     index, "has neither text nor image (empty text and no image bytes)", "empty"
                 )
-        scored: list[ScoredItem] = []
+        scored: list[Prediction] = []
         for start in range(0, len(texts), batch_size):
             scored.extend(
                 self._score_batch(
@@ -176,7 +149,7 @@ class RepositoryScorer:
 
     def _score_batch(
         self, texts: list[str | None], images: list[bytes | None], offset: int
-    ) -> list[ScoredItem]:
+    ) -> list[Prediction]:
         from core.export.onnx_export import INPUT_NAMES, OUTPUT_NAMES
         from serving.models.postprocess import apply_thresholds
 
@@ -195,7 +168,7 @@ class RepositoryScorer:
         for row, decision in enumerate(decisions):
             answer = json.loads(decision)
             items.append(
-                ScoredItem(
+                Prediction(
                     scores={p: float(scores[row, j]) for j, p in enumerate(self.policies)},
                     flags={p: bool(flags[row, j]) for j, p in enumerate(self.policies)},
                     action=str(answer["action"]),
@@ -207,6 +180,7 @@ class RepositoryScorer:
                     ),
                     model_name=str(answer["model_name"]),
                     model_version=str(answer["model_version"]),
+                    decision=answer,
                 )
             )
         return items
