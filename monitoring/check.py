@@ -1,4 +1,5 @@
-"""`tns drift`: read the windows, check drift, decide on retraining, write the report, summary and snapshot.
+"""The drift check behind `tns drift` and the monitoring pipeline: read the windows, compare them, decide on
+retraining, write the report, summary and snapshot.
 
 The reference is either a window of inference logs or a labeled dataset (the champion's training data), which is
 scored once in process by the served model (`serving.in_process`) into log records and cached. Outputs go to one

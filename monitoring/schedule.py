@@ -1,4 +1,4 @@
-"""`tns schedule`: a recurring run of the monitoring pipeline on a Kubeflow Pipelines host.
+"""Creating a recurring run of the monitoring pipeline on a Kubeflow Pipelines host (for `tns schedule`).
 
 The recurring run uses a cron trigger, `max_concurrency` 1 (a drift check never overlaps the previous one)
 and no catch-up (a paused schedule does not backfill every missed interval). Creating it twice is harmless:

@@ -71,7 +71,7 @@ class RetrainRequest:
         return f"retrain-{self.model_name}-{self.window_id[:16]}"
 
     def overrides(self) -> list[str]:
-        """Configuration overrides of the run, with the policy's model name when it is not the default."""
+        """Configuration overrides of the run, with the rules' model name when it is not the default."""
         from core.common.constants import DEFAULT_MODEL_NAME
 
         extra = [] if self.model_name == DEFAULT_MODEL_NAME else [f"model_name={self.model_name}"]
@@ -145,7 +145,7 @@ def make_submitter(
     retries: int | None = None,
     backoff_s: float | None = None,
 ) -> Submitter:
-    """The submitter of every caller (`tns drift --policy`, `tns trigger`, the monitoring pipeline's trigger
+    """The submitter of every caller (`tns drift --retrain-rules`, `tns trigger`, the monitoring pipeline's trigger
     step), built the same way: a `KfpSubmitter` for `host` (or `$KFP_HOST`) with the token of `$KFP_TOKEN` and
     the given retries, else (or with `local`) a `LocalSubmitter`."""
     from monitoring.kfp_submitter import KfpSubmitter, kfp_host, kfp_token

@@ -9,8 +9,6 @@ from pathlib import Path
 
 from core.common.env import COMPILED_PIPELINES_DIR, compiled_pipeline
 
-COMPILED_DIR = COMPILED_PIPELINES_DIR
-
 
 def pipelines() -> dict[str, Callable]:
     """Pipeline functions by output file stem."""
@@ -26,7 +24,7 @@ def compile_pipeline(function: Callable, path: Path) -> None:
     compiler.Compiler().compile(function, str(path))
 
 
-def compile_all(out_dir: Path = COMPILED_DIR) -> list[Path]:
+def compile_all(out_dir: Path = COMPILED_PIPELINES_DIR) -> list[Path]:
     """Writes every pipeline's YAML; returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -37,7 +35,7 @@ def compile_all(out_dir: Path = COMPILED_DIR) -> list[Path]:
     return written
 
 
-def check_all(out_dir: Path = COMPILED_DIR) -> list[str]:
+def check_all(out_dir: Path = COMPILED_PIPELINES_DIR) -> list[str]:
     """Compiles into a temporary folder and returns a diff summary per out-of-date file (empty: current)."""
     problems = []
     with tempfile.TemporaryDirectory() as folder:

@@ -88,7 +88,6 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-
     from core.data.generate import GenerateSpec, generate_dataset
 
     changes = {name: value for name, value in (("rows", args.rows), ("seed", args.seed)) if value is not None}

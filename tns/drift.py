@@ -82,7 +82,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="Decision ledger (default $TNS_LEDGER, else $TNS_HOME/monitoring/decisions.jsonl).",
     )
-
     drift.set_defaults(handler=_drift)
 
 
@@ -114,7 +113,7 @@ def _drift(args: argparse.Namespace) -> int:
         else "tns drift",
     )
     rules_file = retrain_rules_file(args)
-    retrain_trigger = _retrain_decider(args, rules_file) if rules_file else None
+    retrain_trigger = _retrain_trigger(args, rules_file) if rules_file else None
     try:
         outcome = run_drift_check(request, retrain_trigger=retrain_trigger)
     except DriftCheckError as error:
@@ -123,7 +122,7 @@ def _drift(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
-def _retrain_decider(args: argparse.Namespace, rules_file: Path):
+def _retrain_trigger(args: argparse.Namespace, rules_file: Path):
     """The retrain trigger, called with the drift summary before the report is written (so the report names the
     run and the run's parameters name the report)."""
     from core.config.retrain_rules import RetrainRules

@@ -36,14 +36,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="Stream the KFP local runner's full output instead of the step table and its run.log file.",
     )
-
     training.set_defaults(handler=_run_training)
     compile_ = commands.add_parser("compile", help="Compile every pipeline to pipelines/compiled/*.yaml.")
     compile_.add_argument("--check", action="store_true", help="Fail when a committed YAML is out of date.")
     compile_.add_argument(
         "--out", type=Path, default=None, help="Output folder (default pipelines/compiled)."
     )
-
     compile_.set_defaults(handler=_compile)
 
 
@@ -69,9 +67,10 @@ def _run_training(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from pipelines.compile import COMPILED_DIR, check_all, compile_all
+    from core.common.env import COMPILED_PIPELINES_DIR
+    from pipelines.compile import check_all, compile_all
 
-    out = args.out or COMPILED_DIR
+    out = args.out or COMPILED_PIPELINES_DIR
     if args.check:
         problems = check_all(out)
         for problem in problems:

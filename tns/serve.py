@@ -45,7 +45,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="cpu",
         help="Model configs: cpu (configs/cpu.pbtxt, default) or gpu (the production config.pbtxt).",
     )
-
     serve.set_defaults(handler=_serve)
     verify = commands.add_parser(
         "verify",
@@ -78,7 +77,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         "before; without it, bytecode is an unexpected file (Python would run it instead of model.py).",
     )
     verify.add_argument("--tracking-uri", default="", help="MLflow tracking URI (default: the local store).")
-
     verify.set_defaults(handler=_verify)
     predict = commands.add_parser(
         "predict",
@@ -93,7 +91,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--protocol", choices=("http", "grpc"), default="http", help="Default http.")
     predict.add_argument("--timeout", type=float, default=10.0, help="Seconds per attempt (default 10).")
     predict.add_argument("--json", action="store_true", help="Print the prediction as JSON.")
-
     predict.set_defaults(handler=_predict)
 
 

@@ -25,8 +25,8 @@ from core.data.split import label_counts, read_split_frame
 from core.evaluation.evaluate import evaluate_scores, score_column, thresholds_of
 from core.evaluation.gate import GateDecision, gate_decision
 from core.evaluation.model_card import DEFAULT_LIMITATIONS, SYNTHETIC_DATA_LIMITATION, ModelCardInfo
-from core.evaluation.model_card_html import render_html
-from core.evaluation.model_card_markdown import render_markdown
+from core.evaluation.model_card_html import render_model_card_html
+from core.evaluation.model_card_markdown import render_model_card_markdown
 from core.evaluation.scoring import score_frame
 
 # Per-policy evaluation keys and the flat metric names they are published under (suffixed by the policy).
@@ -140,7 +140,7 @@ def _log_evaluation(run_id: str, tracking_uri: str, evaluation: dict[str, Any], 
         client.log_metric(run_id, name, value)
     client.log_dict(run_id, evaluation, "evaluation/evaluation.json")
     client.log_dict(run_id, thresholds_of(evaluation), "model/thresholds.json")
-    client.log_text(run_id, render_html(evaluation, card), "evaluation/model_card.html")
+    client.log_text(run_id, render_model_card_html(evaluation, card), "evaluation/model_card.html")
 
 
 def evaluation_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
@@ -168,8 +168,8 @@ def write_reports(
     decision: dict[str, Any] | None = None,
 ) -> None:
     """Writes the model card as HTML and Markdown."""
-    Path(html_path).write_text(render_html(evaluation, card, decision), encoding="utf-8")
-    Path(markdown_path).write_text(render_markdown(evaluation, card, decision), encoding="utf-8")
+    Path(html_path).write_text(render_model_card_html(evaluation, card, decision), encoding="utf-8")
+    Path(markdown_path).write_text(render_model_card_markdown(evaluation, card, decision), encoding="utf-8")
 
 
 def gate_step(

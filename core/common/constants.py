@@ -162,7 +162,7 @@ EXIT_USAGE = 2
 EXIT_NOT_BLESSED = 3
 EXIT_DRIFT = 10  # `tns drift`: drift detected (0: no drift or insufficient data, 1: error)
 EXIT_DRIFT_RETRAIN_FAILED = (
-    11  # `tns drift --policy`: drift, and the retraining could not be submitted (or failed)
+    11  # `tns drift --retrain-rules`: drift, and the retraining could not be submitted (or failed)
 )
 
 # Environment.

@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from core.config.fields import ConfigError, build_dataclass
+from core.config.fields import ConfigError
 from core.config.loading import parse_value
 
 DEFAULT_ROW_BUDGET = (
@@ -66,11 +66,6 @@ class DriftConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"drift.{name} must be at least 1, got {getattr(self, name)}")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> DriftConfig:
-        """Builds the thresholds from a (possibly partial) mapping; unknown keys and wrong types are errors."""
-        return build_dataclass(cls, data or {}, "drift.")
-
     def with_overrides(self, overrides: list[str] | tuple[str, ...]) -> DriftConfig:
         """A copy with `--set KEY=VALUE` overrides applied (`KEY` a field name, e.g. `min_rows=100`).
 
@@ -84,4 +79,7 @@ class DriftConfig:
             if not sep or key.strip() not in names:
                 raise ConfigError(f"--set expects KEY=VALUE with a DriftConfig field as KEY, got {item!r}")
             changes[key.strip()] = parse_value(value)
-        return DriftConfig.from_dict({**dataclasses.asdict(self), **changes})
+        try:
+            return DriftConfig(**{**dataclasses.asdict(self), **changes})
+        except (TypeError, ValueError) as error:
+            raise ConfigError(str(error)) from None

@@ -14,18 +14,20 @@ class ConfigError(ValueError):
     """A configuration value is missing, of the wrong type or out of range."""
 
 
-def known_fields(cls: type, data: dict[str, Any], what: str, names: list[str] | None = None) -> dict:
+def known_fields(
+    cls: type, data: dict[str, Any], what: str, prefix: str = "", list_known: bool = True
+) -> dict:
     """The fields of the dataclass `cls` by name, after checking that `data` names no other key.
 
     Raises:
-        ConfigError: `unknown <what> key(s) [...]`, naming them as in `names` (default: the keys themselves).
+        ConfigError: `unknown <what> key(s) [...]` (each with `prefix`), and the known keys with `list_known`.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [
-        name for key, name in zip(sorted(data), names or sorted(data), strict=True) if key not in fields
-    ]
+    unknown = sorted((key for key in data if key not in fields), key=str)  # YAML keys need not be strings
     if unknown:
-        raise ConfigError(f"unknown {what} key(s) {unknown}; known: {sorted(fields)}")
+        names = [f"{prefix}{key}" for key in unknown] if prefix else unknown
+        known = f"; known: {sorted(fields)}" if list_known else ""
+        raise ConfigError(f"unknown {what} key(s) {names}{known}")
     return fields
 
 
@@ -38,7 +40,7 @@ def build_dataclass(cls: type, data: dict[str, Any], prefix: str) -> Any:
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {type(data).__name__}")
-    fields = known_fields(cls, data, "configuration", [prefix + k for k in sorted(data)])
+    fields = known_fields(cls, data, "configuration", prefix, list_known=False)
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         default = (

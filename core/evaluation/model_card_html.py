@@ -44,7 +44,7 @@ figure { margin: 1em 0; }
 _h = escape_html
 
 
-def render_html(
+def render_model_card_html(
     evaluation: dict[str, Any], card: ModelCardInfo, decision: dict[str, Any] | None = None
 ) -> str:
     """Renders the model card as one self-contained HTML page (inline CSS, no scripts, no external resources).

@@ -21,7 +21,7 @@ from core.evaluation.model_card import (
 _md = escape_markdown
 
 
-def render_markdown(
+def render_model_card_markdown(
     evaluation: dict[str, Any], card: ModelCardInfo, decision: dict[str, Any] | None = None
 ) -> str:
     """Renders the model card as Markdown.

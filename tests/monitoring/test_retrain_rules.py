@@ -154,3 +154,9 @@ def test_policy_module_does_not_import_kfp():
     code = "import sys; from core.config.retrain_rules import RetrainRules; RetrainRules(); print('kfp' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "False"
+
+
+def test_keys_that_yaml_reads_as_a_number_or_null_are_named_not_a_crash():
+    """YAML reads `1:` as 1 and `~:` as None; beside string keys that must be a ConfigError, not a TypeError."""
+    with pytest.raises(ConfigError, match=r"unknown retrain rules key\(s\) \[1, None\]"):
+        RetrainRules.from_dict({"min_rows": 5, None: "x", 1: "y"})

@@ -14,7 +14,8 @@ from core.common.constants import (
     TRAINING_ACCELERATOR,
     TRAINING_GPU_IMAGE,
 )
-from pipelines.compile import COMPILED_DIR, check_all, compile_all
+from core.common.env import COMPILED_PIPELINES_DIR
+from pipelines.compile import check_all, compile_all
 
 
 def test_committed_yaml_is_up_to_date():
@@ -25,7 +26,7 @@ def test_compile_is_byte_identical(tmp_path: Path):
     first = {p.name: p.read_bytes() for p in compile_all(tmp_path / "a")}
     second = {p.name: p.read_bytes() for p in compile_all(tmp_path / "b")}
     assert first == second
-    assert first["training.yaml"] == (COMPILED_DIR / "training.yaml").read_bytes()
+    assert first["training.yaml"] == (COMPILED_PIPELINES_DIR / "training.yaml").read_bytes()
 
 
 def test_check_reports_stale_file(tmp_path: Path):
@@ -47,7 +48,7 @@ def test_compiling_does_not_import_torch(tmp_path: Path):
 
 
 def _spec() -> dict:
-    documents = list(yaml.safe_load_all((COMPILED_DIR / "training.yaml").read_text()))
+    documents = list(yaml.safe_load_all((COMPILED_PIPELINES_DIR / "training.yaml").read_text()))
     return documents[0], documents[1:]
 
 
@@ -100,7 +101,7 @@ def test_parameters_have_defaults_and_descriptions_and_tasks_have_display_names(
 
 
 def test_mlflow_credentials_come_from_a_kubernetes_secret_not_the_yaml():
-    text = (COMPILED_DIR / "training.yaml").read_text()
+    text = (COMPILED_PIPELINES_DIR / "training.yaml").read_text()
     _, platform = _spec()
     assert "mlflow-credentials" in text
     executors = platform[0]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]

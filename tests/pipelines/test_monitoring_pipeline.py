@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from core.common.constants import COMPONENT_IMAGE, TRIGGER_DECISION_FILE
-from pipelines.compile import COMPILED_DIR
+from core.common.env import COMPILED_PIPELINES_DIR
 from tests.monitoring.records import records, write
 
 
 def _spec() -> dict:
-    return next(yaml.safe_load_all((COMPILED_DIR / "monitoring.yaml").read_text()))
+    return next(yaml.safe_load_all((COMPILED_PIPELINES_DIR / "monitoring.yaml").read_text()))
 
 
 def test_trigger_runs_only_inside_the_drift_branch():

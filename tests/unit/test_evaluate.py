@@ -30,8 +30,8 @@ from core.evaluation.evaluate import (
 )
 from core.evaluation.gate import gate_decision
 from core.evaluation.model_card import SYNTHETIC_DATA_LIMITATION, ModelCardInfo, interpret_ablation
-from core.evaluation.model_card_html import render_html
-from core.evaluation.model_card_markdown import render_markdown
+from core.evaluation.model_card_html import render_model_card_html
+from core.evaluation.model_card_markdown import render_model_card_markdown
 
 POLICIES = ["hate", "spam"]
 CONFIG = EvaluationConfig(bootstrap_samples=50, min_slice_rows=20)
@@ -184,12 +184,14 @@ def test_group_slices_report_the_false_positive_rate_at_the_threshold():
     muslims, women = groups["muslims"]["policies"]["hate"], groups["women"]["policies"]["hate"]
     assert muslims["fpr"] >= women["fpr"] + 10 / (muslims["annotated"] - muslims["positives"]) - 1e-9
     assert women["recall"] == 1.0
-    card = render_html(result, _card())
+    card = render_model_card_html(result, _card())
     assert "FPR hate at threshold" in card and f"{muslims['fpr']:.3f}" in card
 
     no_groups = evaluate_scores(crafted(0), validation, POLICIES, EvaluationConfig(bootstrap_samples=50))
     assert no_groups["slices"]["target_group"] == {}  # the default slice column, absent from this data
-    assert "evaluation.slice\\_columns" in render_markdown(no_groups, _card())  # `_` escaped for Markdown
+    assert "evaluation.slice\\_columns" in render_model_card_markdown(
+        no_groups, _card()
+    )  # `_` escaped for Markdown
 
 
 def test_language_column_is_optional():
@@ -273,7 +275,7 @@ def evaluation():
 
 def test_markdown_card_has_every_section(evaluation):
     decision = gate_decision(evaluation, None, POLICIES, _gate_config()).to_dict()
-    text = render_markdown(evaluation, _card(), decision)
+    text = render_model_card_markdown(evaluation, _card(), decision)
     for heading in (
         "# Model card: content-safety",
         "## Intended use",
@@ -294,14 +296,14 @@ def test_markdown_card_has_every_section(evaluation):
     assert "trained mostly on English" in text and "synthetic" not in text
     synthetic_card = _card()
     synthetic_card.limitations = [SYNTHETIC_DATA_LIMITATION, *synthetic_card.limitations]
-    assert "synthetic embedded dataset" in render_markdown(evaluation, synthetic_card)
-    assert "## Gate decision" not in render_markdown(evaluation, _card())
+    assert "synthetic embedded dataset" in render_model_card_markdown(evaluation, synthetic_card)
+    assert "## Gate decision" not in render_model_card_markdown(evaluation, _card())
 
 
 def test_html_card_is_self_contained_and_escaped(evaluation):
     card = _card(model_name="<script>alert(1)</script>", run_id='run"&<b>', limitations=["a < b & c"])
     decision = gate_decision(evaluation, None, POLICIES, _gate_config()).to_dict()
-    page = render_html(evaluation, card, decision)
+    page = render_model_card_html(evaluation, card, decision)
     assert page.startswith("<!DOCTYPE html>")
     assert "<style>" in page
     lowered = page.lower()
@@ -320,17 +322,17 @@ def test_html_card_shows_not_blessed_and_forced(evaluation):
     challenger = json.loads(json.dumps(evaluation))
     challenger["policies"]["hate"]["roc_auc"] = 0.5
     blocked = gate_decision(challenger, None, POLICIES, _gate_config()).to_dict()
-    assert 'class="badge not-blessed"' in render_html(challenger, _card(), blocked)
+    assert 'class="badge not-blessed"' in render_model_card_html(challenger, _card(), blocked)
     forced = gate_decision(
         challenger, None, POLICIES, _gate_config(), force_promote=True, force_reason="hotfix"
     ).to_dict()
-    page = render_html(challenger, _card(), forced)
+    page = render_model_card_html(challenger, _card(), forced)
     assert 'class="badge forced"' in page and "Force reason: hotfix" in page
     assert '<td class="fail">FAIL</td>' in page
 
 
 def test_markdown_escapes_table_breakers(evaluation):
-    text = render_markdown(evaluation, _card(dataset_source="a|b\nc"))
+    text = render_model_card_markdown(evaluation, _card(dataset_source="a|b\nc"))
     assert "a\\|b c" in text
 
 

@@ -73,8 +73,8 @@ def test_model_card_escapes_dataset_values(tmp_path: Path):
     from core.config.run import EvaluationConfig
     from core.evaluation.evaluate import evaluate_scores
     from core.evaluation.model_card import ModelCardInfo
-    from core.evaluation.model_card_html import render_html
-    from core.evaluation.model_card_markdown import render_markdown
+    from core.evaluation.model_card_html import render_model_card_html
+    from core.evaluation.model_card_markdown import render_model_card_markdown
     from tests.unit.test_evaluate import POLICIES, crafted
 
     test = crafted(0)
@@ -82,9 +82,9 @@ def test_model_card_escapes_dataset_values(tmp_path: Path):
     config = EvaluationConfig(bootstrap_samples=20)
     evaluation = evaluate_scores(test, crafted(1, ablations=False), POLICIES, config)
     card = ModelCardInfo(model_name="m<script>", run_id=HOSTILE, dataset_source=HOSTILE)
-    html = render_html(evaluation, card)
+    html = render_model_card_html(evaluation, card)
     assert "<img src=x" not in html and "<script>" not in html and "&lt;img src=x" in html
-    markdown = outside_code(render_markdown(evaluation, card))
+    markdown = outside_code(render_model_card_markdown(evaluation, card))
     assert "<img" not in markdown and "[click](" not in markdown
 
 

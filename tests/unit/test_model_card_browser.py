@@ -13,7 +13,7 @@ import pytest
 
 from core.evaluation.evaluate import evaluate_scores
 from core.evaluation.gate import gate_decision
-from core.evaluation.model_card_html import render_html
+from core.evaluation.model_card_html import render_model_card_html
 from tests.monitoring.test_report_browser import chromium, run_chromium
 from tests.unit.test_evaluate import CONFIG, POLICIES, _card, _gate_config, crafted
 
@@ -27,7 +27,7 @@ def test_model_card_plots_render_in_headless_chromium(tmp_path: Path) -> None:
 
     executable = chromium()
     evaluation = evaluate_scores(crafted(0), crafted(1, ablations=False), POLICIES, CONFIG)
-    page = render_html(
+    page = render_model_card_html(
         evaluation, _card(), gate_decision(evaluation, None, POLICIES, _gate_config()).to_dict()
     )
     plots = re.findall(r'<img class="plot" alt="([^"]*)" src="data:image/png;base64,([^"]+)"', page)
