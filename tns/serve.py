@@ -150,10 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     if exit_code:
-        print(
-            f"tns: error: tritonserver exited with code {exit_code} (log {server.log_file})", file=sys.stderr
-        )
-        return EXIT_FAILED
+        return fail(f"tritonserver exited with code {exit_code} (log {server.log_file})")
     print("tritonserver stopped", flush=True)
     return EXIT_OK
 
@@ -190,12 +187,10 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"tns: bad request: {error}", file=sys.stderr)
         return EXIT_FAILED
     except ContentSafetyError as error:
-        print(
-            f"tns: error: no answer from a Triton server at {url} ({args.protocol}): {error}\n"
-            "Is `tns serve` running there?",
-            file=sys.stderr,
+        return fail(
+            f"no answer from a Triton server at {url} ({args.protocol}): {error}\n"
+            "Is `tns serve` running there?"
         )
-        return EXIT_FAILED
     if args.json:
         print(json.dumps(prediction_dict(prediction), indent=2))
         return EXIT_OK
@@ -224,11 +219,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         manifest = manifest_path.read_bytes()
     except OSError as error:
-        print(
-            f"tns: error: cannot read the export manifest {manifest_path}: {error.strerror or error}",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
+        return fail(f"cannot read the export manifest {manifest_path}: {error.strerror or error}")
     expected = args.manifest_sha256
     if args.model_version is not None:
         from mlflow.exceptions import MlflowException
@@ -239,17 +230,11 @@ def _verify(args: argparse.Namespace) -> int:
             configure(args.tracking_uri)
             expected = version_tags(args.model_name, args.model_version).get(TAG_REPOSITORY_MANIFEST)
         except MlflowException as error:
-            print(
-                f"tns: error: cannot read '{args.model_name}' version {args.model_version}: {error}",
-                file=sys.stderr,
-            )
-            return EXIT_FAILED
+            return fail(f"cannot read '{args.model_name}' version {args.model_version}: {error}")
         if not expected:
-            print(
-                f"tns: error: '{args.model_name}' version {args.model_version} has no {TAG_REPOSITORY_MANIFEST} tag",
-                file=sys.stderr,
+            return fail(
+                f"'{args.model_name}' version {args.model_version} has no {TAG_REPOSITORY_MANIFEST} tag"
             )
-            return EXIT_FAILED
     if args.remove_bytecode:
         with contextlib.suppress(OSError):  # a read-only mount: bytecode that stays is refused just below
             remove_bytecode(repository)

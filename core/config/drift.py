@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.config.fields import ConfigError
-from core.config.loading import parse_value
+from core.config.loading import parse_value, split_override
 
 DEFAULT_ROW_BUDGET = (
     200_000  # rows a read window keeps (a seeded uniform sample above it; counts use every row)
@@ -73,12 +73,13 @@ class DriftConfig:
             ConfigError: An item that is not KEY=VALUE with a field as KEY, or a bad value.
         """
         names = {f.name for f in dataclasses.fields(self)}
+        expected = "KEY=VALUE with a DriftConfig field as KEY"
         changes: dict[str, Any] = {}
         for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or key.strip() not in names:
-                raise ConfigError(f"--set expects KEY=VALUE with a DriftConfig field as KEY, got {item!r}")
-            changes[key.strip()] = parse_value(value)
+            key, text = split_override(item, expected)
+            if key not in names:
+                raise ConfigError(f"--set expects {expected}, got {item!r}")
+            changes[key] = parse_value(text)
         try:
             return DriftConfig(**{**dataclasses.asdict(self), **changes})
         except (TypeError, ValueError) as error:

@@ -23,6 +23,18 @@ def parse_value(text: str) -> Any:
     return value
 
 
+def split_override(item: str, expected: str = "KEY=VALUE") -> tuple[str, str]:
+    """One `--set KEY=VALUE` item as (key, value text); `parse_value` reads the text.
+
+    Raises:
+        ConfigError: `--set expects <expected>, got <item>` when the item has no `=`.
+    """
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise ConfigError(f"--set expects {expected}, got {item!r}")
+    return key.strip(), value
+
+
 def load_run_config(
     config_file: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), policies: str = ""
 ) -> RunConfig:
@@ -37,10 +49,8 @@ def load_run_config(
     config = RunConfig.from_yaml(config_file) if config_file else RunConfig()
     changes: dict[str, Any] = {}
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        changes[key.strip()] = parse_value(value)
+        key, text = split_override(item)
+        changes[key] = parse_value(text)
     if policies.strip():
         changes["policies"] = [p.strip() for p in policies.split(",") if p.strip()]
     return config.with_overrides(**changes) if changes else config
