@@ -117,6 +117,7 @@ def training_pipeline(
         register = register_model(
             decision=gate.outputs["decision"],
             dataset=dataset,
+            splits=splits,
             config_json=config,
             mlflow_run_id=run_id,
             mlflow_tracking_uri=mlflow_tracking_uri,

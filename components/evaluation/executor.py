@@ -23,7 +23,7 @@ from core.config.run import RunConfig
 from core.data.ingest import read_fingerprint, read_preparation
 from core.data.split import label_counts, read_split_frame
 from core.evaluation.evaluate import evaluate_scores, score_column, thresholds_of
-from core.evaluation.gate import GateDecision, gate_decision
+from core.evaluation.gate import GateDecision, gate_decision, origin_slices
 from core.evaluation.model_card import DEFAULT_LIMITATIONS, SYNTHETIC_DATA_LIMITATION, ModelCardInfo
 from core.evaluation.model_card_html import render_model_card_html
 from core.evaluation.model_card_markdown import render_model_card_markdown
@@ -183,13 +183,14 @@ def gate_step(
     force_reason: str = "",
 ) -> GateDecision:
     """Decides BLESSED or NOT_BLESSED: absolute floors, plus non-regression against the registry's champion
-    re-scored on the same test split. Writes `gate_decision.json` (with the champion's evaluation) to `out_path`."""
+    re-scored on the same test split (and on its original slice alone when the test split holds a retraining
+    dataset's new rows). Writes `gate_decision.json` (with the champion's evaluation) to `out_path`."""
     from core.registry.mlflow_registry import configure, download_model, get_alias
 
     challenger = json.loads((Path(evaluation_dir) / EVALUATION_FILE).read_text(encoding="utf-8"))
     configure(tracking_uri)
     champion_info = get_alias(config.model_name)
-    champion, champion_policies = None, None
+    champion, champion_policies, slices = None, None, None
     if champion_info is not None:
         champion_dir = download_model(champion_info)
         spec = json.loads((Path(champion_dir) / MODEL_SPEC).read_text(encoding="utf-8"))
@@ -199,7 +200,15 @@ def gate_step(
         champion = {"policies": {}, "macro": {"roc_auc": None, "pr_auc": None, "ece": None}}
         if shared:
             frame = read_split_frame(dataset_dir, splits_dir)
-            champion, _ = evaluate_model_dir(champion_dir, dataset_dir, frame, config, policies=shared)
+            champion, champion_scores = evaluate_model_dir(
+                champion_dir, dataset_dir, frame, config, policies=shared
+            )
+            slices = origin_slices(
+                frame[frame[COL_SPLIT] == SPLIT_TEST],
+                pd.read_parquet(Path(evaluation_dir) / TEST_SCORES_FILE),
+                champion_scores,
+                shared,
+            )
     decision = gate_decision(
         challenger,
         champion,
@@ -209,11 +218,13 @@ def gate_step(
         force_promote=force_promote,
         force_reason=force_reason,
         champion_policies=champion_policies,
+        slices=slices,
     )
     record = {
         **decision.to_dict(),
         "champion_evaluation": _summary(champion),
         "challenger_evaluation": _summary(challenger),
+        "origin_slices": slices,
     }
     out_path = Path(out_path)
     out_path.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ from core.common.constants import COMPONENT_IMAGE
 def register_model(
     decision: Input[Artifact],
     dataset: Input[Dataset],
+    splits: Input[Dataset],
     config_json: str,
     mlflow_run_id: str,
     mlflow_tracking_uri: str,
@@ -21,7 +22,8 @@ def register_model(
 
     Args:
         decision: Gate decision (must be BLESSED).
-        dataset: Ingested dataset (for lineage).
+        dataset: Ingested dataset (for lineage: its artifact URI and fingerprint).
+        splits: Split assignment of the dataset (for lineage: the champion's test split can be found again).
         config_json: Effective run configuration as JSON.
         mlflow_run_id: Training run that logged the model.
         mlflow_tracking_uri: MLflow tracking URI ('' = default).
@@ -36,12 +38,21 @@ def register_model(
     from core.common.markup import escape_markdown, markdown_code
     from core.config.loading import resolve_config
     from core.data.ingest import read_fingerprint
+    from core.data.lineage import DataLineage, artifact_uri
     from core.evaluation.gate import read_decision
 
     with reported("register"):
+        fingerprint = read_fingerprint(dataset.path)
+        data = DataLineage(
+            uri=artifact_uri(dataset.uri, dataset.path),
+            splits_uri=artifact_uri(splits.uri, splits.path),
+            fingerprint=fingerprint["fingerprint"],
+            sources=list(fingerprint.get("sources") or [fingerprint.get("source", "")]),
+        )
         lineage = {
-            "dataset_fingerprint": read_fingerprint(dataset.path)["fingerprint"],
+            "dataset_fingerprint": fingerprint["fingerprint"],
             "git_commit": git_commit,
+            **{key.removeprefix("tns."): value for key, value in data.to_tags().items()},
         }
         info = register_step(
             mlflow_run_id,

@@ -33,6 +33,15 @@ COL_LANGUAGE = "language"
 COL_CREATED_AT = "created_at"
 COL_GROUP = "group"  # author, campaign or template: a group never straddles two splits (`split.group_column`)
 OPTIONAL_COLUMNS: tuple[str, ...] = (COL_SPLIT, COL_LANGUAGE, COL_CREATED_AT, COL_GROUP)
+# Columns of a retraining dataset (monitoring.retraining_data): where a row comes from and how it was sampled.
+COL_DATA_ORIGIN = "data_origin"  # ORIGIN_ORIGINAL (the champion's training data) or ORIGIN_NEW (new labels)
+ORIGIN_ORIGINAL = "original"
+ORIGIN_NEW = "new"
+COL_LABEL_SOURCE = "label_source"  # who labeled a new row: `delayed`, `review`, ...
+COL_SAMPLING_STRATUM = (
+    "sampling_stratum"  # `uniform`, `uncertainty`, `drift_segment`: only uniform rows enter test
+)
+STRATUM_UNIFORM = "uniform"
 # Columns that ingest derives from content (never read from a manifest).
 COL_IMAGE_SHA256 = "image_sha256"
 COL_ITEM_HASH = "item_hash"
@@ -70,6 +79,9 @@ DATASET_TABLE = "dataset.parquet"
 DATASET_IMAGES_DIR = "images"
 DATASET_FINGERPRINT = "fingerprint.json"
 DATASET_PREPARATION = "preparation.json"  # what ingest collapsed, merged, filled or dropped, and why
+DATASET_LINEAGE_FILE = (
+    "lineage.json"  # a built dataset's sources (a retraining dataset: base data + label files)
+)
 SPLITS_TABLE = "splits.parquet"
 MODEL_WEIGHTS = "model.safetensors"
 MODEL_SPEC = "model_spec.json"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +27,7 @@ from core.common.constants import (
     COL_TEXT,
     DATASET_FINGERPRINT,
     DATASET_IMAGES_DIR,
+    DATASET_LINEAGE_FILE,
     DATASET_PREPARATION,
     DATASET_TABLE,
     MODALITY_BOTH,
@@ -61,6 +62,7 @@ class IngestResult:
     columns: list[str]
     synthetic: bool = False
     rows_read: int = 0
+    sources: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -182,10 +184,12 @@ def ingest_dataset(source: str | Path, out_dir: str | Path, config: RunConfig) -
     ):
         content.update(json.dumps([None if pd.isna(v) else v for v in row], default=str).encode())
         content.update(b"\n")
+    resolved = str(Path(source).expanduser().resolve())
     result = IngestResult(
         rows=len(frame),
         fingerprint=content.hexdigest(),
-        source=str(Path(source).expanduser().resolve()),
+        source=resolved,
+        sources=[resolved, *_built_from(root)],
         policies=list(policies),
         columns=list(frame.columns),
         synthetic=(root / GENERATOR_MARKER).is_file(),
@@ -193,6 +197,18 @@ def ingest_dataset(source: str | Path, out_dir: str | Path, config: RunConfig) -
     )
     (out_dir / DATASET_FINGERPRINT).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     return result
+
+
+def _built_from(root: Path) -> list[str]:
+    """The sources a built dataset names in its `lineage.json` (a retraining dataset: base data, label files)."""
+    path = root / DATASET_LINEAGE_FILE
+    if not path.is_file():
+        return []
+    try:
+        sources = json.loads(path.read_text(encoding="utf-8")).get("sources", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(s) for s in sources] if isinstance(sources, list) else []
 
 
 def read_ingested(dataset_dir: str | Path) -> pd.DataFrame:

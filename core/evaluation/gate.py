@@ -6,6 +6,10 @@ Checks, per policy:
   (`GateConfig.min_roc_auc`, `GateConfig.min_pr_auc`, per policy). An undefined metric fails.
 - `non_regression` on `roc_auc`, only when a champion evaluation is given (the champion re-scored on the same
   test split): challenger >= champion - `regression_tolerance`.
+- `non_regression_original` on `roc_auc`, when the test split holds rows of a retraining dataset's two origins
+  (`data_origin`: the champion's own training data and the newly labeled data): the same rule on the original
+  slice alone, so that what the model knew cannot be traded for the new data. The new slice is reported
+  (`new_slice`, informational).
 
 Every check becomes a `GateReason` whose message names the metric, the threshold and the observed value, so a
 decision explains itself. A forced promotion keeps the failed reasons and records why in `force_reason`.
@@ -18,13 +22,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.common.constants import BLESSED, GATE_DECISION_FILE, NOT_BLESSED
+import numpy as np
+import pandas as pd
+
+from core.common.constants import (
+    BLESSED,
+    COL_DATA_ORIGIN,
+    COL_ID,
+    GATE_DECISION_FILE,
+    NOT_BLESSED,
+    ORIGIN_NEW,
+    ORIGIN_ORIGINAL,
+)
 from core.common.markup import escape_markdown
 from core.config.run import GateConfig, per_policy
+from core.evaluation.evaluate import label_column, score_column
+from core.evaluation.metrics import roc_auc
 
 CHECK_FLOOR = "floor"
 CHECK_NON_REGRESSION = "non_regression"
 CHECK_POLICY_SET = "policy_set"
+CHECK_ORIGINAL_SLICE = "non_regression_original"
+CHECK_NEW_SLICE = "new_slice"
 # Slack for float rounding in comparisons (e.g. 0.91 - 0.01 is not exactly 0.90).
 _EPSILON = 1e-9
 
@@ -140,27 +159,81 @@ def _floor_reason(policy: str, metric: str, observed: float | None, floor: float
 
 
 def _regression_reason(
-    policy: str, observed: float | None, champion: float | None, tolerance: float
+    policy: str,
+    observed: float | None,
+    champion: float | None,
+    tolerance: float,
+    check: str = CHECK_NON_REGRESSION,
+    where: str = "",
 ) -> GateReason:
     metric = "roc_auc"
-    name = f"{metric}[{policy}]"
+    name = f"{metric}[{policy}]{where}"
     if champion is None:
         # Nothing to regress from (a policy the champion lacks, or undefined for it): informational pass.
         message = f"{name}: champion has no value for this policy, not compared: pass"
-        return GateReason(CHECK_NON_REGRESSION, policy, metric, 0.0, observed, True, message)
+        return GateReason(check, policy, metric, 0.0, observed, True, message)
     minimum = champion - tolerance
     if observed is None:
         message = (
             f"{name} undefined vs champion {champion:.3f} - tolerance {tolerance:.3f} = {minimum:.3f}: fail"
         )
-        return GateReason(CHECK_NON_REGRESSION, policy, metric, minimum, None, False, message)
+        return GateReason(check, policy, metric, minimum, None, False, message)
     passed = observed >= minimum - _EPSILON
     relation = ">=" if passed else "<"
     message = (
         f"{name} {observed:.3f} {relation} champion {champion:.3f} - tolerance {tolerance:.3f} "
         f"= {minimum:.3f}: {'pass' if passed else 'fail'}"
     )
-    return GateReason(CHECK_NON_REGRESSION, policy, metric, minimum, observed, passed, message)
+    return GateReason(check, policy, metric, minimum, observed, passed, message)
+
+
+def _new_slice_reason(policy: str, observed: float | None, champion: float | None, rows: int) -> GateReason:
+    def shown(value: float | None) -> str:
+        return "undefined" if value is None else f"{value:.3f}"
+
+    message = (
+        f"roc_auc[{policy}] on the new slice ({rows} test rows): challenger {shown(observed)} vs champion "
+        f"{shown(champion)} (reported, not a rule)"
+    )
+    return GateReason(CHECK_NEW_SLICE, policy, "roc_auc", 0.0, observed, True, message)
+
+
+def _annotated_auc(rows: pd.DataFrame, policy: str) -> float | None:
+    """ROC AUC over the rows annotated for `policy` (None without its columns or with one class only)."""
+    if label_column(policy) not in rows.columns or score_column(policy) not in rows.columns:
+        return None
+    labels = pd.to_numeric(rows[label_column(policy)], errors="coerce").to_numpy(dtype=float)
+    scores = pd.to_numeric(rows[score_column(policy)], errors="coerce").to_numpy(dtype=float)
+    keep = ~np.isnan(labels) & np.isfinite(scores)
+    return roc_auc(labels[keep], scores[keep])
+
+
+def origin_slices(
+    test: pd.DataFrame, challenger_scores: pd.DataFrame, champion_scores: pd.DataFrame, policies: list[str]
+) -> dict[str, dict[str, Any]] | None:
+    """ROC AUC per policy of both models on each origin of the test split (`data_origin`), or None when the test
+    split holds no new rows (not a retraining dataset).
+
+    Args:
+        test: The test split's rows (id, `data_origin`).
+        challenger_scores: The challenger's test score table (id, `label_*`, `score_*`).
+        champion_scores: The champion's, on the same rows.
+        policies: Policies both models score.
+
+    Returns:
+        `{origin: {"rows": n, "challenger": {policy: auc}, "champion": {policy: auc}}}` for `original` and `new`.
+    """
+    if COL_DATA_ORIGIN not in test.columns or not (test[COL_DATA_ORIGIN] == ORIGIN_NEW).any():
+        return None
+    slices: dict[str, dict[str, Any]] = {}
+    for origin in (ORIGIN_ORIGINAL, ORIGIN_NEW):
+        ids = set(test.loc[test[COL_DATA_ORIGIN] == origin, COL_ID].astype(str))
+        entry: dict[str, Any] = {"rows": len(ids)}
+        for name, table in (("challenger", challenger_scores), ("champion", champion_scores)):
+            rows = table[table[COL_ID].astype(str).isin(ids)]
+            entry[name] = {policy: _annotated_auc(rows, policy) for policy in policies}
+        slices[origin] = entry
+    return slices
 
 
 def gate_decision(
@@ -172,6 +245,7 @@ def gate_decision(
     force_promote: bool = False,
     force_reason: str = "",
     champion_policies: list[str] | None = None,
+    slices: dict[str, dict[str, Any]] | None = None,
 ) -> GateDecision:
     """Runs every gate check and returns the decision.
 
@@ -189,6 +263,8 @@ def gate_decision(
         force_promote: Bless the model even when checks fail (failed reasons are kept).
         force_reason: Why the promotion is forced; required with `force_promote`.
         champion_policies: The champion model's policies (default: `policies`); ignored without a champion.
+        slices: `origin_slices` of a retraining dataset's test split: non-regression on the original slice is
+            a rule, the new slice is reported. Ignored without a champion.
 
     Returns:
         The decision, its reasons and a one-paragraph summary.
@@ -240,6 +316,24 @@ def gate_decision(
                     config.regression_tolerance,
                 )
             )
+    if compared and slices:
+        original, new = slices[ORIGIN_ORIGINAL], slices[ORIGIN_NEW]
+        for policy in [p for p in policies if p in known]:
+            reasons.append(
+                _regression_reason(
+                    policy,
+                    original["challenger"].get(policy),
+                    original["champion"].get(policy),
+                    config.regression_tolerance,
+                    CHECK_ORIGINAL_SLICE,
+                    f" on the original slice ({original['rows']} test rows)",
+                )
+            )
+            reasons.append(
+                _new_slice_reason(
+                    policy, new["challenger"].get(policy), new["champion"].get(policy), new["rows"]
+                )
+            )
 
     failed = [r for r in reasons if not r.passed]
     passed_all = not failed
@@ -258,6 +352,11 @@ def gate_decision(
             f"Compared to champion{version} on the same test split "
             f"(non-regression tolerance {config.regression_tolerance:.3f}) and absolute floors."
         )
+        if slices:
+            context += (
+                f" Retraining data: the test split holds {slices[ORIGIN_ORIGINAL]['rows']} rows of the original "
+                f"training data (non-regression checked on them alone) and {slices[ORIGIN_NEW]['rows']} new rows."
+            )
         if added or dropped:
             context += f" Policy set changed: added {', '.join(added) or 'none'}; dropped {', '.join(dropped) or 'none'}."
     else:

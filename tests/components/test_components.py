@@ -50,6 +50,7 @@ from core.common.constants import (
 )
 from core.config.run import RunConfig
 from core.data.ingest import read_fingerprint, read_preparation
+from core.data.lineage import DataLineage
 from core.export.onnx_export import ExportError
 from core.registry.mlflow_registry import get_alias
 from core.validation.outcome import DataValidationError
@@ -185,13 +186,14 @@ def gated(workspace, ingested, split, evaluated):
 
 
 @pytest.fixture(scope="module")
-def registered(workspace, ingested, trained, gated):
+def registered(workspace, ingested, split, trained, gated):
     dataset, config_json = ingested
     _, decision, _ = gated
     summary = _artifact(Markdown, workspace["root"] / "register", "summary", ".md")
     version = register_model.python_func(
         decision=decision,
         dataset=dataset,
+        splits=split,
         config_json=config_json,
         mlflow_run_id=trained[2],
         mlflow_tracking_uri=workspace["uri"],
@@ -477,7 +479,7 @@ def test_gate_blesses_a_first_model_with_low_floors(gated):
     assert Path(summary.path).read_text(encoding="utf-8").startswith(f"# Gate decision: {BLESSED}")
 
 
-def test_register_creates_version_one_as_challenger(workspace, ingested, trained, registered):
+def test_register_creates_version_one_as_challenger(workspace, ingested, split, trained, registered):
     version, summary = registered
     assert version == "1"
     mlflow.set_tracking_uri(workspace["uri"])
@@ -486,6 +488,12 @@ def test_register_creates_version_one_as_challenger(workspace, ingested, trained
     assert challenger.run_id == trained[2]
     tags = MlflowClient().get_model_version(RunConfig().model_name, "1").tags
     assert tags["tns.dataset_fingerprint"] == ingested[0].metadata["fingerprint"]
+    # The training data can be found again from the registry: the artifacts, checked against the fingerprint.
+    lineage = DataLineage.from_tags(tags)
+    assert lineage is not None and lineage.fingerprint == ingested[0].metadata["fingerprint"]
+    dataset_dir, splits_dir = lineage.open()
+    assert dataset_dir == Path(ingested[0].path).resolve() and splits_dir == Path(split.path).resolve()
+    assert lineage.sources and lineage.sources[0] == read_fingerprint(dataset_dir)["source"]
     assert tags["tns.git_commit"] == GIT_COMMIT
     assert tags["tns.gate_decision"] == BLESSED
     text = Path(summary.path).read_text(encoding="utf-8")
@@ -545,13 +553,14 @@ def broken_backends(tmp_path: Path) -> Path:
     return broken_onnxruntime_backends(tmp_path / "backends")
 
 
-def _second_challenger(workspace, ingested, trained, gated, name: str) -> str:
+def _second_challenger(workspace, ingested, split, trained, gated, name: str) -> str:
     """Registers the same model again as a new challenger version (champion stays at version 1)."""
     _, decision, _ = gated
     summary = _artifact(Markdown, workspace["root"] / name, "register_summary", ".md")
     return register_model.python_func(
         decision=decision,
         dataset=ingested[0],
+        splits=split,
         config_json=ingested[1],
         mlflow_run_id=trained[2],
         mlflow_tracking_uri=workspace["uri"],
@@ -563,7 +572,7 @@ def _second_challenger(workspace, ingested, trained, gated, name: str) -> str:
 def test_failed_parity_blocks_promotion_and_leaves_no_export(
     workspace, ingested, split, trained, evaluated, gated, promoted, tmp_path, monkeypatch
 ):
-    version = _second_challenger(workspace, ingested, trained, gated, "parity_failure")
+    version = _second_challenger(workspace, ingested, split, trained, gated, "parity_failure")
     strict = json.loads(ingested[1])
     strict["export"] = {"parity_tolerance": 1e-12}  # no real export is that close to PyTorch
     monkeypatch.setenv("TNS_FAILURE_FILE", str(tmp_path / "failure.json"))
@@ -583,7 +592,7 @@ def test_failed_parity_blocks_promotion_and_leaves_no_export(
 def test_failed_infra_validation_blocks_promotion(
     workspace, ingested, split, trained, evaluated, gated, promoted, broken_backends, monkeypatch
 ):
-    version = _second_challenger(workspace, ingested, trained, gated, "infra_failure")
+    version = _second_challenger(workspace, ingested, split, trained, gated, "infra_failure")
     _, export, _ = _export(
         workspace, ingested, split, trained, evaluated, version, ingested[1], "infra_failure"
     )
@@ -693,7 +702,7 @@ def test_infra_validation_refuses_a_tampered_repository(
     before tritonserver starts, naming the file."""
     from serving.infra_validation import InfraValidationError
 
-    version = _second_challenger(workspace, ingested, trained, gated, f"tampered_{Path(file).name}")
+    version = _second_challenger(workspace, ingested, split, trained, gated, f"tampered_{Path(file).name}")
     tampered = _artifact(Model, tmp_path, "export")
     shutil.copytree(exported[1].path, tampered.path)
     with (Path(tampered.path) / REPOSITORY_DIR / file).open("ab") as handle:

@@ -205,3 +205,59 @@ def test_disjoint_policy_sets_compare_nothing_and_judge_by_floors():
     decision = gate_decision(GOOD, {"policies": {}}, POLICIES, CONFIG, champion_policies=["nudity"])
     assert not [r for r in decision.reasons if r.check == CHECK_NON_REGRESSION]
     assert decision.decision == NOT_BLESSED and "dropped nudity" in decision.summary
+
+
+# Retraining datasets: the original slice of the test split ------------------------------------------------
+def _scores(ids: list[str], labels: list[int], scores: list[float]):
+    import pandas as pd
+
+    return pd.DataFrame({"id": ids, **{f"label_{p}": labels for p in POLICIES},
+                         **{f"score_{p}": scores for p in POLICIES}})  # fmt: skip
+
+
+def _slices(challenger_original: list[float], challenger_new: list[float]) -> dict:
+    import pandas as pd
+
+    from core.evaluation.gate import origin_slices
+
+    ids = [f"o{i}" for i in range(4)] + [f"n{i}" for i in range(4)]
+    test = pd.DataFrame({"id": ids, "data_origin": ["original"] * 4 + ["new"] * 4})
+    labels = [0, 0, 1, 1] * 2
+    champion = _scores(ids, labels, [0.1, 0.2, 0.8, 0.9] + [0.9, 0.8, 0.2, 0.1])  # perfect, then inverted
+    challenger = _scores(ids, labels, challenger_original + challenger_new)
+    return origin_slices(test, challenger, champion, POLICIES)
+
+
+def test_a_retraining_run_may_not_trade_the_original_slice_for_the_new_one():
+    # Better overall and on the new data, worse on what the champion knew: not blessed.
+    slices = _slices([0.1, 0.8, 0.2, 0.9], [0.1, 0.2, 0.8, 0.9])
+    assert slices["original"]["rows"] == 4 and slices["new"]["champion"]["hate"] == 0.0
+    decision = gate_decision(GOOD, GOOD, POLICIES, CONFIG, champion_version="3", slices=slices)
+    assert decision.decision == NOT_BLESSED
+    failed = decision.failed
+    assert [(r.check, r.policy) for r in failed] == [
+        ("non_regression_original", "hate"),
+        ("non_regression_original", "spam"),
+    ]
+    assert failed[0].message == (
+        "roc_auc[hate] on the original slice (4 test rows) 0.750 < champion 1.000 - tolerance 0.010 = 0.990: fail"
+    )
+    # Holding the original slice and winning the new one: blessed, with the new slice reported.
+    slices = _slices([0.1, 0.2, 0.8, 0.9], [0.1, 0.2, 0.8, 0.9])
+    decision = gate_decision(GOOD, GOOD, POLICIES, CONFIG, champion_version="3", slices=slices)
+    assert decision.decision == BLESSED
+    reported = [r for r in decision.reasons if r.check == "new_slice"]
+    assert [r.message for r in reported][0] == (
+        "roc_auc[hate] on the new slice (4 test rows): challenger 1.000 vs champion 0.000 (reported, not a rule)"
+    )
+    assert "4 rows of the original training data" in decision.summary
+
+
+def test_a_test_split_without_new_rows_has_no_slices():
+    import pandas as pd
+
+    from core.evaluation.gate import origin_slices
+
+    test = pd.DataFrame({"id": ["a"], "data_origin": ["original"]})
+    assert origin_slices(test, _scores(["a"], [1], [0.5]), _scores(["a"], [1], [0.5]), POLICIES) is None
+    assert origin_slices(test.drop(columns="data_origin"), None, None, POLICIES) is None
