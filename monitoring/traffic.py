@@ -6,12 +6,16 @@ running Triton server) and writes::
 
     OUT/logs/date=YYYY-MM-DD/traffic-<pid>.jsonl   inference-log records (monitoring.schema), by simulated day
     OUT/logs/labels/labels-<seed>.jsonl            delayed moderator labels of a `label_rate` share of the items
+    OUT/content/                                   every item's text and image bytes (serving.content_store)
     OUT/dataset/manifest.jsonl, images/            the labeled items as a training-ready dataset
     OUT/simulation.json                            spec, scenario, drift start time, counts
 
 `OUT/logs` is the log root to give `monitoring.log_reader.read_logs` (it joins the labels); the dataset stays outside
 it because every `*.jsonl` under a log root is read as logs. Moderator labels are the items' true labels (no
-label noise). Logged timestamps are the simulated times, not the wall-clock time of scoring.
+label noise); each label line says so (`"source": "delayed"`) and how it was sampled (a uniform random share:
+`"sampling": {"stratum": "uniform", "weight": 1 / label_rate}`). Logged timestamps are the simulated times, not the
+wall-clock time of scoring. The content store `OUT/content` is what `tns review sample --content` reads to show
+moderators the items (in process it is written directly, through a server by the client's `content_store` hook).
 
 `tns traffic simulate` (`tns.traffic`: `add_simulate_arguments`, `run_simulate`) runs `simulate_traffic`.
 """
@@ -33,11 +37,13 @@ from core.common.constants import (
     COL_LANGUAGE,
     COL_TEXT,
     DATASET_MANIFEST_FILE,
+    STRATUM_UNIFORM,
 )
 from monitoring.schema import LABELS_DIR
 from monitoring.traffic_scenarios import SCENARIOS, SimulatedItem, SimulationSpec, simulate_items
 
 if TYPE_CHECKING:
+    from serving.content_store import ContentStore
     from serving.in_process import RepositoryScorer
 
 DEFAULT_BATCH_SIZE = 32
@@ -46,6 +52,8 @@ LOGS_DIR = (
     "logs"  # the log root: day partitions and labels/ (a dataset manifest inside would be read as logs)
 )
 DATASET_DIR = "dataset"
+CONTENT_DIR = "content"  # the items' text and image bytes, for the review queue (outside the log root)
+LABEL_SOURCE_DELAYED = "delayed"
 LOG_FILE_NAME = "traffic"
 SERVER_READY_TIMEOUT_S = 10.0
 MODE_IN_PROCESS = "in-process"
@@ -72,6 +80,7 @@ class SimulationResult:
         dataset_manifest: The labeled items' manifest.
         summary_file: `simulation.json`.
         scoring_seconds: Wall time of scoring and logging.
+        content_root: The content store folder (`out_dir/content`, a `LocalContentStore`).
     """
 
     out_dir: Path
@@ -88,6 +97,7 @@ class SimulationResult:
     dataset_manifest: Path
     summary_file: Path
     scoring_seconds: float
+    content_root: Path | None = None
 
     @property
     def items_per_second(self) -> float:
@@ -103,8 +113,10 @@ def _score_in_process(
     write: Callable[[list[dict[str, Any]]], None],
     batch_size: int,
     keep_text: bool,
+    content: ContentStore,
 ) -> tuple[list[ItemKey], str, str]:
-    """Scores with the scorer; each item is its own request (`request_id` = item id, `item` 0)."""
+    """Scores with the scorer; each item is its own request (`request_id` = item id, `item` 0), its content
+    stored under that key with the simulated time."""
     from monitoring.schema import make_record
 
     keys: list[ItemKey] = []
@@ -132,6 +144,7 @@ def _score_in_process(
                 )
             )
             keys.append((item.id, 0))
+            content.put(item.id, 0, item.text, item.image, timestamp=item.timestamp)
         write(records)
     return keys, scorer.model_name, scorer.model_version
 
@@ -143,8 +156,10 @@ def _score_through_server(
     write: Callable[[list[dict[str, Any]]], None],
     batch_size: int,
     keep_text: bool,
+    content: ContentStore,
 ) -> tuple[list[ItemKey], str, str]:
-    """Sends the items in order, `batch_size` per request; the request ids come from the client's log hook."""
+    """Sends the items in order, `batch_size` per request; the request ids come from the client's log hook, and
+    the client's content hook stores each item's content under the same key."""
     from monitoring.schema import make_record
     from serving.client import ContentSafetyClient, ServerUnavailableError
 
@@ -152,7 +167,12 @@ def _score_through_server(
     keys: list[ItemKey] = []
     model_name = model_version = ""
     with ContentSafetyClient(
-        url, protocol=protocol, max_batch_size=batch_size, retries=2, inference_log=logged.extend
+        url,
+        protocol=protocol,
+        max_batch_size=batch_size,
+        retries=2,
+        inference_log=logged.extend,
+        content_store=content,
     ) as client:
         if not client.wait_until_ready(SERVER_READY_TIMEOUT_S):
             raise ServerUnavailableError(
@@ -193,11 +213,23 @@ def _score_through_server(
     return keys, model_name, model_version
 
 
-def _write_labels(items: Sequence[SimulatedItem], keys: Sequence[ItemKey], path: Path) -> int:
-    """Writes the delayed moderator labels of the labeled items; returns how many."""
+def _write_labels(
+    items: Sequence[SimulatedItem], keys: Sequence[ItemKey], path: Path, label_rate: float
+) -> int:
+    """Writes the delayed moderator labels of the labeled items (a uniform random `label_rate` share, so each
+    stands for 1 / label_rate items); returns how many."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    sampling = {"stratum": STRATUM_UNIFORM, "weight": round(1.0 / label_rate, 6) if label_rate else None}
     lines = [
-        json.dumps({"request_id": request_id, "item": position, "labels": item.labels})
+        json.dumps(
+            {
+                "request_id": request_id,
+                "item": position,
+                "labels": item.labels,
+                "source": LABEL_SOURCE_DELAYED,
+                "sampling": sampling,
+            }
+        )
         for item, (request_id, position) in zip(items, keys, strict=True)
         if item.labeled
     ]
@@ -261,7 +293,8 @@ def simulate_traffic(
     Written under `out_dir`: the log root `logs/` with `logs/date=YYYY-MM-DD/traffic-<pid>.jsonl` (schema
     records, by the simulated day) and `logs/labels/labels-<seed>.jsonl` (the delayed labels, where
     `monitoring.log_reader.read_logs` joins them); `dataset/manifest.jsonl` + `dataset/images/` (outside the log root,
-    whose `*.jsonl` files are all read as logs); `simulation.json`.
+    whose `*.jsonl` files are all read as logs); `content/`, every item's text and image bytes in a
+    `serving.content_store.LocalContentStore` (for `tns review sample --content`); `simulation.json`.
 
     Args:
         spec: What to simulate.
@@ -282,6 +315,7 @@ def simulate_traffic(
         serving.store.ServingStoreError: Without `scorer` and `url`: no champion to score with.
     """
     from monitoring.log_writer import LogWriter
+    from serving.content_store import LocalContentStore
 
     if scorer is not None and url is not None:
         raise ValueError("give a scorer or a url, not both")
@@ -300,6 +334,8 @@ def simulate_traffic(
     out_dir.mkdir(parents=True, exist_ok=True)
     log_root = out_dir / LOGS_DIR
     writer = LogWriter(log_root, LOG_FILE_NAME)
+    content_root = out_dir / CONTENT_DIR
+    content = LocalContentStore(content_root)
     partitions: Counter[str] = Counter()
 
     def write(records: list[dict[str, Any]]) -> None:
@@ -309,17 +345,19 @@ def simulate_traffic(
     started = time.perf_counter()
     if url is not None:
         keys, model_name, model_version = _score_through_server(
-            items, url, protocol, write, batch_size, keep_text
+            items, url, protocol, write, batch_size, keep_text, content
         )
         mode = MODE_SERVER
     else:
         assert scorer is not None
-        keys, model_name, model_version = _score_in_process(items, scorer, write, batch_size, keep_text)
+        keys, model_name, model_version = _score_in_process(
+            items, scorer, write, batch_size, keep_text, content
+        )
         mode = MODE_IN_PROCESS
     scoring_seconds = time.perf_counter() - started
 
     labels_file = log_root / LABELS_DIR / f"labels-{spec.seed}.jsonl"
-    labeled = _write_labels(items, keys, labels_file)
+    labeled = _write_labels(items, keys, labels_file, spec.label_rate)
     manifest = write_dataset([item for item in items if item.labeled], out_dir / DATASET_DIR)
     drift_start = spec.drift_start_time
     before = [item for item in items if item.timestamp < drift_start]
@@ -339,6 +377,7 @@ def simulate_traffic(
         dataset_manifest=manifest,
         summary_file=summary_file,
         scoring_seconds=scoring_seconds,
+        content_root=content_root,
     )
     scenario = SCENARIOS[spec.scenario]
     modalities = Counter(
@@ -368,6 +407,7 @@ def simulate_traffic(
             "partitions": sorted(result.partitions),
             "labels": labels_file.relative_to(out_dir).as_posix(),
             "dataset": manifest.relative_to(out_dir).as_posix(),
+            "content": content_root.relative_to(out_dir).as_posix(),
         },
         "scoring_seconds": round(scoring_seconds, 3),
         "items_per_second": round(result.items_per_second, 1),

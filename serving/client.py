@@ -7,6 +7,9 @@
         prediction = client.classify_one(text="buy followers now", image=open("meme.png", "rb").read())
         prediction.action, prediction.flagged_policies, prediction.scores["spam"]
 
+With `content_store=` (a `serving.content_store.ContentStore`), each item's text and image bytes of a
+successful request are also kept for human review under the same request id and item as its log record.
+
 Requests larger than `max_batch_size` items are split. Unavailable servers, timeouts and server errors (5xx,
 429, UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED) are retried with exponential backoff and jitter; a
 request the server rejects (bad input) is not retried and raises `BadRequestError` with the server's message.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import random
 import threading
 import time
@@ -27,7 +31,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +46,9 @@ from core.common.constants import (
     TRITON_OUTPUT_TEXT_EMBEDDING,
 )
 
+if TYPE_CHECKING:
+    from serving.content_store import ContentStore
+
 PROTOCOLS = ("http", "grpc")
 # Failures worth another attempt (besides HTTP 5xx): the server is down, overloaded or failed internally.
 RETRIED_GRPC_STATUSES = frozenset(
@@ -49,6 +56,7 @@ RETRIED_GRPC_STATUSES = frozenset(
 )
 RETRIED_HTTP_STATUSES = frozenset({"429"})
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+logger = logging.getLogger(__name__)
 
 
 class ContentSafetyError(Exception):
@@ -108,6 +116,9 @@ class ContentSafetyClient:
             `timestamp`, `model_name`, `model_version`, `text`, `image`, `scores`, `flags`, `action`,
             `text_embedding`, `image_embedding`, `latency_ms`, `error` (None, or why the request failed).
             `monitoring.log_writer.InferenceLog` turns them into inference-log records; serving never imports it.
+        content_store: Where each item's text and image bytes go after a successful request, keyed by the same
+            `request_id` and `item` as its log record (`serving.content_store`), for human review. A failed
+            write never fails the request: it is counted in `content_store_failures` and logged.
     """
 
     def __init__(
@@ -121,6 +132,7 @@ class ContentSafetyClient:
         backoff_s: float = 0.1,
         max_batch_size: int = 64,
         inference_log: Callable[[list[dict[str, Any]]], None] | None = None,
+        content_store: ContentStore | None = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -135,6 +147,8 @@ class ContentSafetyClient:
         self.backoff_s = backoff_s
         self.max_batch_size = max_batch_size
         self.inference_log = inference_log
+        self.content_store = content_store
+        self.content_store_failures = 0
         self._module = self._client_module()
         self._lock = threading.Lock()
         self._closed = False
@@ -273,8 +287,24 @@ class ContentSafetyClient:
                     else image_embeddings[row],
                 )
             )
-        self._log(request_id, texts, images, predictions, started, None)
+        answered = datetime.now(UTC)
+        self._store_content(request_id, texts, images, answered)
+        self._log(request_id, texts, images, predictions, started, None, answered)
         return predictions
+
+    def _store_content(
+        self, request_id: str, texts: list[str | None], images: list[bytes | None], answered: datetime
+    ) -> None:
+        """Writes each item's content to the content store; a failure is counted and logged, never raised."""
+        if self.content_store is None:
+            return
+        for row, (text, image) in enumerate(zip(texts, images, strict=True)):
+            try:
+                self.content_store.put(request_id, row, text, image, timestamp=answered)
+            except Exception as error:  # noqa: BLE001 (review content must never fail a served request)
+                with self._lock:
+                    self.content_store_failures += 1
+                logger.warning("content store write failed for %s item %d: %s", request_id, row, error)
 
     def _inputs(self, texts: list[str | None], images: list[bytes | None]) -> list:
         encoded = []
@@ -356,10 +386,11 @@ class ContentSafetyClient:
         predictions: list[Prediction] | None,
         started: float,
         error: Exception | None,
+        answered: datetime | None = None,
     ) -> None:
         if self.inference_log is None:
             return
-        now = datetime.now(UTC)
+        now = answered or datetime.now(UTC)
         latency_ms = (time.perf_counter() - started) * 1000.0
         served = []
         for row, (text, image) in enumerate(zip(texts, images, strict=True)):

@@ -1,5 +1,5 @@
 """The `tns` command line: generate data, run pipelines locally, compile pipelines, serve and query models,
-check drift and decide on retraining.
+check drift and decide on retraining, and sample items for human review.
 
 Heavy libraries (torch, kfp's local runner, MLflow, tritonclient) are imported inside the commands that need
 them, so `tns --help` and `tns compile` stay fast and never import torch.
@@ -12,10 +12,10 @@ import shlex
 import sys
 
 from core.common.constants import EXIT_OK, EXIT_USAGE
-from tns import data, drift, monitor, run, schedule, serve, traffic, trigger
+from tns import data, drift, monitor, review, run, schedule, serve, traffic, trigger
 from tns.common import UsageError, fail
 
-COMMAND_GROUPS = (data, run, serve, drift, traffic, trigger, schedule, monitor)
+COMMAND_GROUPS = (data, run, serve, drift, traffic, trigger, schedule, monitor, review)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -237,8 +237,19 @@ def test_simulate_traffic_in_process_writes_partitioned_logs_labels_and_an_inges
     assert result.labels_file == out / "logs" / "labels" / "labels-1.jsonl"
     assert [(line["request_id"], line["item"]) for line in label_lines] == [(item.id, 0) for item in labeled]
     assert [line["labels"] for line in label_lines] == [item.labels for item in labeled]
+    assert {line["source"] for line in label_lines} == {"delayed"}
+    assert {json.dumps(line["sampling"]) for line in label_lines} == {'{"stratum": "uniform", "weight": 2.5}'}
     window = read_logs(result.log_root)
     assert window.stats.rows == spec.rows and window.stats.labeled_rows == len(labeled) == result.labeled
+    # Every item's content, under its log key, with the simulated time (for `tns review sample --content`).
+    from serving.content_store import LocalContentStore
+
+    assert result.content_root == out / "content"
+    store = LocalContentStore(result.content_root)
+    for item in items:
+        stored = store.get(item.id, 0)
+        assert (stored.text, stored.image) == (item.text, item.image)
+        assert stored.stored_at == item.timestamp.isoformat()
 
     ingested = ingest_dataset(out / "dataset", tmp_path / "ingested", RunConfig())
     assert ingested.rows == len(labeled)
@@ -254,7 +265,7 @@ def test_simulate_traffic_in_process_writes_partitioned_logs_labels_and_an_inges
     assert summary["scenario"]["name"] == "image_style_shift"
     assert summary["drift_start"] == spec.drift_start_time.isoformat()
     assert summary["counts"]["rows"] == 120 and summary["counts"]["labeled"] == len(labeled)
-    assert summary["mode"] == "in-process"
+    assert summary["mode"] == "in-process" and summary["files"]["content"] == "content"
     with pytest.raises(FileExistsError, match="already holds a simulation"):
         simulate_traffic(spec, out, scorer=scorer)
     (out / SIMULATION_FILE).unlink()  # as after a failed run: logs but no summary
@@ -355,6 +366,12 @@ def test_simulate_traffic_through_a_server_logs_what_the_served_model_answers(
                 assert record[name] is None
             else:
                 assert record[name] == pytest.approx(reference.tolist(), abs=1e-4)  # logged with 5 decimals
+    from serving.content_store import LocalContentStore
+
+    store = LocalContentStore(result.content_root)  # written through the client's content hook
+    for record, item in zip(records, items, strict=True):
+        stored = store.get(record["request_id"], record["item"])
+        assert (stored.text, stored.image) == (item.text, item.image)
     window = read_logs(result.log_root)
     labeled = [item for item in items if item.labeled]
     assert window.stats.labeled_rows == len(labeled) == result.labeled

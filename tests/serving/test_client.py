@@ -233,8 +233,13 @@ def test_inference_log_records(triton_server, exported_repository, tmp_path: Pat
 
     golden = exported_repository.golden
     rows = [0, golden.indices("image-only")[0], golden.indices("text+image")[0]]
+    from serving.content_store import LocalContentStore
+
     log = InferenceLog(tmp_path / "logs", keep_text=keep_text)
-    with ContentSafetyClient(triton_server.grpc_url, protocol="grpc", inference_log=log) as client:
+    store = LocalContentStore(tmp_path / "content")
+    with ContentSafetyClient(
+        triton_server.grpc_url, protocol="grpc", inference_log=log, content_store=store
+    ) as client:
         predictions = client.classify([golden.texts[i] for i in rows], [golden.images[i] for i in rows])
         with pytest.raises(BadRequestError):
             client.classify_one("", None)
@@ -274,6 +279,12 @@ def test_inference_log_records(triton_server, exported_repository, tmp_path: Pat
                 assert record[name] is None
     assert len({r["request_id"] for r in records[:3]}) == 1
     assert [r["item"] for r in records[:3]] == [0, 1, 2]
+    # The content store holds each served item under its log key (the raw text too, whatever keep_text says);
+    # the failed request stored nothing.
+    for record, row in zip(records[:3], rows, strict=True):
+        stored = store.get(record["request_id"], record["item"])
+        assert (stored.text, stored.image) == (golden.texts[row], golden.images[row])
+    assert store.get(records[3]["request_id"], 0) is None and store.counts["stored"] == 3
     failed = records[3]
     assert failed["scores"] is None and failed["action"] is None
     assert failed["error"].startswith("BadRequestError: ") and "neither text nor image" in failed["error"]
