@@ -148,12 +148,13 @@ def _iso_timestamp(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def read_labels(root: Path, max_line_bytes: int) -> dict[tuple[str, int], dict[str, Any]]:
-    """The delayed labels under `root/labels/` by (request id, item); a later line wins."""
+def read_label_entries(root: Path, max_line_bytes: int) -> list[dict[str, Any]]:
+    """Every well-formed delayed-label line under `root/labels/`, in file order, with all its fields (`source`,
+    `labeler`, `sampling`, ...) and `file`, the file it came from; `labels` holds the 0/1 values only."""
     folder = root / LABELS_DIR
-    labels: dict[tuple[str, int], dict[str, Any]] = {}
+    entries: list[dict[str, Any]] = []
     if not root.is_dir() or not folder.is_dir():
-        return labels
+        return entries
     for path in sorted(folder.rglob("*.jsonl")):
         for _, line in _bounded_lines(path, max_line_bytes):
             entry = None if line is None else _parsed(line)
@@ -162,5 +163,15 @@ def read_labels(root: Path, max_line_bytes: int) -> dict[tuple[str, int], dict[s
                 values = {str(k): float(v) for k, v in dict(entry["labels"]).items() if v in (0, 1)}
             except (KeyError, TypeError, ValueError):
                 continue  # a broken label line loses only that label
-            labels[key] = values
-    return labels
+            entries.append(
+                {**entry, "request_id": key[0], "item": key[1], "labels": values, "file": str(path)}
+            )
+    return entries
+
+
+def read_labels(root: Path, max_line_bytes: int) -> dict[tuple[str, int], dict[str, Any]]:
+    """The delayed labels under `root/labels/` by (request id, item); a later line wins."""
+    return {
+        (entry["request_id"], entry["item"]): entry["labels"]
+        for entry in read_label_entries(root, max_line_bytes)
+    }

@@ -219,18 +219,6 @@ def _hours(delta: timedelta) -> str:
     return f"{delta.total_seconds() / 3600:.1f} h"
 
 
-def retraining_data(rules: RetrainRules) -> tuple[str, str]:
-    """The retraining run's `data_uri` and a sentence on where it comes from: the retrain rules' `training_data_uri`,
-    else '' (the training pipeline's default dataset). Nothing found beside the logs is used: whoever can write
-    the log store must not choose what the next model learns from."""
-    if rules.training_data_uri:
-        return rules.training_data_uri, f"retraining data: training_data_uri {rules.training_data_uri}"
-    return (
-        "",
-        "retraining data: the training pipeline's default dataset (the retrain rules name no training_data_uri)",
-    )
-
-
 def evaluate_trigger(
     summary: dict[str, Any] | str | Path,
     rules: RetrainRules,
@@ -384,7 +372,20 @@ def _apply_guardrails(
         )
 
     # 6./7. Dry run or submit.
-    data_uri, data_reason = retraining_data(rules)
+    from core.data.lineage import LineageError
+    from monitoring.retraining_data import RetrainingDataError, retraining_data_uri
+
+    try:
+        data_uri, data_reason = retraining_data_uri(
+            rules, decision.window_id, decision.window_path, build=not rules.dry_run
+        )
+    except (RetrainingDataError, LineageError, OSError, ValueError) as error:
+        return replace(
+            decision,
+            outcome=SUBMISSION_FAILED,
+            reasons=[signal_reason, "the retraining dataset could not be built; the next evaluation retries"],
+            error=f"retraining data: {error}",
+        )
     request = RetrainRequest(
         model_name=rules.model_name,
         window_id=decision.window_id,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.common.constants import DEFAULT_MODEL_NAME
-from core.config.fields import ConfigError, coerce_field, known_fields
+from core.config.fields import ConfigError, build_dataclass, coerce_field, known_fields
 from core.config.loading import load_run_config
 
 
@@ -90,6 +90,64 @@ def default_signal_rules() -> list[SignalRule]:
     ]
 
 
+DEFAULT_TRUSTED_LABEL_SOURCES = ("delayed", "review")
+
+
+@dataclass
+class RetrainingDataRules:
+    """What a retraining run learns from when it keeps what the model knew: the champion's training data (found
+    through its registry lineage) plus the newly labeled items of the window (`monitoring.retraining_data`)."""
+
+    content_store_uri: str = field(
+        default="",
+        metadata={
+            "help": "Content store holding the text and image bytes of logged items (a folder for the local "
+            "store); set it to build the retraining dataset from the champion's data plus new labels. '' = "
+            "not built (training_data_uri, else the pipeline's default dataset)."
+        },
+    )
+    labels_uri: str = field(
+        default="",
+        metadata={
+            "help": "Log root whose labels/ holds the delayed labels and review imports; '' = the current "
+            "window's log root."
+        },
+    )
+    trusted_label_sources: list[str] = field(
+        default_factory=lambda: list(DEFAULT_TRUSTED_LABEL_SOURCES),
+        metadata={
+            "help": "Label `source` values that may enter training; labels from any other are dropped."
+        },
+    )
+    max_new_share: float = field(
+        default=0.5,
+        metadata={
+            "help": "Largest share of the retraining dataset the new rows may make up (a cap against label "
+            "flooding); extra new rows are left out, chosen at random."
+        },
+    )
+    output_dir: str = field(
+        default="",
+        metadata={
+            "help": "Where retraining datasets are written; '' = $TNS_HOME/monitoring/retraining-data."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.max_new_share <= 1.0:
+            raise ConfigError(f"retraining_data.max_new_share must be in (0, 1], got {self.max_new_share}")
+        sources = self.trusted_label_sources
+        if not isinstance(sources, list) or not all(isinstance(s, str) and s.strip() for s in sources):
+            raise ConfigError(
+                f"retraining_data.trusted_label_sources must be a list of source names, got {sources!r}"
+            )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the retraining dataset is built (a content store is named)."""
+        return bool(self.content_store_uri)
+
+
 @dataclass
 class RetrainRules:
     """When a drift check may start a retraining run, and what that run gets."""
@@ -128,6 +186,12 @@ class RetrainRules:
         metadata={
             "help": "Dataset of the retraining run, the only place its data comes from (nothing found beside the "
             "logs is used); '' = the training pipeline's default."
+        },
+    )
+    retraining_data: RetrainingDataRules = field(
+        default_factory=RetrainingDataRules,
+        metadata={
+            "help": "The champion's training data plus new labels (used when training_data_uri is '')."
         },
     )
     submit_retries: int = field(
@@ -199,6 +263,8 @@ class RetrainRules:
         for name, value in data.items():
             if name == "signals":
                 kwargs[name] = _signal_rules(value)
+            elif name == "retraining_data":
+                kwargs[name] = build_dataclass(RetrainingDataRules, value, "retraining_data.")
             else:
                 kwargs[name] = coerce_field(name, fields[name], value)
         return cls(**kwargs)

@@ -23,6 +23,7 @@ from core.common.constants import EXIT_FAILED, EXIT_NOT_BLESSED, EXIT_OK, EXIT_U
 from core.config.retrain_rules import RetrainRules, SignalRule
 from monitoring.decision_ledger import DecisionLedger
 from monitoring.local_submitter import LocalSubmitter
+from monitoring.retraining_data import retraining_data_uri
 from monitoring.submitters import RetrainRequest, SubmissionError, SubmittedRun
 from monitoring.trigger import (
     DRY_RUN,
@@ -36,7 +37,6 @@ from monitoring.trigger import (
     SUPPRESSED_IN_FLIGHT,
     TriggerError,
     evaluate_trigger,
-    retraining_data,
 )
 from tns.trigger import add_trigger_arguments, run_trigger
 
@@ -357,7 +357,7 @@ def test_retraining_data_comes_only_from_the_policy(tmp_path: Path, ledger: Deci
         summary, RetrainRules(training_data_uri="/data/labeled"), ledger, FakeSubmitter()
     )
     assert decision.data_uri == "/data/labeled"
-    data_uri, reason = retraining_data(RetrainRules())
+    data_uri, reason = retraining_data_uri(RetrainRules(), "w" * 64, str(tmp_path / "logs"), build=True)
     assert data_uri == "" and "the retrain rules name no training_data_uri" in reason
 
 
