@@ -211,8 +211,8 @@ def _annotated_auc(rows: pd.DataFrame, policy: str) -> float | None:
 def origin_slices(
     test: pd.DataFrame, challenger_scores: pd.DataFrame, champion_scores: pd.DataFrame, policies: list[str]
 ) -> dict[str, dict[str, Any]] | None:
-    """ROC AUC per policy of both models on each origin of the test split (`data_origin`), or None when the test
-    split holds no new rows (not a retraining dataset).
+    """ROC AUC per policy of both models on each origin of the test split (`data_origin`), or None unless the test
+    split holds rows of both origins.
 
     Args:
         test: The test split's rows (id, `data_origin`).
@@ -223,8 +223,8 @@ def origin_slices(
     Returns:
         `{origin: {"rows": n, "challenger": {policy: auc}, "champion": {policy: auc}}}` for `original` and `new`.
     """
-    if COL_DATA_ORIGIN not in test.columns or not (test[COL_DATA_ORIGIN] == ORIGIN_NEW).any():
-        return None
+    if COL_DATA_ORIGIN not in test.columns or not {ORIGIN_ORIGINAL, ORIGIN_NEW} <= set(test[COL_DATA_ORIGIN]):
+        return None  # not a retraining dataset, or one side is missing: nothing to compare slice by slice
     slices: dict[str, dict[str, Any]] = {}
     for origin in (ORIGIN_ORIGINAL, ORIGIN_NEW):
         ids = set(test.loc[test[COL_DATA_ORIGIN] == origin, COL_ID].astype(str))

@@ -261,3 +261,5 @@ def test_a_test_split_without_new_rows_has_no_slices():
     test = pd.DataFrame({"id": ["a"], "data_origin": ["original"]})
     assert origin_slices(test, _scores(["a"], [1], [0.5]), _scores(["a"], [1], [0.5]), POLICIES) is None
     assert origin_slices(test.drop(columns="data_origin"), None, None, POLICIES) is None
+    only_new = pd.DataFrame({"id": ["a"], "data_origin": ["new"]})
+    assert origin_slices(only_new, _scores(["a"], [1], [0.5]), _scores(["a"], [1], [0.5]), POLICIES) is None
