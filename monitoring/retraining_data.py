@@ -54,6 +54,7 @@ from core.common.constants import (
 )
 from core.config.retrain_rules import RetrainingDataRules, RetrainRules
 from core.config.run import SplitConfig
+from core.data.ingest import item_hash
 from core.data.lineage import DataLineage
 from monitoring.log_chunks import read_label_entries
 from monitoring.schema import MAX_LOG_LINE_BYTES
@@ -120,11 +121,6 @@ def _digest(text: str) -> str:
 def _unit_interval(key: str) -> float:
     """A deterministic number in [0, 1) for `key`."""
     return int(_digest(key)[:15], 16) / float(16**15)
-
-
-def _item_hash(text: str | None, image_sha: str | None) -> str:
-    """The ingest's content key of an item (`core.data.ingest`: text and image bytes)."""
-    return _digest(f"{text or ''}\x1f{image_sha or ''}")
 
 
 def _extension(image: bytes) -> str:
@@ -215,7 +211,7 @@ def _new_rows(
             dropped["no_content"] += 1
             continue
         image_sha = hashlib.sha256(content.image).hexdigest() if content.image is not None else None
-        content_key = _item_hash(content.text, image_sha)
+        content_key = item_hash(content.text, image_sha)
         if content_key in original_keys:
             dropped["same_as_original"] += 1
             continue

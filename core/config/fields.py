@@ -7,6 +7,7 @@ Used by every configuration of `core.config` (run, drift, retrain rules), so all
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 
@@ -106,3 +107,20 @@ def _parse_int(text: str, name: str) -> int:
         return int(text.strip())
     except ValueError:
         raise ConfigError(f"{name} must be a list of integers, got {text!r}") from None
+
+
+def read_yaml_file(path: str | Path, what: str) -> Any:
+    """The parsed content of a YAML rules file (None for an empty file).
+
+    Raises:
+        ConfigError: `<what> file PATH does not exist`, or is not valid YAML.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{what} file {path} is not valid YAML: {error}") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.common.constants import DEFAULT_MODEL_NAME
-from core.config.fields import ConfigError, build_dataclass, coerce_field, known_fields
+from core.config.fields import ConfigError, build_dataclass, coerce_field, known_fields, read_yaml_file
 from core.config.loading import load_run_config
 
 
@@ -272,16 +272,7 @@ class RetrainRules:
     @classmethod
     def from_yaml(cls, path: str | Path) -> RetrainRules:
         """Reads a retrain rules file (an empty file gives the defaults)."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"retrain rules file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise ConfigError(f"retrain rules file {path} is not valid YAML: {error}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_yaml_file(path, "retrain rules"))
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config.fields import ConfigError, coerce_field, known_fields
+from core.config.fields import ConfigError, coerce_field, known_fields, read_yaml_file
 
 SHARE_FIELDS = ("gold_share", "uncertainty_share", "drift_share")
 UNCERTAINTY_THRESHOLD = (
@@ -113,16 +113,7 @@ class ReviewRules:
     @classmethod
     def from_yaml(cls, path: str | Path) -> ReviewRules:
         """Reads a review rules file (an empty file gives the defaults)."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"review rules file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise ConfigError(f"review rules file {path} is not valid YAML: {error}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(read_yaml_file(path, "review rules"))
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "uniform_share": self.uniform_share}

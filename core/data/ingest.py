@@ -72,6 +72,12 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def item_hash(text: str | None, image_key: str | None) -> str:
+    """The content key of an item (`item_hash`): its text and its image's sha256 (or, for an image file that could
+    not be read, its path). Items with the same key are copies."""
+    return _sha256(f"{text or ''}\x1f{image_key or ''}".encode())
+
+
 def _resolve_image(root: Path, relative: str) -> tuple[Path | None, str]:
     try:
         return contained_image_path(root, relative), IMAGE_OK
@@ -161,7 +167,7 @@ def ingest_dataset(source: str | Path, out_dir: str | Path, config: RunConfig) -
     frame[COL_IMAGE_FILE_STATUS] = statuses
     frame[COL_IMAGE_SHA256] = pd.Series(hashes, dtype=object)
     frame[COL_ITEM_HASH] = [
-        _sha256(f"{text or ''}\x1f{digest or path or ''}".encode())
+        item_hash(text, digest or path)
         for text, digest, path in zip(frame[COL_TEXT], hashes, stored, strict=True)
     ]
     frame[COL_MODALITY] = [
