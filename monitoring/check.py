@@ -2,8 +2,9 @@
 retraining, write the report, summary and snapshot.
 
 The reference is either a window of inference logs or a labeled dataset (the champion's training data), which is
-scored once in process by the served model (`serving.in_process`) into log records and cached. Outputs go to one
-folder: `summary.json`, `report.html` (self-contained) and `evidently.html`; the Evidently snapshot is also added
+scored once in process by the served model (`serving.in_process`) into log records and cached. The summary and the
+report also carry each policy's label-free performance estimate (`monitoring.performance_estimate`). Outputs go to
+one folder: `summary.json`, `report.html` (self-contained) and `evidently.html`; the Evidently snapshot is also added
 to a workspace project that `tns monitor ui` serves. Both files are written under temporary names and renamed,
 so a failed check leaves no half-written report.
 """
@@ -33,6 +34,7 @@ from core.config.drift import DriftConfig
 from monitoring.drift import DriftResult, compare_windows, window_id
 from monitoring.drift_signals import WindowCounts
 from monitoring.log_reader import DEFAULT_MAX_MALFORMED_SHARE, LogReadError, LogWindow, read_logs
+from monitoring.performance_estimate import estimate_performance
 from monitoring.schema import LogSchemaError
 
 EXIT_NO_DRIFT = EXIT_OK
@@ -309,6 +311,9 @@ def run_drift_check(
     out_dir = (request.out_dir or tns_home() / "monitoring" / "reports" / f"{stamp}-{summary_id}").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = build_summary(request, reference, current, result, out_dir, summary_id)
+    summary["performance_estimate"] = estimate_performance(
+        reference.frame, current.frame, policies, request.config
+    ).to_dict()
     if request.save_snapshot:
         workspace = (request.workspace or tns_home() / "monitoring" / "workspace").resolve()
         summary["evidently"] = save_snapshot(result, workspace, summary["model"]["name"], out_dir)

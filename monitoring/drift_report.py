@@ -1,6 +1,7 @@
 """The on-call drift report: one self-contained HTML file (inline CSS, no scripts, nothing fetched).
 
-Read top to bottom at 3 a.m.: the verdict and what was decided, the ranked signals, typical drifted examples,
+Read top to bottom at 3 a.m.: the verdict and what was decided, how well the model is estimated to do now (and
+whether the labels that arrived agree), the ranked signals, typical drifted examples,
 data quality, and where to look next. Rendered from the JSON summary, so the two never disagree.
 """
 
@@ -145,6 +146,65 @@ def _decision_section(summary: dict[str, Any]) -> str:
     return f'<div class="decision"><p><b>Verdict:</b></p><ul>{verdict}</ul>{action}</div>'
 
 
+def _pair(value: Any, half_width: Any) -> str:
+    if value is None:
+        return '<span class="muted">-</span>'
+    return f"{_fmt(value)}" + (f" &plusmn; {_fmt(half_width)}" if half_width is not None else "")
+
+
+def _estimate_rows(policies: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for name, entry in policies.items():
+        estimated, interval, labeled = entry["estimated"], entry["interval"], entry.get("labeled")
+        if labeled:
+            on_labels = (
+                f"{_e(labeled['rows'])} rows: precision {_fmt(labeled['realized']['precision'])} "
+                f"(estimated {_fmt(labeled['estimated']['precision'])}), recall "
+                f"{_fmt(labeled['realized']['recall'])} (estimated {_fmt(labeled['estimated']['recall'])})"
+            )
+        else:
+            on_labels = '<span class="muted">no labels yet</span>'
+        verdict = entry["reliability"]
+        rows.append(
+            f'<tr class="{"hit" if verdict == "unreliable" else ""}"><td><b>{_e(name)}</b></td>'
+            f"<td>{_pair(estimated['precision'], interval.get('precision'))}</td>"
+            f"<td>{_pair(estimated['recall'], interval.get('recall'))}</td>"
+            f"<td>{_fmt(estimated['flag_rate'])}</td><td>{_fmt(estimated['positives'])} of {_e(estimated['rows'])}</td>"
+            f"<td>{on_labels}</td><td><b>{_e(verdict)}</b><br>"
+            f'<span class="muted">{_e(entry.get("reason"))}</span></td></tr>'
+        )
+    return "".join(rows)
+
+
+def _estimate_section(estimate: dict[str, Any] | None) -> str:
+    """Expected precision, recall and flag rate per policy without labels, and their check against labels."""
+    if not estimate or not estimate.get("policies"):
+        return '<p class="muted">No scored rows to estimate from.</p>'
+    head = (
+        "<tr><th>policy</th><th>precision (estimated)</th><th>recall (estimated)</th><th>flag rate</th>"
+        "<th>expected positives</th><th>realized on the labeled rows</th><th>estimate</th></tr>"
+    )
+    unreliable = estimate.get("unreliable_policies") or []
+    warning = (
+        f"<p><b>The estimate is unreliable for {_e(', '.join(unreliable))}</b>: the labels that arrived disagree "
+        "with it, which covariate shift alone does not explain (concept drift, or scores that are not calibrated "
+        "here). Read performance from the labels for those policies.</p>"
+        if unreliable
+        else ""
+    )
+    reference = estimate.get("reference") or {}
+    checked = [
+        f"{_e(name)} {_e(entry['reliability'])}" for name, entry in reference.items() if entry.get("labeled")
+    ]
+    return (
+        f"<p>{_e(estimate.get('method'))}; &plusmn; is a ~95% sampling interval.</p>{warning}"
+        f"<table>{head}{_estimate_rows(estimate['policies'])}</table>"
+        f'<p class="muted"><b>Assumptions.</b> {_e(estimate.get("assumptions"))}'
+        + (f" On the reference's labeled rows: {', '.join(checked)}." if checked else "")
+        + "</p>"
+    )
+
+
 def render_report(summary: dict[str, Any]) -> str:
     """The HTML report of a drift check summary (`monitoring.check` writes both)."""
     status = summary["status"]
@@ -224,6 +284,8 @@ def render_report(summary: dict[str, Any]) -> str:
         )
         + '<h2 id="decision">What was decided and why</h2>'
         + _decision_section(summary)
+        + '<h2 id="estimate">Estimated performance before labels arrive</h2>'
+        + _estimate_section(summary.get("performance_estimate"))
         + '<h2 id="signals">Signals, ranked by severity</h2>'
         + '<p class="muted">Severity = how many thresholds away a score is (capped at 50). Drifted signals first.</p>'
         + _signals_table(summary.get("signals", []))

@@ -149,6 +149,10 @@ def _retrain_trigger(args: argparse.Namespace, rules_file: Path):
     return record_decision
 
 
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def print_outcome(outcome: DriftOutcome, stream=None) -> None:
     """The console summary: verdict, top signals, the decision and where the report is."""
     stream = stream or sys.stdout
@@ -162,6 +166,18 @@ def print_outcome(outcome: DriftOutcome, stream=None) -> None:
     )
     for reason in summary["reasons"][:8]:
         print(f"  - {reason}", file=stream)
+    estimate = summary.get("performance_estimate") or {}
+    if estimate.get("policies"):
+        figures = ", ".join(
+            f"{policy} {_shown(entry['estimated']['precision'])}/{_shown(entry['estimated']['recall'])}"
+            for policy, entry in estimate["policies"].items()
+        )
+        unreliable = estimate.get("unreliable_policies") or []
+        print(
+            f"estimated precision/recall at the served thresholds (no labels needed): {figures}"
+            + (f"; UNRELIABLE for {', '.join(unreliable)}: labels disagree" if unreliable else ""),
+            file=stream,
+        )
     skipped = summary["current"].get("malformed_lines", 0)
     if skipped:
         print(f"  ({skipped} malformed log lines skipped)", file=stream)

@@ -11,6 +11,8 @@ from typing import Any
 from core.config.fields import ConfigError
 from core.config.loading import parse_value, split_override
 
+CALIBRATION_REFERENCE = "reference"  # the label-free estimate calibrates the scores on the reference's labels
+CALIBRATION_SERVED = "served"  # ... or takes the served scores as probabilities
 DEFAULT_ROW_BUDGET = (
     200_000  # rows a read window keeps (a seeded uniform sample above it; counts use every row)
 )
@@ -32,6 +34,14 @@ class DriftConfig:
         performance_drop: Drop of a policy's ROC-AUC on labeled rows that counts as drift.
         min_rows: Fewer current (or reference) rows than this is "insufficient data", not a verdict.
         min_labeled: Labeled rows (with both classes) per window needed to judge performance.
+        estimate_tolerance: Difference between the label-free performance estimate and the performance that
+            arrived labels realize (precision or recall at the served threshold) above which the estimate is
+            unreliable...
+        estimate_alpha: ...when the difference is also beyond the sampling noise at this level (two-sided).
+        estimate_min_count: Flagged rows (for precision) or labeled positives (for recall) a comparison needs,
+            and the positives (and negatives) a reference needs to calibrate the scores on.
+        estimate_calibration: `reference` (calibrate the scores on the reference's labeled rows, as CBPE does,
+            when it has enough) or `served` (use the served scores as probabilities).
         max_sample_rows: Rows per window used for distribution tests and embeddings (a seeded sample above
             it); also the row budget `tns drift` reads each window with.
         examples: Typical drifted examples shown per top signal.
@@ -47,22 +57,36 @@ class DriftConfig:
     performance_drop: float = 0.05
     min_rows: int = 200
     min_labeled: int = 50
+    estimate_tolerance: float = 0.05
+    estimate_alpha: float = 0.001
+    estimate_min_count: int = 20
+    estimate_calibration: str = CALIBRATION_REFERENCE
     max_sample_rows: int = DEFAULT_ROW_BUDGET
     examples: int = 5
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("numeric_threshold", "categorical_threshold", "flag_rate_change", "performance_drop"):
+        for name in (
+            "numeric_threshold",
+            "categorical_threshold",
+            "flag_rate_change",
+            "performance_drop",
+            "estimate_tolerance",
+        ):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"drift.{name} must be in (0, 1], got {getattr(self, name)}")
         if not 0.5 < self.embedding_auc_threshold < 1:
             raise ConfigError(
                 f"drift.embedding_auc_threshold must be in (0.5, 1), got {self.embedding_auc_threshold}"
             )
-        for name in ("flag_rate_alpha", "significance_alpha"):
+        for name in ("flag_rate_alpha", "significance_alpha", "estimate_alpha"):
             if not 0 < getattr(self, name) < 1:
                 raise ConfigError(f"drift.{name} must be in (0, 1), got {getattr(self, name)}")
-        for name in ("min_rows", "min_labeled", "max_sample_rows"):
+        if self.estimate_calibration not in (CALIBRATION_REFERENCE, CALIBRATION_SERVED):
+            raise ConfigError(
+                f"drift.estimate_calibration must be reference or served, got {self.estimate_calibration!r}"
+            )
+        for name in ("min_rows", "min_labeled", "estimate_min_count", "max_sample_rows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"drift.{name} must be at least 1, got {getattr(self, name)}")
 
