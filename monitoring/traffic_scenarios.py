@@ -13,6 +13,7 @@ same for every scenario of a seed). From the drift start on, the scenario applie
 | `image_style_shift` | images are 128x96 JPEG with an inverted, noisy palette instead of 64x64 PNG | image width, height, format, bytes, image embedding |
 | `policy_surge` | one policy (default `spam`) surges: its explicit text and image rates are multiplied by 5 | that policy's label rate, score distribution and flagged rate |
 | `modality_shift` | half of the items are image-only (10% before), text-only items drop to 5% | text/image presence, per-modality score mix |
+| `concept_drift` | the `spam` policy is redefined: caption/image pairs that were spam are allowed, the pairs one step along the grid (allowed before) are spam; the content does not change | nothing in the inputs or scores; only labels (spam performance), and the label-free estimate turns unreliable |
 
 `simulate_items` is pure and deterministic per seed. Scoring the items and writing logs, labels and the dataset
 is `monitoring.traffic.simulate_traffic`.
@@ -33,6 +34,7 @@ from core.data.generate import (
     EXPLICIT_CONCEPTS,
     EXPLICIT_TEXT,
     GRID_CONCEPTS,
+    GRID_SIZE,
     IMAGE_SIDE,
     LANGUAGES,
     THEMES,
@@ -138,6 +140,7 @@ class Scenario:
         surge_factor: Multiplies the surge policy's explicit text and image rates.
         image_only_rate: Share of image-only items (None: the generator's).
         text_only_rate: Share of text-only items (None: the generator's).
+        redefined_policy: A policy whose rule for caption/image pairs changes (None: the generator's rules).
     """
 
     name: str
@@ -147,6 +150,20 @@ class Scenario:
     surge_factor: float = 1.0
     image_only_rate: float | None = None
     text_only_rate: float | None = None
+    redefined_policy: str | None = None
+
+    def pair_policy(self, theme: int, concept: int) -> int | None:
+        """The policy a caption theme shown with a visual concept violates under this scenario's rules: the
+        generator's, or with `redefined_policy` its pairs allowed and the next pairs on the grid violating it."""
+        policy = combination_policy(theme, concept)
+        if self.redefined_policy is None:
+            return policy
+        target = list(DEFAULT_POLICIES).index(self.redefined_policy)
+        if policy == target:
+            return None
+        if policy is None and combination_policy(theme, (concept + 1) % GRID_SIZE) == target:
+            return target
+        return policy
 
     def mixture(self, base: GenerateSpec, surge_policy: str) -> GenerateSpec:
         """The generator mixture under this scenario (`base` when it changes no rate)."""
@@ -190,6 +207,12 @@ SCENARIOS: dict[str, Scenario] = {
             "half of the items become image-only (10% in training), text-only drops to 5%",
             image_only_rate=0.5,
             text_only_rate=0.05,
+        ),
+        Scenario(
+            "concept_drift",
+            "the spam policy is redefined: its caption/image pairs are allowed, the next pairs on the grid are "
+            "spam; the content does not change",
+            redefined_policy="spam",
         ),
     )
 }
@@ -392,7 +415,7 @@ def _simulate_item(
         image_format = scenario.image_style.image_format
 
     if has_text and has_image and text_kind == "grid" and image_kind == "grid":
-        policy = combination_policy(text_index, image_index)
+        policy = scenario.pair_policy(text_index, image_index)
         if policy is not None:
             labels[policy] = 1
     return SimulatedItem(

@@ -379,3 +379,21 @@ def test_simulate_traffic_through_a_server_logs_what_the_served_model_answers(
     assert labels.to_dict("records") == [
         {f"label_{p}": value for p, value in item.labels.items()} for item in labeled
     ]
+
+
+def test_concept_drift_changes_the_spam_labels_of_pairs_and_nothing_else():
+    spec = SimulationSpec(rows=ROWS, seed=6, scenario="concept_drift", drift_start=0.0)
+    drifted, original = simulate_items(spec), simulate_items(replace(spec, scenario="none"))
+    changed = set()
+    for item, before in zip(drifted, original, strict=True):
+        assert (item.text, item.image, item.text_source, item.image_source) == (
+            before.text,
+            before.image,
+            before.text_source,
+            before.image_source,
+        )
+        changed |= {
+            (p, before.labels[p], item.labels[p]) for p in item.labels if item.labels[p] != before.labels[p]
+        }
+    # spam pairs are allowed now, and pairs that were allowed are spam; no other policy moves
+    assert changed == {("spam", 1, 0), ("spam", 0, 1)}
