@@ -45,6 +45,7 @@ from core.common.constants import (
     COL_TEXT,
     DATASET_LINEAGE_FILE,
     DATASET_MANIFEST_FILE,
+    LABEL_SOURCE_REVIEW,
     ORIGIN_NEW,
     ORIGIN_ORIGINAL,
     SPLIT_TEST,
@@ -81,7 +82,8 @@ class RetrainingData:
         new_by_split: New rows per split.
         new_by_stratum: New rows per sampling stratum.
         new_by_source: New rows per label source.
-        dropped: Label lines left out, by reason (`untrusted_source`, `no_content`, `same_as_original`,
+        dropped: Label lines left out, by reason (`untrusted_source`, `no_gold_check` and `gold_disagreement`
+            for review imports without gold or above `max_gold_disagreement`, `no_content`, `same_as_original`,
             `over_cap`, `no_policy_label`).
         label_files: The label files read.
     """
@@ -196,6 +198,14 @@ def _new_rows(
         if str(entry.get("source") or "") not in trusted:
             dropped["untrusted_source"] += 1
             continue
+        if entry.get("source") == LABEL_SOURCE_REVIEW:
+            disagreement = entry.get("gold_disagreement")
+            if not isinstance(disagreement, int | float):
+                dropped["no_gold_check"] += 1
+                continue
+            if disagreement > rules.max_gold_disagreement:
+                dropped["gold_disagreement"] += 1
+                continue
         if not any(policy in entry["labels"] for policy in policies):
             dropped["no_policy_label"] += 1
             continue

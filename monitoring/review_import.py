@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.common.constants import LABEL_SOURCE_REVIEW
 from monitoring.label_studio import ExportError, ReviewedTask, read_export
 from monitoring.review import BATCH_FILE, ReviewError
 from monitoring.schema import LABELS_DIR
 
-LABEL_SOURCE_REVIEW = "review"
 BATCH_ID = re.compile(r"rv-[0-9a-f]{12}")  # what `monitoring.review` makes; it becomes part of a file name
 IMPORT_SUMMARY_FILE = "import_summary.json"
 
@@ -131,6 +131,7 @@ def import_review(
 
     imported_at = datetime.now(UTC).isoformat()
     batch_id = manifest["batch_id"]
+    gold_check = gold_agreement(reviewed, gold)
     lines = []
     for task in reviewed:
         key = items.get(task.ref)
@@ -146,6 +147,7 @@ def import_review(
                     "labeler": task.labeler,
                     "labeled_at": task.labeled_at or imported_at,
                     "batch_id": batch_id,
+                    "gold_disagreement": gold_check["disagreement_rate"],
                     "sampling": {"stratum": key["stratum"], "weight": key["weight"]},
                 },
                 ensure_ascii=False,
@@ -165,7 +167,7 @@ def import_review(
         "unlabeled_or_skipped": unlabeled,
         "labels_written": len(lines),
         "multiple_annotations": sum(task.annotations > 1 for task in reviewed),
-        "gold": gold_agreement(reviewed, gold),
+        "gold": gold_check,
     }
     labels_file = log_root / LABELS_DIR / f"review-{batch_id}.jsonl"
     summary["labels_file"] = str(labels_file)

@@ -38,6 +38,8 @@ COL_DATA_ORIGIN = "data_origin"  # ORIGIN_ORIGINAL (the champion's training data
 ORIGIN_ORIGINAL = "original"
 ORIGIN_NEW = "new"
 COL_LABEL_SOURCE = "label_source"  # who labeled a new row: `delayed`, `review`, ...
+LABEL_SOURCE_DELAYED = "delayed"  # a label line's `source`: a moderator decision that arrived after serving
+LABEL_SOURCE_REVIEW = "review"  # ... an import of a review-queue batch (`tns review import`)
 COL_SAMPLING_STRATUM = (
     "sampling_stratum"  # `uniform`, `uncertainty`, `drift_segment`: only uniform rows enter test
 )

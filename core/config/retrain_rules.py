@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.common.constants import DEFAULT_MODEL_NAME
+from core.common.constants import DEFAULT_MODEL_NAME, LABEL_SOURCE_DELAYED, LABEL_SOURCE_REVIEW
 from core.config.fields import ConfigError, build_dataclass, coerce_field, known_fields, read_yaml_file
 from core.config.loading import load_run_config
 
@@ -90,7 +90,7 @@ def default_signal_rules() -> list[SignalRule]:
     ]
 
 
-DEFAULT_TRUSTED_LABEL_SOURCES = ("delayed", "review")
+DEFAULT_TRUSTED_LABEL_SOURCES = (LABEL_SOURCE_DELAYED, LABEL_SOURCE_REVIEW)
 
 
 @dataclass
@@ -126,6 +126,13 @@ class RetrainingDataRules:
             "flooding); extra new rows are left out, chosen at random."
         },
     )
+    max_gold_disagreement: float = field(
+        default=0.2,
+        metadata={
+            "help": "Review-import labels of a batch whose gold items disagreed with their known labels more "
+            "than this (share of gold answers) are left out, and so are review labels without a gold check."
+        },
+    )
     output_dir: str = field(
         default="",
         metadata={
@@ -136,6 +143,10 @@ class RetrainingDataRules:
     def __post_init__(self) -> None:
         if not 0.0 < self.max_new_share <= 1.0:
             raise ConfigError(f"retraining_data.max_new_share must be in (0, 1], got {self.max_new_share}")
+        if not 0.0 <= self.max_gold_disagreement <= 1.0:
+            raise ConfigError(
+                f"retraining_data.max_gold_disagreement must be in [0, 1], got {self.max_gold_disagreement}"
+            )
         sources = self.trusted_label_sources
         if not isinstance(sources, list) or not all(isinstance(s, str) and s.strip() for s in sources):
             raise ConfigError(

@@ -41,9 +41,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> DataLineage:
     return DataLineage(str(root / "dataset"), str(root / "splits"), result.fingerprint, result.sources)
 
 
-def _label(request_id: str, labels: dict, source: str = "delayed", stratum: str = "uniform") -> str:
+def _label(request_id: str, labels: dict, source: str = "delayed", stratum: str = "uniform", **extra) -> str:
     entry = {"request_id": request_id, "item": 0, "labels": labels, "source": source,
-             "sampling": {"stratum": stratum, "weight": 2.0}}  # fmt: skip
+             "sampling": {"stratum": stratum, "weight": 2.0}, **extra}  # fmt: skip
     return json.dumps(entry) + "\n"
 
 
@@ -63,11 +63,18 @@ def _manifest(folder: Path) -> pd.DataFrame:
 
 def test_keeps_the_champions_rows_and_splits_and_adds_trusted_new_rows(tmp_path: Path, base: DataLineage):
     lines = [_label(f"u{i}", {"spam": i % 2, "hate": 0}) for i in range(40)]
-    lines += [_label(f"q{i}", {"spam": 1}, source="review", stratum="uncertainty") for i in range(10)]
+    lines += [
+        _label(f"q{i}", {"spam": 1}, source="review", stratum="uncertainty", gold_disagreement=0.05)
+        for i in range(10)
+    ]
     lines += [_label("evil", {"spam": 0}, source="anonymous")]  # not a trusted source
+    # review batches whose gold items disagreed too much, or that had no gold: left out
+    lines += [_label("sloppy", {"spam": 0}, source="review", gold_disagreement=0.5)]
+    lines += [_label("unchecked", {"spam": 0}, source="review")]
     lines += [_label("gone", {"spam": 1})]  # no content in the store
     contents = {f"u{i}": f"new slang post {i}" for i in range(40)}
     contents |= {f"q{i}": f"borderline post {i}" for i in range(10)} | {"evil": "planted"}
+    contents |= {"sloppy": "careless label", "unchecked": "no gold in its batch"}
     log_root, store = _window(tmp_path, lines, contents)
 
     result = build_retraining_data(base, log_root, store, tmp_path / "out", POLICIES, RetrainingDataRules())
@@ -80,7 +87,12 @@ def test_keeps_the_champions_rows_and_splits_and_adds_trusted_new_rows(tmp_path:
     assert (merged[COL_SPLIT] == merged[f"{COL_SPLIT}_champion"]).all()
     new = frame[frame[COL_DATA_ORIGIN] == ORIGIN_NEW]
     assert result.new_rows == len(new) == 50
-    assert result.dropped == {"untrusted_source": 1, "no_content": 1}
+    assert result.dropped == {
+        "untrusted_source": 1,
+        "no_content": 1,
+        "gold_disagreement": 1,
+        "no_gold_check": 1,
+    }
     assert "planted" not in set(new["text"])
     # Only uniformly sampled rows enter test; the uncertainty-picked ones train.
     assert set(new.loc[new["sampling_stratum"] == "uncertainty", COL_SPLIT]) == {SPLIT_TRAIN}

@@ -293,6 +293,7 @@ def test_an_export_imports_back_as_the_labels_given(window, tmp_path: Path):
             "labeler": "7",
             "labeled_at": line["labeled_at"],
             "batch_id": manifest["batch_id"],
+            "gold_disagreement": 0.25,  # the batch's gold check travels with its labels
             "sampling": {"stratum": key["stratum"], "weight": key["weight"]},
         }
         assert line["labeled_at"].startswith("2026-12-01T10:")
