@@ -245,8 +245,31 @@ def section(result: dict, command: str, machine: str) -> str:
         + ", ".join(f"{policy} {count}/{seeds}" for policy, count in flagged.items())
         + " seeds.",
         "",
+        *_reading(table, missed),
     ]
     return "\n".join(lines)
+
+
+def _reading(table: dict, missed: list[str]) -> list[str]:
+    """What the figures say about the estimate's assumption, from the table itself."""
+    if not missed:
+        return []
+    caught = [
+        f"{name} {table[name.split()[0]][name.split()[1]]['verdicts']['unreliable']}/"
+        f"{sum(table[name.split()[0]][name.split()[1]]['verdicts'].values())}"
+        for name in missed
+    ]
+    return [
+        "Reading it: the estimate rests on the scores staying calibrated on the window. Where the goal is missed "
+        "the champion meets content it never saw (coded slang, images in a new style) and its scores there are not "
+        "probabilities any more: it misses positives its low scores do not admit (the estimated recall is too "
+        "high) and flags items its high scores overrate (the estimated precision is too high). No label-free method sees that from unlabeled rows (the reference's labels cannot calibrate content "
+        "the reference does not hold), and the first-try baseline does no better. What the check against the "
+        "arriving labels does is say so: the estimate was marked unreliable in "
+        + ", ".join(caught)
+        + " seeds of those windows, as the report then tells on-call.",
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
