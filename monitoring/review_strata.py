@@ -244,7 +244,8 @@ def draw_strata(
     expansion: float = 1.0,
 ) -> Draw:
     """Draws `window_budget` of the candidate rows: uncertainty, then drifted segments, then uniform (the shares
-    are of `budget`, gold included; what a stratum cannot fill goes to the uniform one). Every weight is
+    are of `budget`, gold included; what a stratum cannot fill goes to the uniform one, and what the rows
+    outside the segments cannot fill goes to the segments). Every weight is
     multiplied by `expansion` (rows of the window per row of the frame)."""
     available = candidates.copy()
     thresholds = served_thresholds(frame, policies)
@@ -266,6 +267,9 @@ def draw_strata(
     if segments and drift_budget > 0:
         in_segment = np.logical_or.reduce([s.mask for s in segments])
         rows = np.flatnonzero(available & in_segment)
+        # what the rest of the window cannot fill of the uniform share goes to the segment
+        outside = int((available & ~in_segment).sum())
+        drift_budget = max(drift_budget, window_budget - len(picks) - outside)
         chosen, weight = random_sample(rows, drift_budget, keys)
         for row in chosen:
             reasons = [s.description for s in segments if s.mask[row]]

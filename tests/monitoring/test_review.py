@@ -144,6 +144,23 @@ def test_strata_shares_weights_and_reasons(window, tmp_path: Path):
         assert distance <= (left[f"score_{policy}"] - thresholds[policy]).abs().min()
 
 
+def test_when_the_rest_of_the_window_runs_out_the_segment_takes_its_share(window, tmp_path: Path):
+    # A segment holding most of the window (PNG rows, 240 of 300): the rows outside it cannot fill the uniform
+    # share, so the segment takes what they leave and the batch still fills its budget.
+    summary = tmp_path / "summary.json"
+    signal = DRIFT_SUMMARY["signals"][0] | {
+        "reference_value": {"PNG": 0.5, "JPEG": 0.5},
+        "current_value": {"PNG": 0.8, "JPEG": 0.2},
+    }
+    summary.write_text(json.dumps(DRIFT_SUMMARY | {"signals": [signal]}))
+    batch = sample_review(_request(window, tmp_path / "b", budget=200, drift_summary=summary))
+    items, strata = list(batch.manifest["items"].values()), batch.manifest["strata"]
+    assert len(items) == len({i["request_id"] for i in items}) == 200 - strata["gold"]["items"]
+    assert strata["uniform"]["items"] == strata["uniform"]["frame"]  # every row outside the segment
+    assert strata["drift_segment"]["items"] > round(200 * ReviewRules().drift_share)
+    assert sum(i["weight"] for i in items) == pytest.approx(300 - len(window["labeled"]), abs=1e-3)
+
+
 def test_batches_are_deterministic_per_seed(window, tmp_path: Path):
     first = sample_review(_request(window, tmp_path / "a"))
     again = sample_review(_request(window, tmp_path / "b"))
