@@ -8,10 +8,14 @@ running Triton server) and writes::
     OUT/logs/labels/labels-<seed>.jsonl            delayed moderator labels of a `label_rate` share of the items
     OUT/content/                                   every item's text and image bytes (serving.content_store)
     OUT/dataset/manifest.jsonl, images/            the labeled items as a training-ready dataset
+    OUT/truth.jsonl                                every item's true labels under its log key: request_id, item,
+                                                   id (the simulator's item id), labels, drifted
     OUT/simulation.json                            spec, scenario, drift start time, counts
 
-`OUT/logs` is the log root to give `monitoring.log_reader.read_logs` (it joins the labels); the dataset stays outside
-it because every `*.jsonl` under a log root is read as logs. Moderator labels are the items' true labels (no
+`OUT/logs` is the log root to give `monitoring.log_reader.read_logs` (it joins the labels); the dataset and
+`truth.jsonl` stay outside it because every `*.jsonl` under a log root is read as logs. `truth.jsonl` is the
+ground truth of every item, labeled or not (what simulated moderators answer from,
+`monitoring.simulated_review`); in server mode its keys are the request ids the client made. Moderator labels are the items' true labels (no
 label noise); each label line says so (`"source": "delayed"`) and how it was sampled (a uniform random share:
 `"sampling": {"stratum": "uniform", "weight": 1 / label_rate}`). Logged timestamps are the simulated times, not the
 wall-clock time of scoring. The content store `OUT/content` is what `tns review sample --content` reads to show
@@ -52,6 +56,7 @@ LOGS_DIR = (
     "logs"  # the log root: day partitions and labels/ (a dataset manifest inside would be read as logs)
 )
 DATASET_DIR = "dataset"
+TRUTH_FILE = "truth.jsonl"  # every item's true labels by log key (outside the log root: not a log)
 CONTENT_DIR = "content"  # the items' text and image bytes, for the review queue (outside the log root)
 LABEL_SOURCE_DELAYED = "delayed"
 LOG_FILE_NAME = "traffic"
@@ -81,6 +86,7 @@ class SimulationResult:
         summary_file: `simulation.json`.
         scoring_seconds: Wall time of scoring and logging.
         content_root: The content store folder (`out_dir/content`, a `LocalContentStore`).
+        truth_file: Every item's true labels by log key (`out_dir/truth.jsonl`).
     """
 
     out_dir: Path
@@ -98,6 +104,7 @@ class SimulationResult:
     summary_file: Path
     scoring_seconds: float
     content_root: Path | None = None
+    truth_file: Path | None = None
 
     @property
     def items_per_second(self) -> float:
@@ -237,6 +244,23 @@ def _write_labels(
     return len(lines)
 
 
+def _write_truth(items: Sequence[SimulatedItem], keys: Sequence[ItemKey], path: Path) -> None:
+    """Writes every item's true labels under its log key (`request_id`, `item`), with its simulator id."""
+    lines = [
+        json.dumps(
+            {
+                "request_id": request_id,
+                "item": position,
+                "id": item.id,
+                "labels": item.labels,
+                "drifted": item.drifted,
+            }
+        )
+        for item, (request_id, position) in zip(items, keys, strict=True)
+    ]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
 def write_dataset(items: Sequence[SimulatedItem], folder: Path) -> Path:
     """Writes items as a dataset in the generator's format (`manifest.jsonl` + `images/`); returns the manifest.
 
@@ -292,8 +316,9 @@ def simulate_traffic(
 
     Written under `out_dir`: the log root `logs/` with `logs/date=YYYY-MM-DD/traffic-<pid>.jsonl` (schema
     records, by the simulated day) and `logs/labels/labels-<seed>.jsonl` (the delayed labels, where
-    `monitoring.log_reader.read_logs` joins them); `dataset/manifest.jsonl` + `dataset/images/` (outside the log root,
-    whose `*.jsonl` files are all read as logs); `content/`, every item's text and image bytes in a
+    `monitoring.log_reader.read_logs` joins them); `dataset/manifest.jsonl` + `dataset/images/` and
+    `truth.jsonl` (every item's true labels by log key; both outside the log root, whose `*.jsonl` files are all
+    read as logs); `content/`, every item's text and image bytes in a
     `serving.content_store.LocalContentStore` (for `tns review sample --content`); `simulation.json`.
 
     Args:
@@ -358,6 +383,8 @@ def simulate_traffic(
 
     labels_file = log_root / LABELS_DIR / f"labels-{spec.seed}.jsonl"
     labeled = _write_labels(items, keys, labels_file, spec.label_rate)
+    truth_file = out_dir / TRUTH_FILE
+    _write_truth(items, keys, truth_file)
     manifest = write_dataset([item for item in items if item.labeled], out_dir / DATASET_DIR)
     drift_start = spec.drift_start_time
     before = [item for item in items if item.timestamp < drift_start]
@@ -378,6 +405,7 @@ def simulate_traffic(
         summary_file=summary_file,
         scoring_seconds=scoring_seconds,
         content_root=content_root,
+        truth_file=truth_file,
     )
     scenario = SCENARIOS[spec.scenario]
     modalities = Counter(
@@ -408,6 +436,7 @@ def simulate_traffic(
             "labels": labels_file.relative_to(out_dir).as_posix(),
             "dataset": manifest.relative_to(out_dir).as_posix(),
             "content": content_root.relative_to(out_dir).as_posix(),
+            "truth": TRUTH_FILE,
         },
         "scoring_seconds": round(scoring_seconds, 3),
         "items_per_second": round(result.items_per_second, 1),

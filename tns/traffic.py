@@ -208,6 +208,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         f"  logs     {result.log_root} : {partitions}\n"
         f"  labels   {result.labels_file} ({result.labeled} items)\n"
         f"  dataset  {result.dataset_manifest} ({result.labeled} rows)\n"
+        f"  truth    {result.truth_file} (every item's true labels, for simulated moderators)\n"
         f"  summary  {result.summary_file}",
         flush=True,
     )

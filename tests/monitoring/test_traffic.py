@@ -241,6 +241,13 @@ def test_simulate_traffic_in_process_writes_partitioned_logs_labels_and_an_inges
     assert {json.dumps(line["sampling"]) for line in label_lines} == {'{"stratum": "uniform", "weight": 2.5}'}
     window = read_logs(result.log_root)
     assert window.stats.rows == spec.rows and window.stats.labeled_rows == len(labeled) == result.labeled
+    # The ground truth of every item (labeled or not) under its log key, outside the log root.
+    assert result.truth_file == out / "truth.jsonl"
+    truth = [json.loads(line) for line in result.truth_file.read_text().splitlines()]
+    assert truth == [
+        {"request_id": i.id, "item": 0, "id": i.id, "labels": i.labels, "drifted": i.drifted} for i in items
+    ]
+    assert sum(line["drifted"] for line in truth) == result.drifted > 0
     # Every item's content, under its log key, with the simulated time (for `tns review sample --content`).
     from serving.content_store import LocalContentStore
 
@@ -266,6 +273,7 @@ def test_simulate_traffic_in_process_writes_partitioned_logs_labels_and_an_inges
     assert summary["drift_start"] == spec.drift_start_time.isoformat()
     assert summary["counts"]["rows"] == 120 and summary["counts"]["labeled"] == len(labeled)
     assert summary["mode"] == "in-process" and summary["files"]["content"] == "content"
+    assert summary["files"]["truth"] == "truth.jsonl"
     with pytest.raises(FileExistsError, match="already holds a simulation"):
         simulate_traffic(spec, out, scorer=scorer)
     (out / SIMULATION_FILE).unlink()  # as after a failed run: logs but no summary
@@ -375,6 +383,9 @@ def test_simulate_traffic_through_a_server_logs_what_the_served_model_answers(
     window = read_logs(result.log_root)
     labeled = [item for item in items if item.labeled]
     assert window.stats.labeled_rows == len(labeled) == result.labeled
+    truth = [json.loads(line) for line in result.truth_file.read_text().splitlines()]  # keys of the client
+    assert [(t["request_id"], t["item"]) for t in truth] == [(r["request_id"], r["item"]) for r in records]
+    assert [(t["id"], t["labels"]) for t in truth] == [(i.id, i.labels) for i in items]
     labels = window.frame[[f"label_{p}" for p in DEFAULT_POLICIES]].dropna().astype(int)
     assert labels.to_dict("records") == [
         {f"label_{p}": value for p, value in item.labels.items()} for item in labeled
