@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from benchmarks.study import publish, stamp
 
 SECTION_TITLE = "## Closed loop: retraining on the champion's data plus reviewed labels"
 GOAL_DELTA = 0.05  # the goal: the held-back macro ROC AUC up by this, and the retrained model BLESSED
@@ -230,24 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         result = json.loads(args.from_json.read_text(encoding="utf-8"))
     else:
-        from benchmarks.run import _machine
-
         with tempfile.TemporaryDirectory(prefix="loop-bench-") as work:
-            result = study(args.scenarios, args.rows, args.review_budget, Path(work))
-        command = shlex.join(["python", "-m", "benchmarks.loop", *(sys.argv[1:] if argv is None else argv)])
-        result |= {
-            "measured_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
-            "command": command,
-            "machine": _machine(),
-        }
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    text = section(result, result["command"], result["machine"])
-    if args.out:
-        from benchmarks.drift import merge_report
-
-        existing = args.out.read_text(encoding="utf-8") if args.out.is_file() else "# Benchmarks\n"
-        args.out.write_text(merge_report(existing, "\n" + text), encoding="utf-8")
+            result = stamp(
+                study(args.scenarios, args.rows, args.review_budget, Path(work)), "benchmarks.loop", argv
+            )
+    text = publish(result, section, args.json, args.out)
     print(text)
     return 0
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
 import statistics
 import sys
@@ -31,6 +30,8 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+
+from benchmarks.study import publish, stamp
 
 SECTION_TITLE = "## Label-free performance estimate: estimated vs realized precision and recall"
 WINDOWS = ("none", "new_slang", "image_style_shift", "concept_drift")
@@ -288,26 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         result = json.loads(args.from_json.read_text(encoding="utf-8"))
     else:
-        from benchmarks.run import _machine
-
         with tempfile.TemporaryDirectory(prefix="estimate-study-") as work:
-            result = study(args.seeds, args.rows, Path(work))
-        command = shlex.join(
-            ["python", "-m", "benchmarks.performance_estimate", *(sys.argv[1:] if argv is None else argv)]
-        )
-        result |= {
-            "measured_at": f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
-            "command": command,
-            "machine": _machine(),
-        }
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    text = section(result, result["command"], result["machine"])
-    if args.out:
-        from benchmarks.drift import merge_report
-
-        existing = args.out.read_text(encoding="utf-8") if args.out.is_file() else "# Benchmarks\n"
-        args.out.write_text(merge_report(existing, "\n" + text), encoding="utf-8")
+            result = stamp(study(args.seeds, args.rows, Path(work)), "benchmarks.performance_estimate", argv)
+    text = publish(result, section, args.json, args.out)
     print(text)
     return 0
 

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import statistics
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from benchmarks.study import publish, stamp
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 SECTION_TITLE = "## Review queue: rarest-policy positives vs uniform sampling"
@@ -263,25 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         result = json.loads(args.from_json.read_text(encoding="utf-8"))
     else:
-        from benchmarks.run import _machine
-
         with tempfile.TemporaryDirectory(prefix="review-study-") as work:
-            result = study(args.seeds, args.rows, args.budget, args.scenario, Path(work))
-        command = shlex.join(
-            ["python", "-m", "benchmarks.review_queue", *(sys.argv[1:] if argv is None else argv)]
-        )
-        measured = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
-        result |= {"measured_at": measured, "command": command, "machine": _machine()}
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    text = section(result, result["command"], result["machine"])
-    if args.out:
-        from benchmarks.drift import merge_report
-
-        existing = args.out.read_text(encoding="utf-8") if args.out.is_file() else "# Benchmarks\n"
-        args.out.write_text(
-            merge_report(existing, "\n" + text), encoding="utf-8"
-        )  # sections follow a newline
+            result = stamp(
+                study(args.seeds, args.rows, args.budget, args.scenario, Path(work)),
+                "benchmarks.review_queue",
+                argv,
+            )
+    text = publish(result, section, args.json, args.out)
     print(text)
     return 0
 
