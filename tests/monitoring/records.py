@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -84,3 +85,17 @@ def records(
 def write(root: Path, rows: list[dict], name: str = "part") -> Path:
     LogWriter(root, name).write(rows)
     return root
+
+
+def write_gold(folder: Path, rows: int = 8) -> Path:
+    """A labeled dataset of gold items for review batches: texts, every other one with an image, one policy
+    positive per item in turn."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "g.png").write_bytes(png(5, 5))
+    lines = [
+        {"id": f"gold-{i}", "text": f"gold text {i}", "image": "images/g.png" if i % 2 else None}
+        | {p: int(p == DEFAULT_POLICIES[i % 4]) for p in DEFAULT_POLICIES}
+        for i in range(rows)
+    ]
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return folder

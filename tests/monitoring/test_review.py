@@ -19,7 +19,7 @@ from monitoring.review import ReviewError, ReviewRequest, sample_review, write_b
 from monitoring.review_import import import_review
 from monitoring.review_strata import drift_segments, served_thresholds, split_quota
 from serving.content_store import LocalContentStore
-from tests.monitoring.records import START, png, records, write
+from tests.monitoring.records import START, png, records, write, write_gold
 from tns.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,15 +71,7 @@ def window(tmp_path_factory) -> dict:
         )
     summary = root / "summary.json"
     summary.write_text(json.dumps(DRIFT_SUMMARY))
-    gold = root / "gold"
-    (gold / "images").mkdir(parents=True)
-    (gold / "images" / "g.png").write_bytes(png(5, 5))
-    lines = [
-        {"id": f"gold-{i}", "text": f"gold text {i}", "image": "images/g.png" if i % 2 else None}
-        | {p: int(p == DEFAULT_POLICIES[i % 4]) for p in DEFAULT_POLICIES}
-        for i in range(8)
-    ]
-    (gold / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    gold = write_gold(root / "gold")
     labeled = {r["request_id"] for r in rows if r["labels"]} | {late["request_id"]}
     return {
         "root": root,

@@ -13,7 +13,7 @@ from monitoring.review import ReviewError, ReviewRequest, sample_review, write_b
 from monitoring.review_import import import_review
 from monitoring.simulated_review import read_truth, simulate_review_export
 from serving.content_store import LocalContentStore
-from tests.monitoring.records import png, records, write
+from tests.monitoring.records import records, write, write_gold
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +30,7 @@ def batch(tmp_path_factory) -> dict:
         for n, record in enumerate(rows):
             labels = {p: int((n + i) % (3 + i) == 0) for i, p in enumerate(DEFAULT_POLICIES)}
             handle.write(json.dumps({"request_id": record["request_id"], "item": 0, "labels": labels}) + "\n")
-    gold = root / "gold"
-    (gold / "images").mkdir(parents=True)
-    (gold / "images" / "g.png").write_bytes(png(5, 5))
-    lines = [
-        {"id": f"gold-{i}", "text": f"gold text {i}", "image": "images/g.png" if i % 2 else None}
-        | {p: int(p == DEFAULT_POLICIES[i % 4]) for p in DEFAULT_POLICIES}
-        for i in range(8)
-    ]
-    (gold / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    gold = write_gold(root / "gold")
     out = root / "batch"
     request = ReviewRequest(logs=logs, budget=60, out_dir=out, content=root / "content", gold=gold, seed=2)
     write_batch(sample_review(request), out)
