@@ -41,6 +41,7 @@ from core.common.constants import (
     COL_LANGUAGE,
     COL_TEXT,
     DATASET_MANIFEST_FILE,
+    LABEL_SOURCE_DELAYED,
     STRATUM_UNIFORM,
 )
 from monitoring.schema import LABELS_DIR
@@ -58,7 +59,6 @@ LOGS_DIR = (
 DATASET_DIR = "dataset"
 TRUTH_FILE = "truth.jsonl"  # every item's true labels by log key (outside the log root: not a log)
 CONTENT_DIR = "content"  # the items' text and image bytes, for the review queue (outside the log root)
-LABEL_SOURCE_DELAYED = "delayed"
 LOG_FILE_NAME = "traffic"
 SERVER_READY_TIMEOUT_S = 10.0
 MODE_IN_PROCESS = "in-process"
