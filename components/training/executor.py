@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from core.common.constants import TRAINING_SUMMARY_FILE
@@ -40,6 +41,7 @@ def training_step(
     import mlflow
 
     from core.registry.mlflow_registry import configure, flatten, log_model_folder
+    from core.training.launch import train_with_torchrun
     from core.training.trainer import train_model
 
     configure(tracking_uri)
@@ -66,13 +68,19 @@ def training_step(
         preparation = read_preparation(dataset_dir)
         if preparation is not None:
             mlflow.log_dict(preparation.to_dict(), "dataset/preparation.json")
-        result = train_model(
-            dataset_dir,
-            frame,
-            config,
-            model_dir,
-            on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
-        )
+        if config.train.processes > 1:  # DDP: torchrun starts the ranks, rank 0 logs the epochs to this run
+            with tempfile.TemporaryDirectory(prefix="torchrun-") as work_dir:
+                result = train_with_torchrun(
+                    dataset_dir, splits_dir, config, model_dir, work_dir, run.info.run_id
+                )
+        else:
+            result = train_model(
+                dataset_dir,
+                frame,
+                config,
+                model_dir,
+                on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+            )
         summary = result.to_dict()
         (Path(model_dir) / TRAINING_SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
         mlflow.log_metrics(

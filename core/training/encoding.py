@@ -8,12 +8,14 @@ chosen device, with optional autocast; training (`core.training.trainer`) and sc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from core.common.constants import (
     COL_ID,
@@ -26,6 +28,7 @@ from core.common.constants import (
 )
 from core.common.images import DEFAULT_MAX_IMAGE_BYTES, read_image_file
 from core.training import efficientnet
+from core.training.distributed import World, gather_rows
 from core.training.model import IMAGE_ENCODER_CNN, FusionClassifier
 from core.training.preprocessing import Preprocessor
 
@@ -159,8 +162,56 @@ def encode_items(
     return items
 
 
+def gather_items(block: EncodedItems, ids: list[str], world: World, device: torch.device) -> EncodedItems:
+    """The whole `EncodedItems` on every rank from each rank's encoded block (`core.training.distributed.shard`
+    of the same rows): each rank encodes only its block, so a world of several encodes in parallel."""
+    if not world.distributed:
+        return block
+    values = {}
+    for item_field in fields(EncodedItems):
+        value = getattr(block, item_field.name)
+        values[item_field.name] = (
+            gather_rows(value, world, device) if isinstance(value, torch.Tensor) else value
+        )
+    values["ids"] = list(ids)
+    return EncodedItems(**values)
+
+
+class EncodedForward(nn.Module):
+    """The model's forward from what `EncodedItems` hold: cached features where an encoder is frozen, token ids
+    or uint8 pixels where it is trained. One module, so that DDP can wrap the whole training forward."""
+
+    def __init__(self, model: FusionClassifier, image_mean: torch.Tensor, image_std: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("image_mean", image_mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", image_std.view(1, 3, 1, 1), persistent=False)
+
+    def forward(
+        self,
+        text: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        image: torch.Tensor,
+        has_text: torch.Tensor,
+        has_image: torch.Tensor,
+        ngram_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Uncalibrated logits. `text` is features or (input ids, attention mask); `image` is features
+        (floating point) or uint8 pixels."""
+        if isinstance(text, tuple):
+            text = self.model.text_encoder(*text)
+        if not image.is_floating_point():
+            pixels = image.float().div_(255.0)
+            image = self.model.image_encoder(
+                (pixels - self.image_mean) / self.image_std * has_image.view(-1, 1, 1, 1)
+            )
+        return self.model.fuse(text, image, has_text, has_image, ngram_ids)
+
+
 class BatchRunner:
-    """Runs the model on slices of `EncodedItems`, on the chosen device, with optional autocast."""
+    """Runs the model on slices of `EncodedItems`, on the chosen device, with optional autocast.
+
+    `train_forward` is what training steps call: the plain `forward` or the same module wrapped by DDP
+    (`wrap`); scoring always calls the plain one, so ranks may score different numbers of batches."""
 
     def __init__(
         self, model: FusionClassifier, preprocessor: Preprocessor, device: torch.device, amp: bool
@@ -170,9 +221,14 @@ class BatchRunner:
         self.amp_dtype = None
         if amp and device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        mean = torch.tensor(preprocessor.spec.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(preprocessor.spec.image_std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.mean, self.std = mean.to(device), std.to(device)
+        mean = torch.tensor(preprocessor.spec.image_mean, dtype=torch.float32)
+        std = torch.tensor(preprocessor.spec.image_std, dtype=torch.float32)
+        self.forward = EncodedForward(model, mean, std).to(device)
+        self.train_forward: nn.Module = self.forward
+
+    def wrap(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
+        """Routes training steps through `wrapper(forward)` (e.g. DistributedDataParallel)."""
+        self.train_forward = wrapper(self.forward)
 
     def logits(
         self,
@@ -180,43 +236,46 @@ class BatchRunner:
         index: torch.Tensor,
         has_text: torch.Tensor | None = None,
         has_image: torch.Tensor | None = None,
+        training: bool = False,
     ) -> torch.Tensor:
         """Logits for `items[index]`; `has_text`/`has_image` override the presence flags (modality dropout,
-        ablations)."""
+        ablations); `training` runs them through `train_forward`."""
         device = self.device
         has_text = (items.has_text[index] if has_text is None else has_text).to(device)
         has_image = (items.has_image[index] if has_image is None else has_image).to(device)
         ngrams = items.ngram_ids[index]
         width = max(int((ngrams > 0).sum(1).max().item()) if len(ngrams) else 1, 1)
         ngrams = ngrams[:, :width].to(device=device, dtype=torch.int64)
+        if items.text_features is not None:
+            text = items.text_features[index].to(device)
+        else:
+            mask = items.attention_mask[index]
+            length = int(mask.sum(1).max().item())
+            text = (items.input_ids[index, :length].to(device), mask[:, :length].to(device))
+        if items.image_features is not None:
+            image = items.image_features[index].to(device)
+        else:
+            image = items.pixels[index].to(device)
+        module = self.train_forward if training else self.forward
         with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            if items.text_features is not None:
-                text = items.text_features[index].to(device)
-            else:
-                mask = items.attention_mask[index]
-                length = int(mask.sum(1).max().item())
-                text = self.model.text_encoder(
-                    items.input_ids[index, :length].to(device), mask[:, :length].to(device)
-                )
-            if items.image_features is not None:
-                image = items.image_features[index].to(device)
-            else:
-                pixels = items.pixels[index].to(device).float().div_(255.0)
-                image = self.model.image_encoder(
-                    (pixels - self.mean) / self.std * has_image.view(-1, 1, 1, 1)
-                )
-            return self.model.fuse(text, image, has_text, has_image, ngrams).float()
+            return module(text, image, has_text, has_image, ngrams).float()
 
     @torch.no_grad()
     def all_logits(
-        self, items: EncodedItems, drop: str | None = None, batch_size: int = 256, calibrated: bool = True
+        self,
+        items: EncodedItems,
+        drop: str | None = None,
+        batch_size: int = 256,
+        calibrated: bool = True,
+        rows: range | None = None,
     ) -> torch.Tensor:
-        """Logits for all items (on CPU); `drop` in {None, 'text', 'image'} removes that modality; calibrated
-        unless `calibrated` is false."""
+        """Logits for all items, or those of `rows` (on CPU); `drop` in {None, 'text', 'image'} removes that
+        modality; calibrated unless `calibrated` is false."""
         self.model.eval()
+        rows = range(len(items)) if rows is None else rows
         outputs = [torch.zeros(0, items.labels.shape[1])]
-        for start in range(0, len(items), batch_size):
-            index = torch.arange(start, min(start + batch_size, len(items)))
+        for start in range(rows.start, rows.stop, batch_size):
+            index = torch.arange(start, min(start + batch_size, rows.stop))
             has_text = torch.zeros(len(index)) if drop == "text" else None
             has_image = torch.zeros(len(index)) if drop == "image" else None
             logits = self.logits(items, index, has_text, has_image)

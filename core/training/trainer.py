@@ -21,16 +21,29 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from core.common.constants import COL_ID, COL_SPLIT, SPLIT_TRAIN, SPLIT_VALIDATION
 from core.common.env import apply_offline_environment
 from core.config.run import RunConfig, TrainConfig, ValidationConfig
 from core.training import efficientnet
-from core.training.encoding import BatchRunner, EncodedItems, encode_items
+from core.training.calibration import fit_calibration, split_for_calibration
+from core.training.checkpoint import Progress, fingerprint, load_checkpoint, save_checkpoint
+from core.training.distributed import (
+    World,
+    all_reduce_sum,
+    barrier,
+    broadcast_flags,
+    gather_rows,
+    join,
+    leave,
+    shard,
+    world_from_environment,
+)
+from core.training.encoding import BatchRunner, EncodedItems, encode_items, gather_items
 from core.training.lexical import inverse_document_frequency
 from core.training.model import (
     IMAGE_ENCODER_CNN,
-    FusionClassifier,
     build_model,
     resolve_text_encoder,
     save_model,
@@ -39,6 +52,7 @@ from core.training.preprocessing import TOKENIZER_FILE, PreprocessingSpec, Prepr
 
 CNN_IMAGE_SIZE = 64  # the side of train.image_size 0 for the small CNN
 EpochCallback = Callable[[int, dict[str, float]], None]
+StepCallback = Callable[[int, nn.Module], None]
 
 
 @dataclass
@@ -54,6 +68,7 @@ class TrainingResult:
     best_validation_loss: float
     best_validation_macro_roc_auc: float | None
     stopped_early: bool
+    world_size: int = 1
     calibration: dict[str, dict] = field(default_factory=dict)  # per policy: scale, bias, rows, positives
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -102,17 +117,24 @@ def positive_weights(labels: torch.Tensor, mask: torch.Tensor, enabled: bool) ->
 
 
 def masked_bce_loss(
-    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, pos_weight: torch.Tensor
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    pos_weight: torch.Tensor,
+    annotated_cells: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Binary cross-entropy averaged over the annotated (row, policy) cells only.
 
     A cell with `mask` 0 (not annotated for that policy) contributes neither loss nor gradient; with every cell
-    annotated this equals `BCEWithLogitsLoss(pos_weight=...)`.
+    annotated this equals `BCEWithLogitsLoss(pos_weight=...)`. `annotated_cells` replaces the mask's own count
+    as the divisor: a rank's share of the global batch's count, so that DDP's mean of the ranks' gradients is
+    the gradient of the global batch's mean.
     """
     cells = nn.functional.binary_cross_entropy_with_logits(
         logits, labels, pos_weight=pos_weight, reduction="none"
     )
-    return (cells * mask).sum() / mask.sum().clamp(min=1.0)
+    divisor = mask.sum() if annotated_cells is None else annotated_cells
+    return (cells * mask).sum() / divisor.clamp(min=1.0)
 
 
 def train_model(
@@ -121,25 +143,67 @@ def train_model(
     config: RunConfig,
     out_dir: str | Path,
     on_epoch_end: EpochCallback | None = None,
+    on_step_end: StepCallback | None = None,
+    world: World | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> TrainingResult:
     """Trains the fusion classifier on the train split, early-stops on validation and saves the best model.
+
+    Started by `torchrun` (a world of several processes), each rank encodes its block of the rows, trains on its
+    shard of every epoch (a distributed sampler seeded per epoch) with `train.batch_size` as the global batch,
+    and DDP averages the gradients; validation metrics are gathered from every rank and rank 0 decides early
+    stopping for all. Rank 0 alone calls `on_epoch_end`, fits the calibration and writes the model.
 
     Args:
         dataset_dir: Ingested dataset artifact (image paths are relative to it).
         frame: Its rows joined with a `split` column (see `core.data.split.read_split_frame`).
         config: Run configuration (`policies` and `train` are used).
         out_dir: Model folder to write (safetensors weights, spec, encoder configs, tokenizer).
-        on_epoch_end: Called with (epoch, metrics) after each epoch, e.g. to log to MLflow.
+        on_epoch_end: Called on rank 0 with (epoch, metrics) after each epoch, e.g. to log to MLflow.
+        on_step_end: Called on every rank with (step, model) after each optimizer step.
+        world: The ranks (default: what `torchrun` exported; a world of one without it).
+        checkpoint_dir: Folder rank 0 checkpoints every epoch to, and every rank resumes from when it holds a
+            checkpoint of this run (a worker restarted by torchrun goes on from the last finished epoch).
 
     Returns:
         Summary of the run; per-epoch metrics are in `history`.
     """
     apply_offline_environment()
     settings: TrainConfig = config.train
+    world = world_from_environment() if world is None else world
+    if settings.batch_size % world.size:
+        raise ValueError(
+            f"train.batch_size {settings.batch_size} is the global batch and must split evenly over the "
+            f"{world.size} training processes; choose a multiple of {world.size}"
+        )
     if settings.num_threads > 0:
         torch.set_num_threads(settings.num_threads)
     seed_everything(settings.seed)
     device = pick_device(settings.device)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
+    joined = join(world, device)
+    try:
+        return _train(
+            dataset_dir, frame, config, out_dir, on_epoch_end, on_step_end, world, device, checkpoint_dir
+        )
+    finally:
+        if joined:
+            leave(world)
+
+
+def _train(
+    dataset_dir: str | Path,
+    frame: pd.DataFrame,
+    config: RunConfig,
+    out_dir: str | Path,
+    on_epoch_end: EpochCallback | None,
+    on_step_end: StepCallback | None,
+    world: World,
+    device: torch.device,
+    checkpoint_dir: str | Path | None,
+) -> TrainingResult:
+    settings: TrainConfig = config.train
     dataset_dir, policies = Path(dataset_dir), list(config.policies)
     train_rows = frame[frame[COL_SPLIT] == SPLIT_TRAIN].reset_index(drop=True)
     validation_rows = frame[frame[COL_SPLIT] == SPLIT_VALIDATION].reset_index(drop=True)
@@ -163,17 +227,18 @@ def train_model(
     started = time.perf_counter()
 
     def encode(rows: pd.DataFrame) -> EncodedItems:
-        return encode_items(
+        block = encode_items(
             model,
             preprocessor,
             dataset_dir,
-            rows,
+            rows.iloc[shard(len(rows), world)],
             policies,
             settings.freeze_text_encoder,
             device,
             freeze_image,
             config.validation.image_max_bytes,
         )
+        return gather_items(block, [str(i) for i in rows[COL_ID]], world, device)
 
     train_items, validation_items, calibration_items = (
         encode(rows) for rows in (train_rows, validation_rows, calibration_rows)
@@ -182,12 +247,18 @@ def train_model(
         idf = inverse_document_frequency(train_items.ngram_ids.numpy(), spec.ngram_buckets)
         model.lexical.idf.copy_(torch.from_numpy(idf).to(device))
     runner = BatchRunner(model, preprocessor, device, settings.mixed_precision)
+    if world.distributed:
+        runner.wrap(lambda module: _data_parallel(module, device))
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=settings.learning_rate,
         weight_decay=settings.weight_decay,
     )
-    steps_per_epoch = math.ceil(len(train_items) / settings.batch_size)
+    local_batch = settings.batch_size // world.size
+    sampler = DistributedSampler(
+        train_items, num_replicas=world.size, rank=world.rank, shuffle=True, seed=settings.seed
+    )
+    steps_per_epoch = math.ceil(len(sampler) / local_batch)
     total_steps = steps_per_epoch * settings.epochs
     if settings.max_steps > 0:
         total_steps = min(total_steps, settings.max_steps)
@@ -196,48 +267,64 @@ def train_model(
     pos_weight = positive_weights(train_items.labels, train_items.label_mask, settings.class_weighting).to(
         device
     )
-    generator = torch.Generator().manual_seed(settings.seed)
 
-    best_state, best_score, best_epoch, best_loss = None, -math.inf, 0, math.inf
-    history: list[dict[str, float]] = []
-    steps, samples, patience, stopped_early, epoch = 0, 0, 0, False, 0
-    train_seconds = 0.0
-    for epoch in range(1, settings.epochs + 1):
+    run_fingerprint = fingerprint(config.to_json(), train_items.ids)
+    best_state: dict[str, torch.Tensor] | None = None
+    progress = Progress()
+    if checkpoint_dir is not None:
+        restored = load_checkpoint(checkpoint_dir, run_fingerprint, model, optimizer, scheduler, scaler)
+        if restored is not None:
+            progress, best_state = restored
+            if world.is_main:
+                print(
+                    f"resuming after epoch {progress.epoch} from {checkpoint_dir}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    epoch = progress.epoch
+    while not progress.stopped_early and epoch < settings.epochs:
+        if settings.max_steps > 0 and progress.steps >= settings.max_steps:
+            break
+        epoch += 1
         model.train()
         if settings.freeze_text_encoder:
             model.text_encoder.eval()
-        epoch_start, epoch_loss, seen = time.perf_counter(), 0.0, 0
-        order = torch.randperm(len(train_items), generator=generator)
-        batches = range(0, len(order), settings.batch_size)
-        for start in _progress(batches, f"epoch {epoch}/{settings.epochs}"):
-            index = order[start : start + settings.batch_size]
+        # dropout and modality dropout draw from streams of (seed, epoch, rank): a resumed epoch draws the same
+        epoch_seed = int(np.random.SeedSequence([settings.seed, epoch, world.rank]).generate_state(1)[0])
+        torch.manual_seed(epoch_seed)
+        generator = torch.Generator().manual_seed(epoch_seed)
+        epoch_start = time.perf_counter()
+        epoch_totals = torch.zeros(2, dtype=torch.float64)  # this rank's loss x items, items
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler), dtype=torch.int64)
+        for start in _progress(range(0, len(order), local_batch), f"epoch {epoch}/{settings.epochs}", world):
+            index = order[start : start + local_batch]
             has_text, has_image = _modality_dropout(
                 train_items.has_text[index],
                 train_items.has_image[index],
                 settings.modality_dropout,
                 generator,
             )
-            logits = runner.logits(train_items, index, has_text, has_image)
-            loss = masked_bce_loss(
-                logits,
-                train_items.labels[index].to(device),
-                train_items.label_mask[index].to(device),
-                pos_weight,
-            )
+            logits = runner.logits(train_items, index, has_text, has_image, training=True)
+            mask = train_items.label_mask[index].to(device)
+            share = all_reduce_sum(mask.sum(), world) / world.size
+            loss = masked_bce_loss(logits, train_items.labels[index].to(device), mask, pos_weight, share)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
-            steps += 1
-            seen += len(index)
-            epoch_loss += float(loss.item()) * len(index)
-            if settings.max_steps > 0 and steps >= settings.max_steps:
+            progress.steps += 1
+            epoch_totals += torch.tensor([float(loss.item()) * len(index), len(index)], dtype=torch.float64)
+            if on_step_end is not None:
+                on_step_end(progress.steps, model)
+            if settings.max_steps > 0 and progress.steps >= settings.max_steps:
                 break
-        train_seconds += time.perf_counter() - epoch_start
-        samples += seen
+        progress.train_seconds += time.perf_counter() - epoch_start
+        epoch_loss, seen = all_reduce_sum(epoch_totals.to(device), world).cpu().tolist()
+        progress.samples += int(seen)
 
-        validation_logits = runner.all_logits(validation_items, calibrated=False)
+        validation_logits = _gathered_logits(runner, validation_items, world)
         validation_loss = float(
             masked_bce_loss(
                 validation_logits.to(device),
@@ -246,9 +333,10 @@ def train_model(
                 pos_weight,
             ).item()
         )
-        validation_scores = torch.sigmoid(validation_logits).numpy()
         validation_auc = macro_roc_auc(
-            validation_items.labels.numpy(), validation_scores, validation_items.label_mask.numpy()
+            validation_items.labels.numpy(),
+            torch.sigmoid(validation_logits).numpy(),
+            validation_items.label_mask.numpy(),
         )
         metrics = {
             "train_loss": epoch_loss / max(seen, 1),
@@ -257,111 +345,84 @@ def train_model(
             "learning_rate": scheduler.get_last_lr()[0],
             "epoch_seconds": time.perf_counter() - epoch_start,
         }
-        history.append({"epoch": epoch, **metrics})
-        print(
-            f"epoch {epoch}: train_loss={metrics['train_loss']:.4f} validation_loss={validation_loss:.4f} "
-            f"validation_macro_roc_auc={metrics['validation_macro_roc_auc']:.4f}",
-            file=sys.stderr,
-            flush=True,
-        )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
+        progress.epoch = epoch
+        progress.history.append({"epoch": epoch, **metrics})
         score = validation_auc if validation_auc is not None else -validation_loss
-        if score > best_score + 1e-4 or (abs(score - best_score) <= 1e-4 and validation_loss < best_loss):
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best_score, best_epoch, best_loss, patience = score, epoch, validation_loss, 0
+        improved = score > progress.best_score + 1e-4 or (
+            abs(score - progress.best_score) <= 1e-4 and validation_loss < progress.best_loss
+        )
+        improved, out_of_patience = broadcast_flags(  # decided once, by rank 0, for every rank
+            [improved, not improved and progress.patience + 1 >= settings.early_stopping_patience],
+            world,
+            device,
+        )
+        if world.is_main:
+            print(
+                f"epoch {epoch}: train_loss={metrics['train_loss']:.4f} validation_loss={validation_loss:.4f} "
+                f"validation_macro_roc_auc={metrics['validation_macro_roc_auc']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, metrics)
+        if improved:
+            if world.is_main:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            progress.best_score, progress.best_epoch, progress.best_loss = score, epoch, validation_loss
+            progress.patience = 0
         else:
-            patience += 1
-        if settings.max_steps > 0 and steps >= settings.max_steps:
-            break
-        if patience >= settings.early_stopping_patience:
-            stopped_early = True
-            break
+            progress.patience += 1
+        progress.stopped_early = out_of_patience
+        if checkpoint_dir is not None and world.is_main:
+            save_checkpoint(
+                checkpoint_dir, run_fingerprint, progress, model, best_state, optimizer, scheduler, scaler
+            )
+        barrier(world)  # a rank that dies from here on finds this epoch's checkpoint when restarted
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    calibration = fit_calibration(model, runner, calibration_items, policies)
-    save_model(model.cpu(), out_dir, sources)
+    calibration: dict[str, dict] = {}
+    if world.is_main:
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        calibration = fit_calibration(model, runner, calibration_items, policies)
+        save_model(model.cpu(), out_dir, sources)
+    barrier(world)  # the other ranks wait for the model folder
+    best_score = progress.best_score
     return TrainingResult(
-        epochs_run=epoch,
-        best_epoch=best_epoch,
-        steps=steps,
+        epochs_run=progress.epoch,
+        best_epoch=progress.best_epoch,
+        steps=progress.steps,
         seconds=time.perf_counter() - started,
-        train_samples_per_second=samples / max(train_seconds, 1e-9),
+        train_samples_per_second=progress.samples / max(progress.train_seconds, 1e-9),
         device=str(device),
-        best_validation_loss=best_loss,
+        best_validation_loss=progress.best_loss,
         best_validation_macro_roc_auc=None if best_score == -math.inf or best_score < 0 else best_score,
-        stopped_early=stopped_early,
+        stopped_early=progress.stopped_early,
+        world_size=world.size,
         calibration=calibration,
-        history=history,
+        history=progress.history,
     )
 
 
-def split_for_calibration(rows: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cuts validation rows into (early-stopping rows, calibration rows) by a stable hash of the item id, so
-    that the cut is the same for every run on the same data."""
-    import zlib
+def _data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
+    """DDP around the training forward. Buffers (n-gram IDF, calibration) are equal on every rank and never
+    trained, so they are not re-broadcast at every forward.
 
-    buckets = np.asarray([zlib.crc32(str(i).encode("utf-8")) % 1000 for i in rows[COL_ID]])
-    held = buckets < int(round(share * 1000))
-    if held.all() or not held.any():
-        raise ValueError(
-            f"the validation split of {len(rows)} rows cannot be cut into early-stopping and calibration rows "
-            f"(train.calibration_share={share}); raise split.validation_fraction"
-        )
-    return rows[~held].reset_index(drop=True), rows[held].reset_index(drop=True)
+    On CUDA a trained CNN's batch norms become SyncBatchNorm (statistics of the global batch, as one process
+    would see them; the same parameter objects, replaced in place). PyTorch has no SyncBatchNorm on CPU: there
+    each rank normalises by its own share of the batch and rank 0's running statistics are saved."""
+    from torch.nn.parallel import DistributedDataParallel
 
-
-def platt_scaling(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """(scale, bias) maximising the likelihood of `labels` under `sigmoid(scale * logits + bias)`."""
-    params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([params], max_iter=200, line_search_fn="strong_wolfe")
-    z, y = logits.double(), labels.double()
-
-    def closure():
-        optimizer.zero_grad()
-        loss = nn.functional.binary_cross_entropy_with_logits(params[0] * z + params[1], y)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    scale, bias = (float(v) for v in params.detach())
-    return scale, bias
+    if device.type == "cuda":
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return DistributedDataParallel(module, device_ids=[device], forward_sync_buffers=False)
+    return DistributedDataParallel(module, forward_sync_buffers=False)
 
 
-def fit_calibration(
-    model: FusionClassifier,
-    runner: BatchRunner,
-    items: EncodedItems,
-    policies: list[str],
-    min_per_class: int = 5,
-) -> dict[str, dict]:
-    """Fits Platt scaling per policy (`sigmoid(scale * logit + bias)`, by maximum likelihood) on the
-    calibration rows annotated for it, and stores it in the model's calibration buffers.
-
-    A policy with fewer than `min_per_class` positives or negatives there keeps the identity (noted in the
-    returned record, which the model card shows).
-    """
-    logits = runner.all_logits(items, calibrated=False)
-    labels, mask = items.labels, items.label_mask.bool()
-    record: dict[str, dict] = {}
-    scale = torch.ones(len(policies))
-    bias = torch.zeros(len(policies))
-    for j, policy in enumerate(policies):
-        z, y = logits[mask[:, j], j].double(), labels[mask[:, j], j].double()
-        positives = int(y.sum().item())
-        entry = {"rows": int(len(y)), "positives": positives, "fitted": False, "scale": 1.0, "bias": 0.0}
-        if min(positives, len(y) - positives) >= min_per_class:
-            a, b = platt_scaling(z, y)
-            if (
-                math.isfinite(a) and math.isfinite(b) and a > 0
-            ):  # a non-positive slope would invert the ranking
-                scale[j], bias[j] = a, b
-                entry.update(fitted=True, scale=a, bias=b)
-        record[policy] = entry
-    model.calibration_scale.copy_(scale.to(model.calibration_scale.device))
-    model.calibration_bias.copy_(bias.to(model.calibration_bias.device))
-    return record
+def _gathered_logits(runner: BatchRunner, items: EncodedItems, world: World) -> torch.Tensor:
+    """Uncalibrated logits of every item, each rank scoring its block."""
+    block = shard(len(items), world)
+    logits = runner.all_logits(items, calibrated=False, rows=range(block.start, block.stop))
+    return gather_rows(logits, world, runner.device)
 
 
 def learning_rate_schedule(
@@ -428,7 +489,8 @@ def _modality_dropout(
     return has_text * (~drop_text).float(), has_image * (~drop_image).float()
 
 
-def _progress(iterable, description: str):
+def _progress(iterable, description: str, world: World):
     from tqdm import tqdm
 
-    return tqdm(iterable, desc=description, leave=False, mininterval=2.0, file=sys.stderr, disable=None)
+    disable = None if world.is_main else True  # one progress bar, rank 0's
+    return tqdm(iterable, desc=description, leave=False, mininterval=2.0, file=sys.stderr, disable=disable)

@@ -425,6 +425,53 @@ def test_train_writes_the_model_and_logs_metrics(workspace, ingested, trained, t
     assert f"model/{MODEL_WEIGHTS}" in logged and f"model/{MODEL_SPEC}" in logged
 
 
+def test_train_with_two_workers_runs_torchrun_and_rank_0_logs_each_epoch(workspace, ingested, split):
+    dataset, config_json = ingested
+    config = json.loads(config_json)
+    config["train"].update(workers=2, epochs=2, batch_size=16)
+    root = workspace["root"] / "train_ddp"
+    model = _artifact(Model, root, "model")
+    metrics = _artifact(Metrics, root, "metrics")
+    outputs = train_model.python_func(
+        dataset=dataset,
+        splits=split,
+        config_json=json.dumps(config),
+        mlflow_tracking_uri=workspace["uri"],
+        git_commit=GIT_COMMIT,
+        model=model,
+        metrics=metrics,
+    )
+    folder = Path(model.path)
+    assert (folder / MODEL_WEIGHTS).is_file() and (folder / MODEL_SPEC).is_file()
+    summary = json.loads((folder / "training_summary.json").read_text(encoding="utf-8"))
+    assert summary["world_size"] == 2 and summary["epochs_run"] == 2
+    assert set(summary["calibration"]) == set(POLICIES)  # rank 0's summary
+    mlflow.set_tracking_uri(workspace["uri"])
+    client = MlflowClient()
+    history = client.get_metric_history(outputs.mlflow_run_id, "validation_loss")
+    assert sorted(m.step for m in history) == [1, 2]  # once per epoch: rank 0 alone logged
+    assert client.get_run(outputs.mlflow_run_id).data.params["train.workers"] == "2"
+
+
+def test_train_with_two_workers_fails_with_the_ranks_error(workspace, ingested, split):
+    dataset, config_json = ingested
+    config = json.loads(config_json)
+    config["train"].update(workers=2, max_restarts=0, text_encoder=str(workspace["root"] / "no_such_encoder"))
+    root = workspace["root"] / "train_ddp_failed"
+    model = _artifact(Model, root, "model")
+    with pytest.raises(RuntimeError, match="(?s)2 processes.*no_such_encoder"):
+        train_model.python_func(
+            dataset=dataset,
+            splits=split,
+            config_json=json.dumps(config),
+            mlflow_tracking_uri=workspace["uri"],
+            git_commit=GIT_COMMIT,
+            model=model,
+            metrics=_artifact(Metrics, root, "metrics"),
+        )
+    assert not (Path(model.path) / MODEL_WEIGHTS).exists()
+
+
 # Evaluate and per-policy metrics --------------------------------------------------------------------------
 def test_evaluate_writes_reports_and_metrics(workspace, trained, evaluated):
     artifacts, outputs = evaluated

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from core.training import efficientnet
+from core.training.calibration import platt_scaling, split_for_calibration
 from core.training.lexical import inverse_document_frequency, ngram_ids, normalize_text
 from core.training.model import LexicalBranch
-from core.training.trainer import platt_scaling, split_for_calibration
 
 
 @pytest.mark.parametrize(
