@@ -9,15 +9,17 @@ from components.export.component import export_model, infra_validate
 from components.registry.component import promote_model, record_rejection, register_model
 from components.training.component import train_model
 from components.validation.component import validate_data
-from core.common.constants import BLESSED, DEFAULT_POLICIES, TRAINING_ACCELERATOR
+from core.common.constants import (
+    BLESSED,
+    DEFAULT_POLICIES,
+    MLFLOW_SECRET,
+    MLFLOW_SECRET_KEYS,
+    TRAINING_ACCELERATOR,
+    TRAINING_CPU_PER_WORKER,
+    TRAINING_MEMORY_GB_PER_WORKER,
+)
 
 PIPELINE_NAME = "tns-training"
-MLFLOW_SECRET = "mlflow-credentials"
-MLFLOW_SECRET_KEYS = {
-    "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
-    "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
-}
 
 
 def _with_mlflow_secret(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -83,7 +85,7 @@ def training_pipeline(
     )
     train.set_display_name("Train fusion classifier")
     train.set_accelerator_type(TRAINING_ACCELERATOR).set_accelerator_limit(1)
-    train.set_cpu_limit("8").set_memory_limit("32G")
+    train.set_cpu_limit(str(TRAINING_CPU_PER_WORKER)).set_memory_limit(f"{TRAINING_MEMORY_GB_PER_WORKER}G")
     _with_mlflow_secret(train)
     run_id = train.outputs["mlflow_run_id"]
 

@@ -49,6 +49,7 @@ def train_model(
             git_commit,
             trigger_report=trigger_report,
             data_window=data_window,
+            artifact_uris=(dataset.uri, splits.uri, model.uri),
         )
     for name in ("best_epoch", "epochs_run", "steps", "seconds", "train_samples_per_second"):
         metrics.log_metric(name, float(summary[name]))

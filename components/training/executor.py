@@ -22,6 +22,8 @@ def training_step(
     git_commit: str = "",
     trigger_report: str = "",
     data_window: str = "",
+    artifact_uris: tuple[str, str, str] = ("", "", ""),
+    trainer_client=None,
 ) -> tuple[str, dict]:
     """Trains the fusion classifier inside an MLflow run and logs params, metrics and the model folder.
 
@@ -34,6 +36,9 @@ def training_step(
         git_commit: Commit of the code that trains, recorded as a tag.
         trigger_report: Drift report that triggered a retraining run, recorded as tag `tns.trigger_report`.
         data_window: Data window (JSON) of a triggered run, recorded as tag `tns.data_window`.
+        artifact_uris: The dataset, split and model artifacts' URIs (a TrainJob reads and publishes through
+            them; '' = the local paths).
+        trainer_client: Kubeflow `TrainerClient` for a TrainJob (default: the cluster's, in-cluster config).
 
     Returns:
         The MLflow run id and the training summary.
@@ -41,7 +46,6 @@ def training_step(
     import mlflow
 
     from core.registry.mlflow_registry import configure, flatten, log_model_folder
-    from core.training.launch import train_with_torchrun
     from core.training.trainer import train_model
 
     configure(tracking_uri)
@@ -68,11 +72,10 @@ def training_step(
         preparation = read_preparation(dataset_dir)
         if preparation is not None:
             mlflow.log_dict(preparation.to_dict(), "dataset/preparation.json")
-        if config.train.processes > 1:  # DDP: torchrun starts the ranks, rank 0 logs the epochs to this run
-            with tempfile.TemporaryDirectory(prefix="torchrun-") as work_dir:
-                result = train_with_torchrun(
-                    dataset_dir, splits_dir, config, model_dir, work_dir, run.info.run_id
-                )
+        if config.train.processes > 1:  # DDP; rank 0 logs the epochs to this run
+            paths = (str(dataset_dir), str(splits_dir), str(model_dir))
+            uris = tuple(uri or path for uri, path in zip(artifact_uris, paths, strict=True))
+            result = _distributed(config, paths, uris, run.info.run_id, trainer_client)
         else:
             result = train_model(
                 dataset_dir,
@@ -93,3 +96,26 @@ def training_step(
         )
         log_model_folder(run.info.run_id, model_dir)
     return run.info.run_id, summary
+
+
+def _distributed(
+    config: RunConfig, paths: tuple[str, str, str], uris: tuple[str, str, str], run_id: str, trainer_client
+):
+    """Trains with train.nodes x train.workers processes: torchrun in this step on the artifacts' local `paths`,
+    or a Kubeflow Trainer TrainJob through their `uris` (`train.launcher`); returns rank 0's `TrainingResult`."""
+    from core.config.train import LAUNCHER_TRAINJOB
+    from core.training.launch import resolve_launcher, train_with_torchrun
+
+    dataset_dir, splits_dir, model_dir = paths
+    dataset_uri, splits_uri, model_uri = uris
+    if resolve_launcher(config.train) != LAUNCHER_TRAINJOB:
+        with tempfile.TemporaryDirectory(prefix="torchrun-") as work_dir:
+            return train_with_torchrun(dataset_dir, splits_dir, config, model_dir, work_dir, run_id)
+    from core.training.trainjob import TrainJobRequest, run_trainjob
+
+    if trainer_client is None:
+        from kubeflow.trainer import KubernetesBackendConfig, TrainerClient
+
+        trainer_client = TrainerClient(KubernetesBackendConfig())
+    request = TrainJobRequest(config, dataset_uri, splits_uri, model_uri.rstrip("/") + "-trainjob", run_id)
+    return run_trainjob(trainer_client, request, model_dir)

@@ -12,6 +12,17 @@ IMAGE_REGISTRY = "ghcr.io/tns-pipelines"
 COMPONENT_IMAGE = f"{IMAGE_REGISTRY}/tns-pipelines:{PACKAGE_VERSION}"
 TRAINING_GPU_IMAGE = f"{IMAGE_REGISTRY}/tns-pipelines-gpu:{PACKAGE_VERSION}"
 TRAINING_ACCELERATOR = "nvidia.com/gpu"
+# Resources of one training process (the train step's pod; a TrainJob node gets this per worker).
+TRAINING_CPU_PER_WORKER = 8
+TRAINING_MEMORY_GB_PER_WORKER = 32
+# MLflow's location and credentials on a cluster: this Kubernetes secret's keys become these variables, for the
+# pipeline steps and the TrainJob's nodes alike (by reference: never in the compiled YAML or the TrainJob).
+MLFLOW_SECRET = "mlflow-credentials"
+MLFLOW_SECRET_KEYS: dict[str, str] = {
+    "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
+}
 
 # Policies of the embedded default dataset; a run configuration may name others.
 DEFAULT_POLICIES: tuple[str, ...] = ("hate", "violence", "sexual", "spam")

@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 
 from core.config.fields import ConfigError
 
+LAUNCHER_AUTO, LAUNCHER_TORCHRUN, LAUNCHER_TRAINJOB = "auto", "torchrun", "trainjob"
+LAUNCHERS = (LAUNCHER_AUTO, LAUNCHER_TORCHRUN, LAUNCHER_TRAINJOB)
+
 
 @dataclass
 class TrainConfig:
@@ -95,6 +98,26 @@ class TrainConfig:
             "the checkpoint of the last finished epoch."
         },
     )
+    launcher: str = field(
+        default=LAUNCHER_AUTO,
+        metadata={
+            "help": "How a distributed run (train.nodes x train.workers > 1) starts its processes: 'torchrun' in "
+            "the train step, 'trainjob' as a Kubeflow Trainer TrainJob, 'auto' a TrainJob when the step runs on "
+            "Kubernetes and torchrun elsewhere."
+        },
+    )
+    trainjob_runtime: str = field(
+        default="torch-distributed",
+        metadata={
+            "help": "Kubeflow Trainer runtime (ClusterTrainingRuntime or TrainingRuntime) of the TrainJob."
+        },
+    )
+    trainjob_timeout_minutes: int = field(
+        default=1440,
+        metadata={
+            "help": "Longest a TrainJob may run (its activeDeadlineSeconds) and the step waits for it."
+        },
+    )
     learning_rate: float = field(default=3e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
     early_stopping_patience: int = field(
@@ -122,6 +145,10 @@ class TrainConfig:
             raise ConfigError(f"train.max_steps must be -1 or positive, got {self.max_steps}")
         if self.batch_size < 1:
             raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}")
+        if self.launcher not in LAUNCHERS:
+            raise ConfigError(f"train.launcher must be one of {list(LAUNCHERS)}, got {self.launcher!r}")
+        if self.trainjob_timeout_minutes < 1 or not self.trainjob_runtime:
+            raise ConfigError("train.trainjob_timeout_minutes must be >= 1 and train.trainjob_runtime a name")
         if self.max_restarts < 0:
             raise ConfigError(f"train.max_restarts must be >= 0, got {self.max_restarts}")
         if self.workers < 1 or self.nodes < 1:

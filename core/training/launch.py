@@ -17,9 +17,12 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -30,8 +33,18 @@ MODULE = "core.training.launch"
 CONFIG_FILE = "run_config.json"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoint"
+EXCHANGE_MODEL = "model"  # what rank 0 publishes: the model folder and SUMMARY_FILE
 ERROR_LINES = 60
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+
+
+def resolve_launcher(settings) -> str:
+    """`train.launcher` with 'auto' resolved: a TrainJob when this process runs on Kubernetes, else torchrun."""
+    from core.config.train import LAUNCHER_AUTO, LAUNCHER_TORCHRUN, LAUNCHER_TRAINJOB
+
+    if settings.launcher != LAUNCHER_AUTO:
+        return settings.launcher
+    return LAUNCHER_TRAINJOB if os.environ.get("KUBERNETES_SERVICE_HOST") else LAUNCHER_TORCHRUN
 
 
 def torchrun_command(processes: int, max_restarts: int, arguments: list[str]) -> list[str]:
@@ -119,22 +132,31 @@ def train_with_torchrun(
 def main(argv: list[str] | None = None) -> int:
     """One rank: trains, and on rank 0 writes the summary (and logs epochs to MLflow when asked)."""
     parser = argparse.ArgumentParser(description="One rank of a distributed training run (under torchrun).")
-    parser.add_argument("--dataset", required=True, type=Path)
-    parser.add_argument("--splits", required=True, type=Path)
-    parser.add_argument("--config", required=True, type=Path, help="Run configuration as JSON.")
-    parser.add_argument("--model", required=True, type=Path, help="Model folder rank 0 writes.")
-    parser.add_argument("--summary", required=True, type=Path, help="Training summary rank 0 writes.")
+    parser.add_argument("--dataset", required=True, help="Dataset artifact: a folder or an object-store URI.")
+    parser.add_argument("--splits", required=True, help="Split artifact: a folder or an object-store URI.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", type=Path, help="Run configuration as a JSON file.")
+    source.add_argument("--config-env", help="Environment variable holding the run configuration as JSON.")
+    parser.add_argument("--model", type=Path, default=None, help="Model folder rank 0 writes.")
+    parser.add_argument("--summary", type=Path, default=None, help="Training summary rank 0 writes.")
+    parser.add_argument(
+        "--publish", default="", help="URI where rank 0 also publishes the model folder and the summary."
+    )
     parser.add_argument("--mlflow-run-id", default="", help="MLflow run rank 0 logs each epoch to.")
     parser.add_argument(
         "--checkpoint-dir", default=None, type=Path, help="Folder shared by the ranks for epoch checkpoints."
     )
     args = parser.parse_args(argv)
 
+    from core.common.storage import fetch, publish
     from core.data.split import read_split_frame
     from core.training.distributed import world_from_environment
     from core.training.trainer import train_model
 
-    config = RunConfig.from_json(args.config.read_text(encoding="utf-8"))
+    text = args.config.read_text(encoding="utf-8") if args.config else os.environ.get(args.config_env, "")
+    if not text:
+        parser.error(f"--config-env {args.config_env}: the variable is not set")
+    config = RunConfig.from_json(text)
     world = world_from_environment()
     on_epoch_end = None
     if args.mlflow_run_id and world.is_main:
@@ -143,20 +165,29 @@ def main(argv: list[str] | None = None) -> int:
         def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
             mlflow.log_metrics(metrics, step=epoch, run_id=args.mlflow_run_id)
 
-    frame = read_split_frame(args.dataset, args.splits)
-    result = train_model(
-        args.dataset,
-        frame,
-        config,
-        args.model,
-        on_epoch_end=on_epoch_end,
-        world=world,
-        checkpoint_dir=args.checkpoint_dir,
-    )
-    if world.is_main:
-        partial = args.summary.with_name(args.summary.name + ".partial")
-        partial.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
-        partial.replace(args.summary)
+    with tempfile.TemporaryDirectory(prefix=f"rank{world.rank}-") as work:
+        work = Path(work)
+        dataset, splits = fetch(args.dataset, work / "dataset"), fetch(args.splits, work / "splits")
+        model, summary = args.model or work / "model", args.summary or work / SUMMARY_FILE
+        result = train_model(
+            dataset,
+            read_split_frame(dataset, splits),
+            config,
+            model,
+            on_epoch_end=on_epoch_end,
+            world=world,
+            checkpoint_dir=args.checkpoint_dir,
+        )
+        if world.is_main:
+            partial = summary.with_name(summary.name + ".partial")
+            partial.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+            partial.replace(summary)
+            if args.publish:
+                exchange = work / "exchange"
+                exchange.mkdir()
+                shutil.copytree(model, exchange / EXCHANGE_MODEL)
+                shutil.copyfile(summary, exchange / SUMMARY_FILE)
+                publish(exchange, args.publish)
     return 0
 
 
