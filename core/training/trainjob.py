@@ -130,7 +130,7 @@ def trainjob_parts(request: TrainJobRequest) -> tuple[Any, list[Any]]:
         TrainerCommand(command=launch_command(request)),
         Labels(labels=labels),
         RuntimePatch(training_runtime_spec=patch),
-        ActiveDeadlineSeconds(timeout=settings.trainjob_timeout_minutes * 60),
+        ActiveDeadlineSeconds(seconds=settings.trainjob_timeout_minutes * 60),
     ]
     return trainer, options
 
@@ -140,7 +140,7 @@ def run_trainjob(
     request: TrainJobRequest,
     model_dir: str | Path,
     log: Callable[[str], None] | None = None,
-    poll_seconds: int = POLL_SECONDS,
+    poll_seconds: int | None = None,
 ):
     """Submits the TrainJob, follows it to the end, and fetches the model into `model_dir`.
 
@@ -149,7 +149,7 @@ def run_trainjob(
         request: What to train and where to publish.
         model_dir: Folder the step writes the model to.
         log: Receives each line of node 0's log (default: this process's stderr).
-        poll_seconds: Seconds between status checks.
+        poll_seconds: Seconds between status checks (default `POLL_SECONDS`).
 
     Returns:
         Rank 0's `TrainingResult`.
@@ -160,6 +160,7 @@ def run_trainjob(
     from core.training.trainer import TrainingResult
 
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    poll_seconds = poll_seconds or POLL_SECONDS
     settings = request.config.train
     runtime = client.get_runtime(settings.trainjob_runtime)
     trainer, options = trainjob_parts(request)
