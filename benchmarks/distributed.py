@@ -14,13 +14,11 @@ train step takes when `train.nodes x train.workers` > 1. Not part of `make bench
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.study import publish, stamp
+from benchmarks.study import add_output_arguments, publish, run_or_load
 
 SECTION_TITLE = "## Distributed training: torchrun ranks vs one process"
 ACCEPTANCE_GAP = 0.01
@@ -142,15 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     apply_offline_environment()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=2, help="torchrun ranks (default 2).")
-    parser.add_argument("--out", type=Path, default=None, help="Replace this section of a Markdown report.")
-    parser.add_argument("--json", type=Path, default=None, help="Write the figures as JSON here.")
-    parser.add_argument("--from-json", type=Path, default=None, help="Render an earlier run's --json file.")
+    add_output_arguments(parser, "the figures")
     args = parser.parse_args(argv)
-    if args.from_json:
-        result = json.loads(args.from_json.read_text(encoding="utf-8"))
-    else:
-        with tempfile.TemporaryDirectory(prefix="distributed-study-") as work:
-            result = stamp(study(args.processes, Path(work)), "benchmarks.distributed", argv)
+    result = run_or_load(args, "benchmarks.distributed", argv, lambda work: study(args.processes, work))
     print(publish(result, section, args.json, args.out))
     return 0
 

@@ -21,12 +21,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.study import publish, stamp
+from benchmarks.study import add_output_arguments, publish, run_or_load
 
 SECTION_TITLE = "## Closed loop: retraining on the champion's data plus reviewed labels"
 GOAL_DELTA = 0.05  # the issue's goal: the held-back macro ROC AUC up by this, and the retrained model BLESSED
@@ -224,19 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", default=["new_slang", "image_style_shift"])
     parser.add_argument("--rows", type=int, default=1200, help="Requests per simulated day (default 1200).")
     parser.add_argument("--review-budget", type=int, default=150, help="Review tasks per loop (default 150).")
-    parser.add_argument("--out", type=Path, default=None, help="Replace this section of a Markdown report.")
-    parser.add_argument("--json", type=Path, default=None, help="Write the loops' records as JSON here.")
-    parser.add_argument("--from-json", type=Path, default=None, help="Render an earlier run's --json file.")
+    add_output_arguments(parser, "the loops' records")
     args = parser.parse_args(argv)
-    if args.from_json:
-        result = json.loads(args.from_json.read_text(encoding="utf-8"))
-    else:
-        with tempfile.TemporaryDirectory(prefix="loop-bench-") as work:
-            result = stamp(
-                study(args.scenarios, args.rows, args.review_budget, Path(work)), "benchmarks.loop", argv
-            )
-    text = publish(result, section, args.json, args.out)
-    print(text)
+    result = run_or_load(
+        args, "benchmarks.loop", argv, lambda work: study(args.scenarios, args.rows, args.review_budget, work)
+    )
+    print(publish(result, section, args.json, args.out))
     return 0
 
 

@@ -21,17 +21,15 @@ without an estimator: the precision and recall realized on the reference's label
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.study import publish, stamp
+from benchmarks.study import add_output_arguments, publish, run_or_load
 
 SECTION_TITLE = "## Label-free performance estimate: estimated vs realized precision and recall"
 WINDOWS = ("none", "new_slang", "image_style_shift", "concept_drift")
@@ -280,19 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--rows", type=int, default=2000, help="Rows per window (default 2000).")
-    parser.add_argument("--out", type=Path, default=None, help="Replace this section of a Markdown report.")
-    parser.add_argument("--json", type=Path, default=None, help="Write every seed's figures as JSON here.")
-    parser.add_argument(
-        "--from-json", type=Path, default=None, help="Render the section of an earlier run's --json file."
-    )
+    add_output_arguments(parser, "every seed's figures")
     args = parser.parse_args(argv)
-    if args.from_json:
-        result = json.loads(args.from_json.read_text(encoding="utf-8"))
-    else:
-        with tempfile.TemporaryDirectory(prefix="estimate-study-") as work:
-            result = stamp(study(args.seeds, args.rows, Path(work)), "benchmarks.performance_estimate", argv)
-    text = publish(result, section, args.json, args.out)
-    print(text)
+    result = run_or_load(
+        args, "benchmarks.performance_estimate", argv, lambda work: study(args.seeds, args.rows, work)
+    )
+    print(publish(result, section, args.json, args.out))
     return 0
 
 

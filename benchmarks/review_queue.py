@@ -21,15 +21,13 @@ policy's flag differing from the truth). The queue is run with both meanings of 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.study import publish, stamp
+from benchmarks.study import add_output_arguments, publish, run_or_load
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 SECTION_TITLE = "## Review queue: rarest-policy positives vs uniform sampling"
@@ -255,23 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=2000, help="Rows per window (default 2000).")
     parser.add_argument("--budget", type=int, default=100, help="Items reviewed per window (default 100).")
     parser.add_argument("--scenario", default="new_slang", help="Drift scenario of the drifted window.")
-    parser.add_argument("--out", type=Path, default=None, help="Replace this section of a Markdown report.")
-    parser.add_argument("--json", type=Path, default=None, help="Write every seed's counts as JSON here.")
-    parser.add_argument(
-        "--from-json", type=Path, default=None, help="Render the section of an earlier run's --json file."
-    )
+    add_output_arguments(parser, "every seed's counts")
     args = parser.parse_args(argv)
-    if args.from_json:
-        result = json.loads(args.from_json.read_text(encoding="utf-8"))
-    else:
-        with tempfile.TemporaryDirectory(prefix="review-study-") as work:
-            result = stamp(
-                study(args.seeds, args.rows, args.budget, args.scenario, Path(work)),
-                "benchmarks.review_queue",
-                argv,
-            )
-    text = publish(result, section, args.json, args.out)
-    print(text)
+    result = run_or_load(
+        args,
+        "benchmarks.review_queue",
+        argv,
+        lambda work: study(args.seeds, args.rows, args.budget, args.scenario, work),
+    )
+    print(publish(result, section, args.json, args.out))
     return 0
 
 

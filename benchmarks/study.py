@@ -1,14 +1,36 @@
-"""What the studies outside `make bench` share: stamping a result with its command and machine, and publishing it
-(the JSON of every seed, the Markdown section replacing its namesake in a report)."""
+"""What the studies outside `make bench` share: their output options, running one in a temporary folder or
+re-rendering a saved run, stamping a result with its command and machine, and publishing it (the JSON of every
+seed, the Markdown section replacing its namesake in a report)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, saved: str) -> None:
+    """--out (a Markdown report whose section is replaced), --json (`saved`, as JSON) and --from-json."""
+    parser.add_argument("--out", type=Path, default=None, help="Replace this section of a Markdown report.")
+    parser.add_argument("--json", type=Path, default=None, help=f"Write {saved} as JSON here.")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="Render the section of an earlier run's --json file."
+    )
+
+
+def run_or_load(
+    args: argparse.Namespace, module: str, argv: list[str] | None, run: Callable[[Path], dict]
+) -> dict:
+    """An earlier run's result (--from-json), or `run(work folder)` in a temporary folder, stamped."""
+    if args.from_json:
+        return json.loads(args.from_json.read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(prefix=module.rsplit(".", 1)[-1] + "-") as work:
+        return stamp(run(Path(work)), module, argv)
 
 
 def stamp(result: dict, module: str, argv: list[str] | None) -> dict:

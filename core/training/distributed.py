@@ -18,6 +18,8 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 BACKEND_CPU = "gloo"
 BACKEND_CUDA = "nccl"
@@ -151,3 +153,26 @@ def gather_rows(block: torch.Tensor, world: World, device: torch.device) -> torc
     dist.all_gather(parts, padded)
     rows = [int(size[0].item()) for size in shapes]
     return torch.cat([part[:count] for part, count in zip(parts, rows, strict=True)]).to(block.device)
+
+
+def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
+    """DDP around the training forward. Buffers (n-gram IDF, calibration) are equal on every rank and never
+    trained, so they are not re-broadcast at every forward.
+
+    On CUDA a trained CNN's batch norms become SyncBatchNorm (statistics of the global batch, as one process
+    would see them; the same parameter objects, replaced in place). PyTorch has no SyncBatchNorm on CPU: there
+    each rank normalises by its own share of the batch and rank 0's running statistics are saved."""
+    if device.type == "cuda":
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return DistributedDataParallel(module, device_ids=[device], forward_sync_buffers=False)
+    return DistributedDataParallel(module, forward_sync_buffers=False)
+
+
+def require_same_epoch(epoch: int, world: World, device: torch.device, checkpoint_dir) -> None:
+    """Raises unless every rank resumed from the same epoch (a checkpoint folder some ranks cannot see)."""
+    epochs = gather_rows(torch.tensor([[epoch]], dtype=torch.int64), world, device).flatten().tolist()
+    if len(set(epochs)) > 1:
+        raise RuntimeError(
+            f"the ranks found different checkpoints in {checkpoint_dir} (epochs {epochs} by rank): the "
+            "checkpoint folder must be one that every rank sees"
+        )

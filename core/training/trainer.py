@@ -34,9 +34,11 @@ from core.training.distributed import (
     all_reduce_sum,
     barrier,
     broadcast_flags,
+    data_parallel,
     gather_rows,
     join,
     leave,
+    require_same_epoch,
     shard,
     world_from_environment,
 )
@@ -248,7 +250,7 @@ def _train(
         model.lexical.idf.copy_(torch.from_numpy(idf).to(device))
     runner = BatchRunner(model, preprocessor, device, settings.mixed_precision)
     if world.distributed:
-        runner.wrap(lambda module: _data_parallel(module, device))
+        runner.wrap(lambda module: data_parallel(module, device))
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad],
         lr=settings.learning_rate,
@@ -281,6 +283,7 @@ def _train(
                     file=sys.stderr,
                     flush=True,
                 )
+        require_same_epoch(progress.epoch, world, device, checkpoint_dir)
     epoch = progress.epoch
     while not progress.stopped_early and epoch < settings.epochs:
         if settings.max_steps > 0 and progress.steps >= settings.max_steps:
@@ -401,21 +404,6 @@ def _train(
         calibration=calibration,
         history=progress.history,
     )
-
-
-def _data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
-    """DDP around the training forward. Buffers (n-gram IDF, calibration) are equal on every rank and never
-    trained, so they are not re-broadcast at every forward.
-
-    On CUDA a trained CNN's batch norms become SyncBatchNorm (statistics of the global batch, as one process
-    would see them; the same parameter objects, replaced in place). PyTorch has no SyncBatchNorm on CPU: there
-    each rank normalises by its own share of the batch and rank 0's running statistics are saved."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    if device.type == "cuda":
-        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        return DistributedDataParallel(module, device_ids=[device], forward_sync_buffers=False)
-    return DistributedDataParallel(module, forward_sync_buffers=False)
 
 
 def _gathered_logits(runner: BatchRunner, items: EncodedItems, world: World) -> torch.Tensor:

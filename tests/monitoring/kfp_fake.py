@@ -32,12 +32,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import kfp_server_api
 from kfp_server_api import models
+
+from tests.loopback import LoopbackServer
 
 API = "/apis/v2beta1"
 INT64_FIELDS = frozenset({"max_concurrency", "interval_second", "total_size"})  # JSON number or string
@@ -161,7 +163,7 @@ def pipeline_source_problems(run: Any, where: str) -> list[str]:
     return problems
 
 
-class FakeKfpServer:
+class FakeKfpServer(LoopbackServer):
     """The loopback KFP API. Use as a context manager; `url` is `http://127.0.0.1:<port>`.
 
     Args:
@@ -178,8 +180,6 @@ class FakeKfpServer:
         self._failures: list[_Failure] = []
         self._delays: list[list] = []  # [method, path, seconds, times]
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # Lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> FakeKfpServer:
@@ -200,31 +200,7 @@ class FakeKfpServer:
             def log_message(self, format: str, *args: Any) -> None:  # quiet test output
                 return
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-kfp", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)
-            self._server = None
-
-    def __enter__(self) -> FakeKfpServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._serve(Handler, "fake-kfp")
 
     # Test controls ----------------------------------------------------------------------------------------
     def fail(

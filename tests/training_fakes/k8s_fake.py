@@ -35,13 +35,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import kubernetes.client
 from kubeflow_trainer_api import models
 from pydantic import BaseModel, ValidationError
+
+from tests.loopback import LoopbackServer
 
 GROUP = "trainer.kubeflow.org"
 API_VERSION = f"{GROUP}/v1alpha1"
@@ -196,7 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-class FakeKubernetes:
+class FakeKubernetes(LoopbackServer):
     """The loopback Kubernetes API. Use as a context manager; `client_configuration()` points a client at it.
 
     Args:
@@ -217,7 +219,7 @@ class FakeKubernetes:
         self.runtimes, self.trainer_version = [torch_distributed_runtime()], "2.3.0"
         self.requests, self.violations, self.trainjobs = [], [], {}
         self._jobs: dict[str, _Job] = {}
-        self._lock, self._server = threading.RLock(), None
+        self._lock = threading.RLock()
         self._routes = [
             ("GET", rf"/api/v1{NS}/configmaps{NAME}", self._config_map),
             ("GET", rf"{TRAINER}(?:{NS})?/(cluster)?trainingruntimes(?:{NAME})?", self._runtimes),
@@ -231,30 +233,7 @@ class FakeKubernetes:
     # Lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> FakeKubernetes:
         """Starts serving on 127.0.0.1, on a free port, from a daemon thread."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads, self._server.fake = True, self
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stops serving and closes the socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeKubernetes:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """`http://127.0.0.1:<port>`."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._serve(_Handler, "fake-kubernetes")
 
     def client_configuration(self) -> kubernetes.client.Configuration:
         """A `kubernetes.client.Configuration` for this server: plain HTTP, no credentials."""
