@@ -425,13 +425,13 @@ def test_train_writes_the_model_and_logs_metrics(workspace, ingested, trained, t
     assert f"model/{MODEL_WEIGHTS}" in logged and f"model/{MODEL_SPEC}" in logged
 
 
-def test_train_with_two_workers_runs_torchrun_and_rank_0_logs_each_epoch(workspace, ingested, split):
+def _train_two_workers(workspace, ingested, split, folder: str, **train):
+    """The train component with train.workers 2 (torchrun in the step) and `train` overrides: (model, outputs)."""
     dataset, config_json = ingested
     config = json.loads(config_json)
-    config["train"].update(workers=2, epochs=2, batch_size=16)
-    root = workspace["root"] / "train_ddp"
+    config["train"].update(workers=2, **train)
+    root = workspace["root"] / folder
     model = _artifact(Model, root, "model")
-    metrics = _artifact(Metrics, root, "metrics")
     outputs = train_model.python_func(
         dataset=dataset,
         splits=split,
@@ -439,8 +439,13 @@ def test_train_with_two_workers_runs_torchrun_and_rank_0_logs_each_epoch(workspa
         mlflow_tracking_uri=workspace["uri"],
         git_commit=GIT_COMMIT,
         model=model,
-        metrics=metrics,
+        metrics=_artifact(Metrics, root, "metrics"),
     )
+    return model, outputs
+
+
+def test_train_with_two_workers_runs_torchrun_and_rank_0_logs_each_epoch(workspace, ingested, split):
+    model, outputs = _train_two_workers(workspace, ingested, split, "train_ddp", epochs=2, batch_size=16)
     folder = Path(model.path)
     assert (folder / MODEL_WEIGHTS).is_file() and (folder / MODEL_SPEC).is_file()
     summary = json.loads((folder / "training_summary.json").read_text(encoding="utf-8"))
@@ -454,22 +459,12 @@ def test_train_with_two_workers_runs_torchrun_and_rank_0_logs_each_epoch(workspa
 
 
 def test_train_with_two_workers_fails_with_the_ranks_error(workspace, ingested, split):
-    dataset, config_json = ingested
-    config = json.loads(config_json)
-    config["train"].update(workers=2, max_restarts=0, text_encoder=str(workspace["root"] / "no_such_encoder"))
-    root = workspace["root"] / "train_ddp_failed"
-    model = _artifact(Model, root, "model")
+    missing = str(workspace["root"] / "no_such_encoder")
     with pytest.raises(RuntimeError, match="(?s)2 processes.*no_such_encoder"):
-        train_model.python_func(
-            dataset=dataset,
-            splits=split,
-            config_json=json.dumps(config),
-            mlflow_tracking_uri=workspace["uri"],
-            git_commit=GIT_COMMIT,
-            model=model,
-            metrics=_artifact(Metrics, root, "metrics"),
+        _train_two_workers(
+            workspace, ingested, split, "train_ddp_failed", max_restarts=0, text_encoder=missing
         )
-    assert not (Path(model.path) / MODEL_WEIGHTS).exists()
+    assert not (workspace["root"] / "train_ddp_failed" / "model" / MODEL_WEIGHTS).exists()
 
 
 # Evaluate and per-policy metrics --------------------------------------------------------------------------
