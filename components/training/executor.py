@@ -51,7 +51,6 @@ def training_step(
     configure(tracking_uri)
     git_commit = git_commit or os.environ.get("TNS_GIT_COMMIT", "")
     fingerprint = read_fingerprint(dataset_dir)
-    frame = read_split_frame(dataset_dir, splits_dir)
     with mlflow.start_run(run_name=f"train-{fingerprint['fingerprint'][:8]}") as run:
         mlflow.set_tags(
             {
@@ -79,7 +78,7 @@ def training_step(
         else:
             result = train_model(
                 dataset_dir,
-                frame,
+                read_split_frame(dataset_dir, splits_dir),
                 config,
                 model_dir,
                 on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
