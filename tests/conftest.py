@@ -94,6 +94,22 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_raw_dataset: Pat
     return dataset_dir, splits_dir
 
 
+@pytest.fixture(scope="session")
+def sharded_tiny_dataset(
+    tmp_path_factory: pytest.TempPathFactory, tiny_raw_dataset: Path
+) -> tuple[Path, Path]:
+    """The tiny dataset ingested in five shards of 48 rows, and split: (dataset_dir, splits_dir)."""
+    from core.config.run import RunConfig
+    from core.data.ingest import ingest_dataset
+    from core.data.split import split_dataset
+
+    config = RunConfig().with_overrides(**{"data.shard_rows": 48})
+    root = tmp_path_factory.mktemp("sharded_tiny_dataset")
+    ingest_dataset(tiny_raw_dataset, root / "dataset", config)
+    split_dataset(root / "dataset", root / "splits", config.policies, config.split)
+    return root / "dataset", root / "splits"
+
+
 @pytest.fixture
 def mlflow_isolation(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     """Own TNS_HOME, no inherited MLFLOW_TRACKING_URI, and MLflow's global URI reset afterwards.

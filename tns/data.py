@@ -1,4 +1,5 @@
-"""`tns data`: write the embedded dataset (`generate`) and check a dataset as a training run would (`check`)."""
+"""`tns data`: write the embedded dataset (`generate`), check a dataset as a training run would (`check`) and
+delete items from an ingested dataset artifact (`delete`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tns.common import UsageError, add_config_arguments, command_group
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Adds `tns data generate` and `tns data check`."""
+    """Adds `tns data generate`, `tns data check` and `tns data delete`."""
     data = command_group(commands, "data", "Dataset tools.")
     generate = data.add_parser("generate", help="Write the embedded synthetic multimodal dataset.")
     generate.add_argument(
@@ -32,6 +33,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_check_arguments(check)
     check.set_defaults(handler=run_check)
+    delete = data.add_parser(
+        "delete",
+        help="Delete items (a takedown, a privacy request) from an ingested dataset artifact.",
+        description="Removes the items from the shards that hold them (no other shard is rewritten), the table "
+        "and the image files no other item uses, and records the new content fingerprint.",
+    )
+    delete.add_argument("dataset", type=Path, help="Ingested dataset artifact folder (holds shards/).")
+    delete.add_argument(
+        "--ids", required=True, type=Path, help="File with one item id per line (blank lines ignored)."
+    )
+    delete.set_defaults(handler=_delete)
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,4 +108,28 @@ def _generate(args: argparse.Namespace) -> int:
     spec = replace(GenerateSpec(), **changes)
     manifest = generate_dataset(args.out, spec)
     print(f"wrote {manifest} ({spec.rows} rows, seed {spec.seed})")
+    return EXIT_OK
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from core.data.deletion import delete_items
+    from core.data.shards import ShardError
+
+    try:
+        ids = [line.strip() for line in args.ids.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read --ids {args.ids}: {error}") from None
+    if not ids:
+        raise UsageError(f"--ids {args.ids} names no item id")
+    try:
+        result = delete_items(args.dataset.expanduser(), ids)
+    except (ShardError, FileNotFoundError) as error:
+        print(f"tns data delete: FAIL ({args.dataset}): {error}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"deleted {result.rows_removed} of {result.requested} item(s) ({result.not_found} not in the dataset); "
+        f"rewrote {len(result.shards_rewritten)} shard(s), left {result.shards_kept}; removed "
+        f"{result.images_removed} image file(s); fingerprint {result.fingerprint_before[:12]} -> "
+        f"{result.fingerprint_after[:12]}"
+    )
     return EXIT_OK

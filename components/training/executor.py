@@ -10,7 +10,6 @@ from pathlib import Path
 from core.common.constants import TRAINING_SUMMARY_FILE
 from core.config.run import RunConfig
 from core.data.ingest import read_fingerprint, read_preparation
-from core.data.split import read_split_frame
 
 
 def training_step(
@@ -78,7 +77,7 @@ def training_step(
         else:
             result = train_model(
                 dataset_dir,
-                read_split_frame(dataset_dir, splits_dir),
+                splits_dir,
                 config,
                 model_dir,
                 on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),

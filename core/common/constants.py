@@ -90,6 +90,8 @@ MODALITIES: tuple[str, ...] = (MODALITY_BOTH, MODALITY_TEXT, MODALITY_IMAGE)
 # Files inside artifacts.
 DATASET_TABLE = "dataset.parquet"
 DATASET_IMAGES_DIR = "images"
+DATASET_SHARDS_DIR = "shards"  # the rows with their image bytes, for streaming (core.data.shards)
+DATASET_SHARD_INDEX = "index.json"
 DATASET_FINGERPRINT = "fingerprint.json"
 DATASET_PREPARATION = "preparation.json"  # what ingest collapsed, merged, filled or dropped, and why
 DATASET_LINEAGE_FILE = (

@@ -51,12 +51,21 @@ class DataConfig:
             "row and policy), 'negative' (counted as 0) or 'refuse' (validation fails)."
         },
     )
+    shard_rows: int = field(
+        default=1024,
+        metadata={
+            "help": "Rows per shard file ingest writes (shards/part-*.parquet, images as bytes): what training "
+            "streams and what deleting an item rewrites."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.missing_labels not in MISSING_LABEL_MODES:
             raise ConfigError(
                 f"data.missing_labels must be one of {', '.join(MISSING_LABEL_MODES)}, got {self.missing_labels!r}"
             )
+        if isinstance(self.shard_rows, bool) or not isinstance(self.shard_rows, int) or self.shard_rows < 1:
+            raise ConfigError(f"data.shard_rows must be a positive integer, got {self.shard_rows!r}")
 
 
 @dataclass

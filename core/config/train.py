@@ -118,6 +118,17 @@ class TrainConfig:
             "help": "Longest a TrainJob may run (its activeDeadlineSeconds) and the step waits for it."
         },
     )
+    stream_above_rows: int = field(
+        default=50_000,
+        metadata={
+            "help": "Train from the dataset's shards, a row group at a time, when the train and validation "
+            "splits hold more rows than this (0: always); below it they are encoded in memory (faster)."
+        },
+    )
+    loader_workers: int = field(
+        default=2,
+        metadata={"help": "DataLoader worker processes that read and decode shards when training streams."},
+    )
     learning_rate: float = field(default=3e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
     early_stopping_patience: int = field(
@@ -149,6 +160,8 @@ class TrainConfig:
             raise ConfigError(f"train.launcher must be one of {list(LAUNCHERS)}, got {self.launcher!r}")
         if self.trainjob_timeout_minutes < 1 or not self.trainjob_runtime:
             raise ConfigError("train.trainjob_timeout_minutes must be >= 1 and train.trainjob_runtime a name")
+        if self.stream_above_rows < 0 or self.loader_workers < 0:
+            raise ConfigError("train.stream_above_rows and train.loader_workers must be >= 0")
         if self.max_restarts < 0:
             raise ConfigError(f"train.max_restarts must be >= 0, got {self.max_restarts}")
         if self.workers < 1 or self.nodes < 1:

@@ -1,8 +1,10 @@
 """Ingest: copy a dataset into a self-contained artifact folder and fingerprint its content.
 
 The artifact holds `dataset.parquet` (normalised, prepared rows plus content hashes), `images/` (copies of the
-referenced images), `preparation.json` (copies collapsed, labels merged, missing labels resolved: see
-`core.data.prepare`) and `fingerprint.json`. Ingest is lenient on purpose: it records what it finds
+referenced images, for random access), `shards/` (the rows with their image bytes, what training streams: see
+`core.data.shards`), `preparation.json` (copies collapsed, labels merged, missing labels resolved: see
+`core.data.prepare`) and `fingerprint.json`. `delete_items` removes items (a takedown, a privacy request)
+from all of them, rewriting only the shards that hold them. Ingest is lenient on purpose: it records what it finds
 (missing image files, unsafe paths, missing columns, values that are not labels) and leaves the verdict to
 validation, so every data problem is reported by one named check.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +43,7 @@ from core.config.run import RunConfig
 from core.data.formats import DatasetFormatError, clean_text, load_dataset
 from core.data.generate import GENERATOR_MARKER
 from core.data.prepare import Preparation, prepare_frame
+from core.data.shards import write_shards
 
 COL_IMAGE_FILE_STATUS = "image_file_status"
 IMAGE_ABSENT = "absent"
@@ -182,18 +186,11 @@ def ingest_dataset(source: str | Path, out_dir: str | Path, config: RunConfig) -
     frame.to_parquet(out_dir / DATASET_TABLE, index=False)
     (out_dir / DATASET_PREPARATION).write_text(json.dumps(preparation.to_dict(), indent=2), encoding="utf-8")
 
-    content = hashlib.sha256()
-    label_columns = [p for p in policies if p in frame.columns]
-    ordered = frame.sort_values(COL_ID, key=lambda s: s.astype(str)) if COL_ID in frame.columns else frame
-    for row in ordered[[c for c in [COL_ID, COL_ITEM_HASH, *label_columns] if c in frame.columns]].itertuples(
-        index=False
-    ):
-        content.update(json.dumps([None if pd.isna(v) else v for v in row], default=str).encode())
-        content.update(b"\n")
+    write_shards(frame, out_dir, policies, config.data.shard_rows, config.validation.image_max_bytes)
     resolved = str(Path(source).expanduser().resolve())
     result = IngestResult(
         rows=len(frame),
-        fingerprint=content.hexdigest(),
+        fingerprint=content_fingerprint(frame, policies),
         source=resolved,
         sources=[resolved, *_built_from(root)],
         policies=list(policies),
@@ -203,6 +200,20 @@ def ingest_dataset(source: str | Path, out_dir: str | Path, config: RunConfig) -
     )
     (out_dir / DATASET_FINGERPRINT).write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
     return result
+
+
+def content_fingerprint(frame: pd.DataFrame, policies: Sequence[str]) -> str:
+    """The dataset's content fingerprint: a digest of each row's id, content hash and labels, in id order, so
+    that it names the content whatever the row order, sharding or source folder."""
+    content = hashlib.sha256()
+    label_columns = [p for p in policies if p in frame.columns]
+    ordered = frame.sort_values(COL_ID, key=lambda s: s.astype(str)) if COL_ID in frame.columns else frame
+    for row in ordered[[c for c in [COL_ID, COL_ITEM_HASH, *label_columns] if c in frame.columns]].itertuples(
+        index=False
+    ):
+        content.update(json.dumps([None if pd.isna(v) else v for v in row], default=str).encode())
+        content.update(b"\n")
+    return content.hexdigest()
 
 
 def _built_from(root: Path) -> list[str]:

@@ -22,6 +22,7 @@ def score_frame(
     frame: pd.DataFrame,
     ablations: bool = True,
     slice_columns: Sequence[str] = (),
+    chunk_rows: int = 2048,
 ) -> pd.DataFrame:
     """Scores `frame`'s rows with the model saved in `model_dir`.
 
@@ -31,6 +32,7 @@ def score_frame(
         frame: Rows with id, text, image, modality, optional language and the label columns.
         ablations: Also score multimodal rows with one modality removed.
         slice_columns: Further columns of `frame` the table carries for slicing (absent ones are skipped).
+        chunk_rows: Rows encoded at a time (what bounds the memory of their encoder features).
 
     Returns:
         The score table: id, modality, language, and per model policy `label_*` (when the frame has the
@@ -48,8 +50,25 @@ def score_frame(
     frame = frame.reset_index(drop=True)
     labelled = frame.reindex(columns=[*frame.columns, *[p for p in policies if p not in frame.columns]])
     device = torch.device("cpu")
-    items = encode_items(model, preprocessor, Path(dataset_dir), labelled, policies, True, device)
     runner = BatchRunner(model, preprocessor, device, amp=False)
+    parts: dict[str, list[np.ndarray]] = {"logits": [], "image": [], "text": []}
+    for start in range(0, len(labelled), chunk_rows):  # encoded features of one chunk at a time
+        items = encode_items(
+            model,
+            preprocessor,
+            Path(dataset_dir),
+            labelled.iloc[start : start + chunk_rows],
+            policies,
+            True,
+            device,
+        )
+        parts["logits"].append(runner.all_logits(items, calibrated=False).numpy())
+        if ablations:
+            for name in ("image", "text"):
+                parts[name].append(runner.probabilities(items, drop=name))
+    empty = np.zeros((0, len(policies)), dtype=np.float32)
+    logits = torch.from_numpy(np.concatenate(parts["logits"]) if parts["logits"] else empty)
+    removed = {name: np.concatenate(parts[name]) if parts[name] else empty for name in ("image", "text")}
 
     table = pd.DataFrame({COL_ID: frame[COL_ID].astype(str), COL_MODALITY: frame[COL_MODALITY]})
     if COL_LANGUAGE in frame.columns:
@@ -57,14 +76,11 @@ def score_frame(
     for column in slice_columns:
         if column in frame.columns and column not in table.columns:
             table[column] = frame[column]
-    logits = runner.all_logits(items, calibrated=False)
     uncalibrated = torch.sigmoid(logits).numpy()
     with torch.no_grad():
         scores = torch.sigmoid(model.calibrate(logits)).numpy()
     multimodal = (frame[COL_MODALITY] == MODALITY_BOTH).to_numpy()
-    removed = {}
-    if ablations:
-        removed = {name: runner.probabilities(items, drop=name) for name in ("image", "text")}
+    removed = removed if ablations else {}
     for j, policy in enumerate(policies):
         if policy in frame.columns:
             table[label_column(policy)] = frame[policy].astype(float)  # NaN: not annotated for it

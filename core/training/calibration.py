@@ -13,15 +13,18 @@ import torch
 from torch import nn
 
 from core.common.constants import COL_ID
-from core.training.encoding import BatchRunner, EncodedItems
 from core.training.model import FusionClassifier
 
 
+def held_for_calibration(ids, share: float) -> np.ndarray:
+    """Which validation rows fit the calibration (a stable hash of the item id: the same cut on every run)."""
+    buckets = np.asarray([zlib.crc32(str(i).encode("utf-8")) % 1000 for i in ids], dtype=np.int64)
+    return buckets < int(round(share * 1000))
+
+
 def split_for_calibration(rows: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Cuts validation rows into (early-stopping rows, calibration rows) by a stable hash of the item id, so
-    that the cut is the same for every run on the same data."""
-    buckets = np.asarray([zlib.crc32(str(i).encode("utf-8")) % 1000 for i in rows[COL_ID]])
-    held = buckets < int(round(share * 1000))
+    """Cuts validation rows into (early-stopping rows, calibration rows) by `held_for_calibration`."""
+    held = held_for_calibration(rows[COL_ID], share)
     if held.all() or not held.any():
         raise ValueError(
             f"the validation split of {len(rows)} rows cannot be cut into early-stopping and calibration rows "
@@ -49,19 +52,20 @@ def platt_scaling(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, fl
 
 def fit_calibration(
     model: FusionClassifier,
-    runner: BatchRunner,
-    items: EncodedItems,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    label_mask: torch.Tensor,
     policies: list[str],
     min_per_class: int = 5,
 ) -> dict[str, dict]:
     """Fits Platt scaling per policy (`sigmoid(scale * logit + bias)`, by maximum likelihood) on the
-    calibration rows annotated for it, and stores it in the model's calibration buffers.
+    calibration rows annotated for it (their uncalibrated `logits`, `labels` and `label_mask`), and stores it in
+    the model's calibration buffers.
 
     A policy with fewer than `min_per_class` positives or negatives there keeps the identity (noted in the
     returned record, which the model card shows).
     """
-    logits = runner.all_logits(items, calibrated=False)
-    labels, mask = items.labels, items.label_mask.bool()
+    mask = label_mask.bool()
     record: dict[str, dict] = {}
     scale = torch.ones(len(policies))
     bias = torch.zeros(len(policies))

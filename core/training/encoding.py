@@ -52,6 +52,21 @@ class EncodedItems:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors held (absent inputs left out), by field name."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+
+    def take(self, index: torch.Tensor) -> EncodedItems:
+        """The items at `index`, as a new `EncodedItems`."""
+        rows = index.tolist()
+        return EncodedItems(
+            ids=[self.ids[i] for i in rows], **{k: v[index] for k, v in self.tensors().items()}
+        )
+
 
 def load_inputs(
     dataset_dir: Path, frame: pd.DataFrame, max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
@@ -69,59 +84,79 @@ def load_inputs(
     return texts, images
 
 
-@torch.no_grad()
-def text_features(
-    model: FusionClassifier, encoded: dict[str, np.ndarray], device: torch.device
-) -> torch.Tensor:
-    """Mean-pooled text-encoder features, computed in batches (for a frozen encoder)."""
-    model.text_encoder.eval()
-    chunks = []
-    ids, mask = encoded[TENSOR_INPUT_IDS], encoded[TENSOR_ATTENTION_MASK]
-    for start in range(0, len(ids), 256):
-        chunk_mask = torch.from_numpy(mask[start : start + 256]).to(device)
-        length = int(chunk_mask.sum(1).max().item())
-        chunk_ids = torch.from_numpy(ids[start : start + 256, :length]).to(device)
-        chunks.append(model.text_encoder(chunk_ids, chunk_mask[:, :length]).float().cpu())
-    return torch.cat(chunks) if chunks else torch.zeros(0, model.text_encoder.output_dim)
+PIXELS, HAS_IMAGE = "pixels", "has_image"  # what `prepare_inputs` adds to the tokenized text
+
+
+def prepare_inputs(
+    preprocessor: Preprocessor, texts: list[str | None], images: list[bytes | None]
+) -> dict[str, np.ndarray]:
+    """The CPU part of preprocessing, what DataLoader workers run: token ids, attention mask, n-gram ids and
+    presence of the texts, decoded uint8 pixels and presence of the images."""
+    prepared = preprocessor.encode_texts(texts)
+    prepared[PIXELS], prepared[HAS_IMAGE] = preprocessor.images_to_uint8(images)
+    return prepared
 
 
 @torch.no_grad()
-def _image_inputs(
+def encode_prepared(
     model: FusionClassifier,
     preprocessor: Preprocessor,
-    images: list[bytes | None],
+    prepared: dict[str, np.ndarray],
+    freeze_text: bool,
     freeze_image: bool,
     device: torch.device,
-    chunk: int = 128,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Presence flags plus either cached features of a frozen image encoder or uint8 pixels, decoded in chunks
-    so that a frozen encoder at 224 pixels never holds every decoded image at once."""
-    present, pixels, features = [], [], []
+) -> dict[str, torch.Tensor]:
+    """The `EncodedItems` tensors of prepared items (labels aside): features of the frozen encoders, token ids
+    or uint8 pixels where an encoder is trained."""
+    values = {name: torch.from_numpy(np.asarray(prepared[name])) for name in prepared}
+    out = {
+        "has_text": values[TENSOR_HAS_TEXT].float(),
+        "has_image": values[HAS_IMAGE].float(),
+        "ngram_ids": values[TENSOR_NGRAM_IDS].to(torch.int32),
+    }
+    if freeze_text:
+        model.text_encoder.eval()
+        mask = values[TENSOR_ATTENTION_MASK].to(device)
+        length = max(int(mask.sum(1).max().item()) if len(mask) else 1, 1)
+        ids = values[TENSOR_INPUT_IDS][:, :length].to(device)
+        out["text_features"] = (
+            model.text_encoder(ids, mask[:, :length]).float().cpu()
+            if len(ids)
+            else torch.zeros(0, model.text_encoder.output_dim)
+        )
+    else:
+        out["input_ids"], out["attention_mask"] = values[TENSOR_INPUT_IDS], values[TENSOR_ATTENTION_MASK]
+    if not (freeze_image and model.spec.image_encoder["kind"] != IMAGE_ENCODER_CNN):
+        out[PIXELS] = values[PIXELS]
+        return out
     model.image_encoder.eval()
     encoder, memory = model.image_encoder, torch.contiguous_format
-    if freeze_image and isinstance(encoder, efficientnet.EfficientNetLite0):
+    if isinstance(encoder, efficientnet.EfficientNetLite0):
         encoder, memory = efficientnet.feature_extractor(encoder), torch.channels_last
-    for start in range(0, len(images), chunk):
-        values, flags = preprocessor.images_to_uint8(images[start : start + chunk])
-        present.append(torch.from_numpy(flags))
-        if not freeze_image:
-            pixels.append(torch.from_numpy(values))
-            continue
-        with_image = np.flatnonzero(flags)
-        out = torch.zeros(len(flags), model.image_encoder.output_dim)
-        if len(with_image):
-            batch = torch.from_numpy(preprocessor.normalize(values[with_image])).to(device)
-            out[torch.from_numpy(with_image)] = encoder(batch.contiguous(memory_format=memory)).float().cpu()
-        features.append(out)
-    side = preprocessor.spec.image_size
-    has_image = torch.cat(present) if present else torch.zeros(0)
-    if freeze_image:
-        return (
-            has_image,
-            None,
-            torch.cat(features) if features else torch.zeros(0, model.image_encoder.output_dim),
-        )
-    return has_image, torch.cat(pixels) if pixels else torch.zeros(0, 3, side, side, dtype=torch.uint8), None
+    features = torch.zeros(len(out["has_image"]), model.image_encoder.output_dim)
+    with_image = np.flatnonzero(prepared[HAS_IMAGE])
+    if len(with_image):
+        batch = torch.from_numpy(preprocessor.normalize(np.asarray(prepared[PIXELS])[with_image])).to(device)
+        features[torch.from_numpy(with_image)] = encoder(batch.contiguous(memory_format=memory)).float().cpu()
+    out["image_features"] = features
+    return out
+
+
+def concat_rows(parts: list[torch.Tensor], value: int = 0) -> torch.Tensor:
+    """Concatenates row blocks whose second dimension may differ (token and n-gram ids padded to each block's
+    longest), padding with `value`."""
+    if parts[0].dim() < 2 or len({p.shape[1] for p in parts}) == 1:
+        return torch.cat(parts)
+    width = max(p.shape[1] for p in parts)
+    return torch.cat([nn.functional.pad(p, (0, width - p.shape[1]), value=value) for p in parts])
+
+
+def concat_fields(parts: list[dict[str, torch.Tensor]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Concatenates blocks of `EncodedItems` tensors field by field (token ids padded with `pad_token_id`)."""
+    return {
+        name: concat_rows([p[name] for p in parts], pad_token_id if name == "input_ids" else 0)
+        for name in parts[0]
+    }
 
 
 def encode_items(
@@ -135,31 +170,53 @@ def encode_items(
     freeze_image: bool = True,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
 ) -> EncodedItems:
-    """Preprocesses rows once: text as cached features or token ids plus n-gram ids; images as cached
-    features (frozen pretrained encoder) or uint8 pixels (a trained one). Image files larger than
+    """Preprocesses the rows of an ingested dataset once (see `encode_inputs`). Image files larger than
     `max_image_bytes` (`validation.image_max_bytes`) are refused."""
     texts, images = load_inputs(dataset_dir, frame, max_image_bytes)
-    encoded_text = preprocessor.encode_texts(texts)
-    freeze_image = freeze_image and model.spec.image_encoder["kind"] != IMAGE_ENCODER_CNN
-    has_image, pixels, image_features = _image_inputs(model, preprocessor, images, freeze_image, device)
     labels = frame[policies].to_numpy(dtype=np.float32)
+    ids = [str(i) for i in frame[COL_ID]]
+    return encode_inputs(model, preprocessor, ids, texts, images, labels, freeze_text, device, freeze_image)
+
+
+def encode_inputs(
+    model: FusionClassifier,
+    preprocessor: Preprocessor,
+    ids: list[str],
+    texts: list[str | None],
+    images: list[bytes | None],
+    labels: np.ndarray,
+    freeze_text: bool,
+    device: torch.device,
+    freeze_image: bool = True,
+    chunk: int = 128,
+) -> EncodedItems:
+    """Preprocesses items once, `chunk` at a time (a frozen encoder at 224 pixels never holds every decoded
+    image at once): text as cached features or token ids plus n-gram ids; images as cached features (frozen
+    pretrained encoder) or uint8 pixels (a trained one); `labels` (N, P) with NaN where a row is not annotated."""
+    parts = [
+        encode_prepared(
+            model,
+            preprocessor,
+            prepare_inputs(preprocessor, texts[start : start + chunk], images[start : start + chunk]),
+            freeze_text,
+            freeze_image,
+            device,
+        )
+        for start in range(0, max(len(ids), 1), chunk)
+    ]
+    tensors = concat_fields(parts, preprocessor.spec.pad_token_id)
+    tensors.update(label_tensors(labels, len(ids)))
+    return EncodedItems(ids=list(ids), **tensors)
+
+
+def label_tensors(labels: np.ndarray, rows: int) -> dict[str, torch.Tensor]:
+    """`labels` (0 where not annotated) and `label_mask` (1 where annotated) of labels with NaN gaps."""
+    labels = np.asarray(labels, dtype=np.float32).reshape(rows, -1)
     annotated = ~np.isnan(labels)
-    items = EncodedItems(
-        ids=[str(i) for i in frame[COL_ID]],
-        labels=torch.from_numpy(np.where(annotated, labels, 0.0).astype(np.float32)),
-        label_mask=torch.from_numpy(annotated.astype(np.float32)),
-        has_text=torch.from_numpy(encoded_text[TENSOR_HAS_TEXT]),
-        has_image=has_image,
-        ngram_ids=torch.from_numpy(encoded_text[TENSOR_NGRAM_IDS].astype(np.int32)),
-        pixels=pixels,
-        image_features=image_features,
-    )
-    if freeze_text:
-        items.text_features = text_features(model, encoded_text, device)
-    else:
-        items.input_ids = torch.from_numpy(encoded_text[TENSOR_INPUT_IDS])
-        items.attention_mask = torch.from_numpy(encoded_text[TENSOR_ATTENTION_MASK])
-    return items
+    return {
+        "labels": torch.from_numpy(np.where(annotated, labels, 0.0).astype(np.float32)),
+        "label_mask": torch.from_numpy(annotated.astype(np.float32)),
+    }
 
 
 def gather_items(block: EncodedItems, ids: list[str], world: World, device: torch.device) -> EncodedItems:

@@ -149,7 +149,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from core.common.storage import fetch, publish
-    from core.data.split import read_split_frame
     from core.training.distributed import world_from_environment
     from core.training.trainer import train_model
 
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         model, summary = args.model or work / "model", args.summary or work / SUMMARY_FILE
         result = train_model(
             dataset,
-            read_split_frame(dataset, splits),
+            splits,
             config,
             model,
             on_epoch_end=on_epoch_end,

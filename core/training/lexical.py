@@ -90,11 +90,21 @@ def ngram_ids(
     return np.fromiter(seen, dtype=np.int64, count=len(seen))
 
 
-def inverse_document_frequency(ids: np.ndarray, buckets: int) -> np.ndarray:
-    """Smoothed IDF per bucket from padded id rows (N, K) with 0 as padding: log((1 + n) / (1 + df)) + 1, as
-    scikit-learn's `TfidfVectorizer`; float32 of shape (buckets,), 0 for the padding bucket."""
+def document_frequency(ids: np.ndarray, buckets: int) -> tuple[int, np.ndarray]:
+    """(documents with an n-gram, documents per bucket as float64 of shape (buckets,)) from padded id rows
+    (N, K) with 0 as padding: sums over parts of a corpus add up to the corpus's."""
     documents = int((ids > 0).any(axis=1).sum()) if ids.size else 0
-    frequency = np.bincount(ids[ids > 0].ravel(), minlength=buckets).astype(np.float64)
+    return documents, np.bincount(ids[ids > 0].ravel(), minlength=buckets).astype(np.float64)
+
+
+def idf_from_frequency(documents: int, frequency: np.ndarray) -> np.ndarray:
+    """Smoothed IDF per bucket: log((1 + n) / (1 + df)) + 1, as scikit-learn's `TfidfVectorizer`; float32, 0 for
+    the padding bucket."""
     idf = np.log((1.0 + documents) / (1.0 + frequency)) + 1.0
     idf[0] = 0.0
     return idf.astype(np.float32)
+
+
+def inverse_document_frequency(ids: np.ndarray, buckets: int) -> np.ndarray:
+    """Smoothed IDF per bucket of padded id rows (N, K) (see `idf_from_frequency`)."""
+    return idf_from_frequency(*document_frequency(ids, buckets))

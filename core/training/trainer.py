@@ -21,29 +21,26 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DistributedSampler
 
-from core.common.constants import COL_ID, COL_SPLIT, SPLIT_TRAIN, SPLIT_VALIDATION
 from core.common.env import apply_offline_environment
 from core.config.run import RunConfig, TrainConfig, ValidationConfig
+from core.data.split import read_split_frame
 from core.training import efficientnet
-from core.training.calibration import fit_calibration, split_for_calibration
-from core.training.checkpoint import Progress, fingerprint, load_checkpoint, save_checkpoint
+from core.training.calibration import fit_calibration
+from core.training.checkpoint import Progress, load_checkpoint, save_checkpoint
 from core.training.distributed import (
     World,
     all_reduce_sum,
     barrier,
     broadcast_flags,
     data_parallel,
-    gather_rows,
     join,
     leave,
     require_same_epoch,
-    shard,
     world_from_environment,
 )
-from core.training.encoding import BatchRunner, EncodedItems, encode_items, gather_items
-from core.training.lexical import inverse_document_frequency
+from core.training.encoding import BatchRunner
+from core.training.lexical import idf_from_frequency
 from core.training.model import (
     IMAGE_ENCODER_CNN,
     build_model,
@@ -51,6 +48,8 @@ from core.training.model import (
     save_model,
 )
 from core.training.preprocessing import TOKENIZER_FILE, PreprocessingSpec, Preprocessor
+from core.training.sources import CALIBRATION, VALIDATION, InMemoryData, TrainingData
+from core.training.streaming import StreamedData, training_rows
 
 CNN_IMAGE_SIZE = 64  # the side of train.image_size 0 for the small CNN
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -108,13 +107,12 @@ def macro_roc_auc(labels: np.ndarray, scores: np.ndarray, mask: np.ndarray | Non
     return float(np.mean(values)) if values else None
 
 
-def positive_weights(labels: torch.Tensor, mask: torch.Tensor, enabled: bool) -> torch.Tensor:
-    """Negative/positive ratio per policy over its annotated rows, clipped to [1, 50]; ones when class
-    weighting is off."""
+def positive_weights(positives: torch.Tensor, annotated: torch.Tensor, enabled: bool) -> torch.Tensor:
+    """Negative/positive ratio per policy over its annotated train rows (`positives` and `annotated` counts per
+    policy), clipped to [1, 50]; ones when class weighting is off."""
     if not enabled:
-        return torch.ones(labels.shape[1])
-    positives = (labels * mask).sum(0)
-    negatives = mask.sum(0) - positives
+        return torch.ones(len(positives))
+    negatives = annotated - positives
     return (negatives / positives.clamp(min=1.0)).clamp(1.0, 50.0)
 
 
@@ -141,7 +139,7 @@ def masked_bce_loss(
 
 def train_model(
     dataset_dir: str | Path,
-    frame: pd.DataFrame,
+    rows: pd.DataFrame | str | Path,
     config: RunConfig,
     out_dir: str | Path,
     on_epoch_end: EpochCallback | None = None,
@@ -151,14 +149,17 @@ def train_model(
 ) -> TrainingResult:
     """Trains the fusion classifier on the train split, early-stops on validation and saves the best model.
 
-    Started by `torchrun` (a world of several processes), each rank encodes its block of the rows, trains on its
-    shard of every epoch (a distributed sampler seeded per epoch) with `train.batch_size` as the global batch,
-    and DDP averages the gradients; validation metrics are gathered from every rank and rank 0 decides early
-    stopping for all. Rank 0 alone calls `on_epoch_end`, fits the calibration and writes the model.
+    Started by `torchrun` (a world of several processes), each rank encodes its share of the rows, trains on its
+    share of every epoch with `train.batch_size` as the global batch, and DDP averages the gradients; validation
+    metrics are gathered from every rank and rank 0 decides early stopping for all. Rank 0 alone calls
+    `on_epoch_end`, fits the calibration and writes the model.
 
     Args:
         dataset_dir: Ingested dataset artifact (image paths are relative to it).
-        frame: Its rows joined with a `split` column (see `core.data.split.read_split_frame`).
+        rows: Its rows joined with a `split` column (`core.data.split.read_split_frame`), trained on in memory;
+            or its splits folder (`splits.parquet`): the rows stream from the dataset's shards when the train
+            and validation splits hold more than `train.stream_above_rows` rows, and are read into memory
+            otherwise (see `core.training.streaming`).
         config: Run configuration (`policies` and `train` are used).
         out_dir: Model folder to write (safetensors weights, spec, encoder configs, tokenizer).
         on_epoch_end: Called on rank 0 with (epoch, metrics) after each epoch, e.g. to log to MLflow.
@@ -185,18 +186,34 @@ def train_model(
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
     joined = join(world, device)
+    data = open_training_data(dataset_dir, rows, config, world, device, checkpoint_dir)
     try:
-        return _train(
-            dataset_dir, frame, config, out_dir, on_epoch_end, on_step_end, world, device, checkpoint_dir
-        )
+        return _train(data, config, out_dir, on_epoch_end, on_step_end, world, device, checkpoint_dir)
     finally:
+        data.close()
         if joined:
             leave(world)
 
 
-def _train(
+def open_training_data(
     dataset_dir: str | Path,
-    frame: pd.DataFrame,
+    rows: pd.DataFrame | str | Path,
+    config: RunConfig,
+    world: World,
+    device: torch.device,
+    cache_dir: str | Path | None = None,
+) -> TrainingData:
+    """In-memory rows for a frame or a splits folder of at most `train.stream_above_rows` train and
+    validation rows; rows streamed from the shards above it."""
+    if isinstance(rows, pd.DataFrame):
+        return InMemoryData(dataset_dir, rows, config, world, device)
+    if training_rows(rows) > config.train.stream_above_rows:
+        return StreamedData(dataset_dir, rows, config, world, device, cache_dir)
+    return InMemoryData(dataset_dir, read_split_frame(dataset_dir, rows), config, world, device)
+
+
+def _train(
+    data: TrainingData,
     config: RunConfig,
     out_dir: str | Path,
     on_epoch_end: EpochCallback | None,
@@ -206,14 +223,7 @@ def _train(
     checkpoint_dir: str | Path | None,
 ) -> TrainingResult:
     settings: TrainConfig = config.train
-    dataset_dir, policies = Path(dataset_dir), list(config.policies)
-    train_rows = frame[frame[COL_SPLIT] == SPLIT_TRAIN].reset_index(drop=True)
-    validation_rows = frame[frame[COL_SPLIT] == SPLIT_VALIDATION].reset_index(drop=True)
-    if train_rows.empty or validation_rows.empty:
-        raise ValueError(f"need train and validation rows, got {len(train_rows)} and {len(validation_rows)}")
-
-    validation_rows, calibration_rows = split_for_calibration(validation_rows, settings.calibration_share)
-
+    policies = list(config.policies)
     text_folder = resolve_text_encoder(settings.text_encoder)
     spec = _preprocessing_spec(settings, text_folder, config.validation)
     preprocessor = Preprocessor(spec, text_folder / TOKENIZER_FILE)
@@ -227,26 +237,9 @@ def _train(
     if freeze_image:
         model.image_encoder.requires_grad_(False)
     started = time.perf_counter()
-
-    def encode(rows: pd.DataFrame) -> EncodedItems:
-        block = encode_items(
-            model,
-            preprocessor,
-            dataset_dir,
-            rows.iloc[shard(len(rows), world)],
-            policies,
-            settings.freeze_text_encoder,
-            device,
-            freeze_image,
-            config.validation.image_max_bytes,
-        )
-        return gather_items(block, [str(i) for i in rows[COL_ID]], world, device)
-
-    train_items, validation_items, calibration_items = (
-        encode(rows) for rows in (train_rows, validation_rows, calibration_rows)
-    )
+    data.encode(model, preprocessor, settings.freeze_text_encoder, freeze_image)
     if model.lexical is not None:
-        idf = inverse_document_frequency(train_items.ngram_ids.numpy(), spec.ngram_buckets)
+        idf = idf_from_frequency(*data.document_frequency(spec.ngram_buckets))
         model.lexical.idf.copy_(torch.from_numpy(idf).to(device))
     runner = BatchRunner(model, preprocessor, device, settings.mixed_precision)
     if world.distributed:
@@ -257,24 +250,17 @@ def _train(
         weight_decay=settings.weight_decay,
     )
     local_batch = settings.batch_size // world.size
-    sampler = DistributedSampler(
-        train_items, num_replicas=world.size, rank=world.rank, shuffle=True, seed=settings.seed
-    )
-    steps_per_epoch = math.ceil(len(sampler) / local_batch)
-    total_steps = steps_per_epoch * settings.epochs
+    total_steps = data.steps_per_epoch(local_batch) * settings.epochs
     if settings.max_steps > 0:
         total_steps = min(total_steps, settings.max_steps)
     scheduler = learning_rate_schedule(optimizer, settings.learning_rate, total_steps)
     scaler = torch.amp.GradScaler(enabled=runner.amp_dtype == torch.float16)
-    pos_weight = positive_weights(train_items.labels, train_items.label_mask, settings.class_weighting).to(
-        device
-    )
+    pos_weight = positive_weights(*data.label_counts(), settings.class_weighting).to(device)
 
-    run_fingerprint = fingerprint(config.to_json(), train_items.ids)
     best_state: dict[str, torch.Tensor] | None = None
     progress = Progress()
     if checkpoint_dir is not None:
-        restored = load_checkpoint(checkpoint_dir, run_fingerprint, model, optimizer, scheduler, scaler)
+        restored = load_checkpoint(checkpoint_dir, data.fingerprint, model, optimizer, scheduler, scaler)
         if restored is not None:
             progress, best_state = restored
             if world.is_main:
@@ -298,27 +284,22 @@ def _train(
         generator = torch.Generator().manual_seed(epoch_seed)
         epoch_start = time.perf_counter()
         epoch_totals = torch.zeros(2, dtype=torch.float64)  # this rank's loss x items, items
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler), dtype=torch.int64)
-        for start in _progress(range(0, len(order), local_batch), f"epoch {epoch}/{settings.epochs}", world):
-            index = order[start : start + local_batch]
+        for batch in _progress(data.batches(epoch, local_batch), f"epoch {epoch}/{settings.epochs}", world):
             has_text, has_image = _modality_dropout(
-                train_items.has_text[index],
-                train_items.has_image[index],
-                settings.modality_dropout,
-                generator,
+                batch.has_text, batch.has_image, settings.modality_dropout, generator
             )
-            logits = runner.logits(train_items, index, has_text, has_image, training=True)
-            mask = train_items.label_mask[index].to(device)
+            index = torch.arange(len(batch))
+            logits = runner.logits(batch, index, has_text, has_image, training=True)
+            mask = batch.label_mask.to(device)
             share = all_reduce_sum(mask.sum(), world) / world.size
-            loss = masked_bce_loss(logits, train_items.labels[index].to(device), mask, pos_weight, share)
+            loss = masked_bce_loss(logits, batch.labels.to(device), mask, pos_weight, share)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             progress.steps += 1
-            epoch_totals += torch.tensor([float(loss.item()) * len(index), len(index)], dtype=torch.float64)
+            epoch_totals += torch.tensor([float(loss.item()) * len(batch), len(batch)], dtype=torch.float64)
             if on_step_end is not None:
                 on_step_end(progress.steps, model)
             if settings.max_steps > 0 and progress.steps >= settings.max_steps:
@@ -327,19 +308,19 @@ def _train(
         epoch_loss, seen = all_reduce_sum(epoch_totals.to(device), world).cpu().tolist()
         progress.samples += int(seen)
 
-        validation_logits = _gathered_logits(runner, validation_items, world)
+        validation = data.scored(runner, VALIDATION)
         validation_loss = float(
             masked_bce_loss(
-                validation_logits.to(device),
-                validation_items.labels.to(device),
-                validation_items.label_mask.to(device),
+                validation.logits.to(device),
+                validation.labels.to(device),
+                validation.label_mask.to(device),
                 pos_weight,
             ).item()
         )
         validation_auc = macro_roc_auc(
-            validation_items.labels.numpy(),
-            torch.sigmoid(validation_logits).numpy(),
-            validation_items.label_mask.numpy(),
+            validation.labels.numpy(),
+            torch.sigmoid(validation.logits).numpy(),
+            validation.label_mask.numpy(),
         )
         metrics = {
             "train_loss": epoch_loss / max(seen, 1),
@@ -369,8 +350,7 @@ def _train(
             if on_epoch_end is not None:
                 on_epoch_end(epoch, metrics)
         if improved:
-            if world.is_main:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             progress.best_score, progress.best_epoch, progress.best_loss = score, epoch, validation_loss
             progress.patience = 0
         else:
@@ -378,15 +358,16 @@ def _train(
         progress.stopped_early = out_of_patience
         if checkpoint_dir is not None and world.is_main:
             save_checkpoint(
-                checkpoint_dir, run_fingerprint, progress, model, best_state, optimizer, scheduler, scaler
+                checkpoint_dir, data.fingerprint, progress, model, best_state, optimizer, scheduler, scaler
             )
         barrier(world)  # a rank that dies from here on finds this epoch's checkpoint when restarted
 
     calibration: dict[str, dict] = {}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    held = data.scored(runner, CALIBRATION)
     if world.is_main:
-        if best_state is not None:
-            model.load_state_dict(best_state)
-        calibration = fit_calibration(model, runner, calibration_items, policies)
+        calibration = fit_calibration(model, held.logits, held.labels, held.label_mask, policies)
         save_model(model.cpu(), out_dir, sources)
     barrier(world)  # the other ranks wait for the model folder
     best_score = progress.best_score
@@ -404,13 +385,6 @@ def _train(
         calibration=calibration,
         history=progress.history,
     )
-
-
-def _gathered_logits(runner: BatchRunner, items: EncodedItems, world: World) -> torch.Tensor:
-    """Uncalibrated logits of every item, each rank scoring its block."""
-    block = shard(len(items), world)
-    logits = runner.all_logits(items, calibrated=False, rows=range(block.start, block.stop))
-    return gather_rows(logits, world, runner.device)
 
 
 def learning_rate_schedule(

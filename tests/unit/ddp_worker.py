@@ -4,6 +4,8 @@ Trains on the given dataset and, after every optimizer step, gathers each rank's
 how far they are from rank 0's (they must be identical: DDP all-reduces the gradients) and from the weights
 before the first step (they must move). Each rank writes its record to `<record>.<rank>.json`.
 
+With `train.stream_above_rows` 0 in the configuration the ranks stream the dataset's shards.
+
 With a checkpoint folder the run checkpoints every epoch and resumes from it; with a step to die at, rank 1 of
 the first attempt kills itself (SIGKILL) after that step, so that torchrun (`--max-restarts`) restarts the ranks.
 
@@ -72,9 +74,12 @@ def main(
             }
         )
 
-    frame = even_train_rows(read_split_frame(dataset, splits))
+    # streaming (train.stream_above_rows 0) reads the shards and the splits folder; else the rows in memory
+    rows = (
+        splits if config.train.stream_above_rows == 0 else even_train_rows(read_split_frame(dataset, splits))
+    )
     result = train_model(
-        dataset, frame, config, model_dir, on_step_end=on_step_end, world=world, checkpoint_dir=checkpoint_dir
+        dataset, rows, config, model_dir, on_step_end=on_step_end, world=world, checkpoint_dir=checkpoint_dir
     )
     out = Path(f"{record}.{world.rank}.json")
     out.write_text(

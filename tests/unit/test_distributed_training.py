@@ -9,6 +9,7 @@ share of the global batch's annotated cells); after every step both ranks must h
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -148,6 +149,45 @@ def test_a_checkpoint_of_another_run_is_refused(
     with pytest.raises(ValueError, match="another configuration or other training rows"):
         train_model(dataset_dir, frame, other, tmp_path / "model", world=World(), checkpoint_dir=checkpoint)
     assert not (tmp_path / "model").exists()
+
+
+def test_two_ranks_streaming_uneven_shards_stay_in_step(
+    sharded_tiny_dataset, tiny_text_encoder, tiny_vit_encoder, tmp_path
+):
+    """Each rank reads its own shards (three and two: about 60% and 40% of the train rows); both take the
+    smaller rank's step count every epoch, so neither waits on a collective the other never calls."""
+    from core.data.shards import read_index, read_shard_ids
+
+    assert len(read_index(sharded_tiny_dataset[0]).shards) == 5
+    config = _config(tiny_text_encoder, tiny_vit_encoder, **{"train.stream_above_rows": 0})
+    config_file = tmp_path / "config.json"
+    config_file.write_text(config.to_json(), encoding="utf-8")
+    _, records = _torchrun(tmp_path, "streamed", config_file, sharded_tiny_dataset)
+    first, second = records
+    assert len(first["steps"]) == len(second["steps"]) == first["result"]["steps"] > 2
+    for record in records:
+        assert all(step["max_difference_to_rank_0"] == 0.0 for step in record["steps"]), record["steps"]
+    assert first["steps"][-1]["moved_since_step_1"] > 1e-3
+    # every epoch: the batches of 8 (16 global) of the rank with fewer train rows (shards 1 and 3)
+    index, splits = read_index(sharded_tiny_dataset[0]), _splits(sharded_tiny_dataset[1])
+    per_rank = [
+        sum(
+            splits.get(i) == "train"
+            for n in range(rank, 5, 2)
+            for i in read_shard_ids(sharded_tiny_dataset[0], index.shards[n])
+        )
+        for rank in (0, 1)
+    ]
+    assert per_rank[0] > per_rank[1] > 0
+    assert first["result"]["steps"] == config.train.epochs * math.ceil(per_rank[1] / 8)
+    assert (tmp_path / "streamed" / MODEL_WEIGHTS).is_file()
+
+
+def _splits(splits_dir: Path) -> dict[str, str]:
+    import pandas as pd
+
+    table = pd.read_parquet(splits_dir / "splits.parquet")
+    return dict(zip(table["id"].astype(str), table["split"], strict=True))
 
 
 def test_shards_cover_every_row_once():

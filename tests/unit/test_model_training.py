@@ -425,7 +425,7 @@ def test_class_weights_and_validation_auc_count_annotated_rows_only():
     labels = torch.tensor([[1, 0], [0, 0], [0, 1], [0, 0], [1, 0]], dtype=torch.float32)
     mask = torch.tensor([[1, 1], [1, 0], [0, 1], [0, 1], [1, 1]], dtype=torch.float32)
     # hate: 2 positives of 3 annotated -> weight clipped to 1; spam: 1 of 4 -> 3.
-    assert positive_weights(labels, mask, enabled=True).tolist() == [1.0, 3.0]
+    assert positive_weights((labels * mask).sum(0), mask.sum(0), enabled=True).tolist() == [1.0, 3.0]
     scores = np.array([[0.9, 0.2], [0.1, 0.9], [0.2, 0.8], [0.3, 0.1], [0.8, 0.3]])
     # Unmasked, row 1 (spam label 0, score 0.9) would make spam's AUC imperfect; it is not annotated for spam.
     assert macro_roc_auc(labels.numpy(), scores, mask.numpy()) == 1.0
