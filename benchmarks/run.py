@@ -2,7 +2,8 @@
 calling the same step functions directly, and the Triton serving ensemble against in-process onnxruntime and
 PyTorch eager (`benchmarks/serving.py`), and the drift check against a plain scipy two-sample test
 (`benchmarks/drift.py`), and hostile input at scale against the exact pass and ordinary text
-(`benchmarks/hostile.py`). Every baseline is measured in the same run, and results are reported as ratios,
+(`benchmarks/hostile.py`), and training streamed from shards at two dataset sizes and against the in-memory
+path (`benchmarks/streaming.py`). Every baseline is measured in the same run, and results are reported as ratios,
 because shared machines are noisy.
 
     python -m benchmarks.run --out docs/benchmarks.md      (what `make bench` runs)
@@ -25,7 +26,7 @@ from pathlib import Path
 from core.common.env import apply_offline_environment
 from core.config.run import RunConfig
 
-SECTIONS = ("training", "orchestration", "serving", "drift", "hostile")
+SECTIONS = ("training", "orchestration", "streaming", "serving", "drift", "hostile")
 DEFAULT_OUT = Path("docs/benchmarks.md")
 
 
@@ -398,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     command = (
         "make bench  (python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]) + ")"
     )
-    training = orchestration = serving = drift = hostile = None
+    training = orchestration = streaming = serving = drift = hostile = None
     with tempfile.TemporaryDirectory(prefix="tns-bench-") as tmp:
         folder = Path(tmp)
         if "serving" in sections:  # first: it fails fast when tritonserver or perf_analyzer is missing
@@ -418,6 +419,13 @@ def main(argv: list[str] | None = None) -> int:
         if "orchestration" in sections:
             (folder / "orchestration").mkdir()
             orchestration = bench_orchestration(folder / "orchestration", args.pipeline_rows, 2)
+        if "streaming" in sections:
+            from benchmarks.streaming import bench_streaming
+
+            (folder / "streaming").mkdir()
+            streaming = bench_streaming(
+                folder / "streaming", log=lambda line: print(line, file=sys.stderr, flush=True)
+            )
         if "drift" in sections:
             from benchmarks.drift import SIZES, bench_drift
 
@@ -470,6 +478,10 @@ every image once up front. The gap is that per-batch work.
 The pipeline's extra time is process start-up and imports per task (torch, MLflow, Great Expectations) plus
 artifact copies; it is constant per run, so it matters for tiny runs and vanishes for real training.
 """)
+    if streaming is not None:
+        from benchmarks.streaming import streaming_section
+
+        parts.append(streaming_section(streaming))
     if serving is not None:
         parts.append(serving_section(serving))
     if drift is not None:

@@ -49,6 +49,20 @@ def fetch(uri: str, destination: str | Path) -> Path:
     return destination
 
 
+def fetch_files(uri: str, destination: str | Path, relative: list[str]) -> Path:
+    """Some files of the folder at `uri` (paths relative to it) as a local folder: itself when local, else those
+    files copied under `destination`, in the same layout."""
+    if is_local(uri):
+        return local_path(uri)
+    filesystem, path = _filesystem(uri)
+    destination = Path(destination)
+    for name in relative:
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        filesystem.get(f"{path.rstrip('/')}/{name}", str(target))
+    return destination
+
+
 def publish(folder: str | Path, uri: str) -> None:
     """Copies a local folder's files to `uri` (a local destination is replaced through a staging copy)."""
     folder = Path(folder)

@@ -26,10 +26,12 @@ from core.common.constants import (
     COL_ITEM_HASH,
     COL_MODALITY,
     COL_TEXT,
+    DATASET_FINGERPRINT,
     DATASET_SHARD_INDEX,
     DATASET_SHARDS_DIR,
 )
 from core.common.images import ImageFileError, read_image_file
+from core.common.storage import fetch_files
 
 COL_IMAGE_BYTES = "image_bytes"
 SHARD_ROW_GROUP = 256  # rows a reader holds at once
@@ -233,3 +235,13 @@ def rank_shards(index: ShardIndex, rank: int, ranks: int) -> list[tuple[int, int
     if len(index.shards) >= ranks:
         return [(number, 0, 1) for number in range(rank, len(index.shards), ranks)]
     return [(number, rank, ranks) for number in range(len(index.shards))]
+
+
+def fetch_rank_shards(uri: str, destination: str | Path, rank: int, ranks: int) -> Path:
+    """The dataset at `uri` as a local folder holding what one training process streams: the fingerprint, the
+    shard index and its own shards (`rank_shards`), not the whole dataset. A local dataset is used in place."""
+    index_file = f"{DATASET_SHARDS_DIR}/{DATASET_SHARD_INDEX}"
+    folder = fetch_files(uri, destination, [DATASET_FINGERPRINT, index_file])
+    index = read_index(folder)
+    mine = sorted({number for number, _, _ in rank_shards(index, rank, ranks)})
+    return fetch_files(uri, destination, [f"{DATASET_SHARDS_DIR}/{index.shards[n].file}" for n in mine])

@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from core.common.storage import fetch, publish
+    from core.data.shards import fetch_rank_shards
     from core.training.distributed import world_from_environment
+    from core.training.streaming import streams
     from core.training.trainer import train_model
 
     text = args.config.read_text(encoding="utf-8") if args.config else os.environ.get(args.config_env, "")
@@ -166,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix=f"rank{world.rank}-") as work:
         work = Path(work)
-        dataset, splits = fetch(args.dataset, work / "dataset"), fetch(args.splits, work / "splits")
+        splits = fetch(args.splits, work / "splits")
+        if streams(splits, config):  # this rank's shards, not the whole dataset
+            dataset = fetch_rank_shards(args.dataset, work / "dataset", world.rank, world.size)
+        else:
+            dataset = fetch(args.dataset, work / "dataset")
         model, summary = args.model or work / "model", args.summary or work / SUMMARY_FILE
         result = train_model(
             dataset,

@@ -65,8 +65,8 @@ class TrainingData(Protocol):
     def scored(self, runner: BatchRunner, part: str) -> Scored:
         """Logits of every row of `part` (VALIDATION or CALIBRATION), each rank scoring its rows."""
 
-    def close(self) -> None:
-        """Frees what the data holds (worker processes, cached features of a temporary folder)."""
+    def close(self, finished: bool) -> None:
+        """Frees what the data holds; cached features stay for a restart unless the run `finished`."""
 
 
 class InMemoryData:
@@ -141,5 +141,5 @@ class InMemoryData:
         logits = runner.all_logits(items, calibrated=False, rows=range(block.start, block.stop))
         return Scored(gather_rows(logits, self.world, self.device), items.labels, items.label_mask)
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
         self.items.clear()

@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +89,12 @@ class SplitLookup:
         at = np.minimum(np.searchsorted(self.hashes, keys), max(len(self.hashes) - 1, 0))
         found = (self.hashes[at] == keys) if len(self.hashes) else np.zeros(len(ids), dtype=bool)
         return np.where(found, self.codes[at] if len(self.codes) else OTHER, OTHER).astype(np.int8)
+
+
+def streams(splits_dir: str | Path, config: RunConfig) -> bool:
+    """Whether a run streams its rows from the shards: more train and validation rows than
+    `train.stream_above_rows`."""
+    return training_rows(splits_dir) > config.train.stream_above_rows
 
 
 def training_rows(splits_dir: str | Path) -> int:
@@ -339,7 +346,9 @@ class StreamedData:
         )
         return Scored(*(gather_rows(t, self.world, self.device) for t in (logits, labels, mask)))
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
         if self._temporary is not None:
             self._temporary.cleanup()
             self._temporary = None
+        elif finished:  # beside the checkpoints: kept for a restarted rank until the run is done
+            shutil.rmtree(self.cache_dir, ignore_errors=True)

@@ -49,7 +49,7 @@ from core.training.model import (
 )
 from core.training.preprocessing import TOKENIZER_FILE, PreprocessingSpec, Preprocessor
 from core.training.sources import CALIBRATION, VALIDATION, InMemoryData, TrainingData
-from core.training.streaming import StreamedData, training_rows
+from core.training.streaming import StreamedData, streams
 
 CNN_IMAGE_SIZE = 64  # the side of train.image_size 0 for the small CNN
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -187,10 +187,13 @@ def train_model(
         device = torch.device("cuda", world.local_rank)
     joined = join(world, device)
     data = open_training_data(dataset_dir, rows, config, world, device, checkpoint_dir)
+    finished = False
     try:
-        return _train(data, config, out_dir, on_epoch_end, on_step_end, world, device, checkpoint_dir)
+        result = _train(data, config, out_dir, on_epoch_end, on_step_end, world, device, checkpoint_dir)
+        finished = True
+        return result
     finally:
-        data.close()
+        data.close(finished)
         if joined:
             leave(world)
 
@@ -207,7 +210,7 @@ def open_training_data(
     validation rows; rows streamed from the shards above it."""
     if isinstance(rows, pd.DataFrame):
         return InMemoryData(dataset_dir, rows, config, world, device)
-    if training_rows(rows) > config.train.stream_above_rows:
+    if streams(rows, config):
         return StreamedData(dataset_dir, rows, config, world, device, cache_dir)
     return InMemoryData(dataset_dir, read_split_frame(dataset_dir, rows), config, world, device)
 

@@ -158,3 +158,19 @@ def test_write_shards_of_no_rows_writes_one_empty_shard(tmp_path):
     )
     index = write_shards(frame, tmp_path, ["hate"], 10, 1000)
     assert [e.rows for e in index.shards] == [0] and index.policies == ["hate"]
+
+
+def test_a_training_process_fetches_only_its_own_shards_from_an_object_store(dataset, tmp_path):
+    import uuid
+
+    from core.common.storage import publish
+    from core.data.shards import fetch_rank_shards
+
+    uri = f"memory://pipeline-root/{uuid.uuid4().hex}/dataset"
+    publish(dataset, uri)
+    fetched = fetch_rank_shards(uri, tmp_path / "rank1", rank=1, ranks=2)
+    index = read_index(fetched)
+    present = sorted(p.name for p in (fetched / "shards").glob("part-*.parquet"))
+    assert present == [index.shards[n].file for n in range(1, len(index.shards), 2)]
+    assert (fetched / "fingerprint.json").is_file() and not (fetched / "images").exists()
+    assert fetch_rank_shards(str(dataset), tmp_path / "unused", 0, 2) == dataset  # a local dataset in place

@@ -120,4 +120,4 @@ def test_the_trainer_streams_above_the_row_threshold(
         config = _config(tiny_text_encoder, tiny_vit_encoder, **{"train.stream_above_rows": threshold})
         data = open_training_data(dataset_dir, splits_dir, config, World(), cpu)
         assert isinstance(data, kind)
-        data.close()
+        data.close(finished=True)
