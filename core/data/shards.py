@@ -10,7 +10,6 @@ deletion (`core.data.ingest.delete_items`) rewrites only the shards that hold th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -31,6 +30,7 @@ from core.common.constants import (
     DATASET_SHARDS_DIR,
 )
 from core.common.images import ImageFileError, read_image_file
+from core.common.integrity import file_sha256
 from core.common.storage import fetch_files
 
 COL_IMAGE_BYTES = "image_bytes"
@@ -163,17 +163,9 @@ def write_shard_table(path: Path, table: pd.DataFrame, policies: Sequence[str]) 
     return ShardEntry(
         file=path.name,
         rows=len(table),
-        sha256=_file_sha256(path),
+        sha256=file_sha256(path),
         positives={p: int((table[p] > 0.5).sum()) for p in policies if p in table},
     )
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_index(dataset_dir: str | Path, index: ShardIndex) -> None:

@@ -12,6 +12,7 @@ uneven shards never leave a rank waiting for a collective that does not come. Th
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import math
@@ -251,21 +252,28 @@ class StreamedData:
         freeze_image: bool,
     ) -> Iterator[tuple[Unit, dict[str, torch.Tensor]]]:
         """Each unit's encoded rows, when its last chunk has come (workers interleave their units' chunks)."""
-        partial: dict[Unit, list[dict[str, torch.Tensor]]] = {}
-        for chunk in DataLoader(reader, batch_size=None, num_workers=workers):
-            unit = tuple(int(v) for v in chunk["unit"])
-            parts = partial.setdefault(unit, [])
-            if len(chunk[SPLIT_FIELD]):
-                prepared = {k: np.asarray(v) for k, v in chunk["prepared"].items()}
-                tensors = encode_prepared(
-                    model, preprocessor, prepared, freeze_text, freeze_image, self.device
-                )
-                tensors.update(label_tensors(np.asarray(chunk["labels"]), len(chunk[SPLIT_FIELD])))
-                parts.append({**tensors, SPLIT_FIELD: torch.as_tensor(chunk[SPLIT_FIELD])})
-            if bool(chunk["last"]):
-                del partial[unit]
-                empty = {SPLIT_FIELD: torch.zeros(0, dtype=torch.int8)}
-                yield unit, concat_fields(parts, self.pad_id) if parts else empty
+        # The workers are forks of this process: the objects it holds stay in pages they share, unless a
+        # worker's garbage collector walks them and copies them page by page (memory that grows with how long
+        # the workers live: a fifth more for a 200,000-row dataset than for 20,000). Frozen, it leaves them be.
+        gc.freeze()
+        try:
+            partial: dict[Unit, list[dict[str, torch.Tensor]]] = {}
+            for chunk in DataLoader(reader, batch_size=None, num_workers=workers):
+                unit = tuple(int(v) for v in chunk["unit"])
+                parts = partial.setdefault(unit, [])
+                if len(chunk[SPLIT_FIELD]):
+                    prepared = {k: np.asarray(v) for k, v in chunk["prepared"].items()}
+                    tensors = encode_prepared(
+                        model, preprocessor, prepared, freeze_text, freeze_image, self.device
+                    )
+                    tensors.update(label_tensors(np.asarray(chunk["labels"]), len(chunk[SPLIT_FIELD])))
+                    parts.append({**tensors, SPLIT_FIELD: torch.as_tensor(chunk[SPLIT_FIELD])})
+                if bool(chunk["last"]):
+                    del partial[unit]
+                    empty = {SPLIT_FIELD: torch.zeros(0, dtype=torch.int8)}
+                    yield unit, concat_fields(parts, self.pad_id) if parts else empty
+        finally:
+            gc.unfreeze()
 
     def _count(self, buckets: int) -> None:
         """Rows of each part, train labels and n-gram document frequencies of this rank's cache files, summed

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_distributed_training import _config
 
 from core.config.run import RunConfig
 from core.data.split import read_split_frame
@@ -18,20 +19,6 @@ from core.training.preprocessing import TOKENIZER_FILE, Preprocessor
 from core.training.sources import InMemoryData
 from core.training.streaming import CALIBRATING, EARLY_STOPPING, OTHER, TRAIN, SplitLookup, StreamedData
 from core.training.trainer import _preprocessing_spec, open_training_data, train_model
-
-
-def _config(text_encoder, image_encoder, **overrides) -> RunConfig:
-    values = {
-        "train.text_encoder": str(text_encoder),
-        "train.image_encoder": str(image_encoder),
-        "train.lexical_buckets": 4096,
-        "train.hidden_dim": 16,
-        "train.epochs": 2,
-        "train.batch_size": 16,
-        "train.num_threads": 1,
-        **overrides,
-    }
-    return RunConfig().with_overrides(**values)
 
 
 def test_split_lookup_gives_each_id_its_split_and_calibration_part(sharded_tiny_dataset):
