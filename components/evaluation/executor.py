@@ -47,6 +47,7 @@ def evaluate_model_dir(
     frame: pd.DataFrame,
     config: RunConfig,
     policies: list[str] | None = None,
+    loader_workers: int | None = None,
 ):
     """Scores a model on the test split (with ablations) and the validation split, and evaluates it.
 
@@ -56,6 +57,8 @@ def evaluate_model_dir(
         frame: Its rows with their split (`read_split_frame`).
         config: Effective run configuration.
         policies: Policies to evaluate (default `config.policies`); those the model does not score are left out.
+        loader_workers: Read the rows from the dataset's shards with this many DataLoader workers (None: from
+            the image files; see `core.evaluation.scoring.score_frame`).
 
     Returns:
         The evaluation dict and the test score table.
@@ -68,14 +71,26 @@ def evaluate_model_dir(
         dataset_dir,
         frame[frame[COL_SPLIT] == SPLIT_TEST],
         slice_columns=config.evaluation.slice_columns,
+        loader_workers=loader_workers,
     )
     validation = score_frame(
-        model_dir, dataset_dir, frame[frame[COL_SPLIT] == SPLIT_VALIDATION], ablations=False
+        model_dir,
+        dataset_dir,
+        frame[frame[COL_SPLIT] == SPLIT_VALIDATION],
+        ablations=False,
+        loader_workers=loader_workers,
     )
     policies = [
         p for p in (config.policies if policies is None else policies) if score_column(p) in test.columns
     ]
     return evaluate_scores(test, validation, policies, config.evaluation), test
+
+
+def _loader_workers(splits_dir: str | Path, config: RunConfig) -> int | None:
+    """DataLoader workers that read the scored rows from the shards when the run streams (as training did)."""
+    from core.training.streaming import streams
+
+    return config.train.loader_workers if streams(splits_dir, config) else None
 
 
 def evaluation_step(
@@ -95,7 +110,9 @@ def evaluation_step(
         The evaluation dict and the model card information.
     """
     frame = read_split_frame(dataset_dir, splits_dir)
-    evaluation, scores = evaluate_model_dir(model_dir, dataset_dir, frame, config)
+    evaluation, scores = evaluate_model_dir(
+        model_dir, dataset_dir, frame, config, loader_workers=_loader_workers(splits_dir, config)
+    )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
@@ -201,7 +218,12 @@ def gate_step(
         if shared:
             frame = read_split_frame(dataset_dir, splits_dir)
             champion, champion_scores = evaluate_model_dir(
-                champion_dir, dataset_dir, frame, config, policies=shared
+                champion_dir,
+                dataset_dir,
+                frame,
+                config,
+                policies=shared,
+                loader_workers=_loader_workers(splits_dir, config),
             )
             slices = origin_slices(
                 frame[frame[COL_SPLIT] == SPLIT_TEST],

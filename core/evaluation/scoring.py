@@ -23,6 +23,7 @@ def score_frame(
     ablations: bool = True,
     slice_columns: Sequence[str] = (),
     chunk_rows: int = 2048,
+    loader_workers: int | None = None,
 ) -> pd.DataFrame:
     """Scores `frame`'s rows with the model saved in `model_dir`.
 
@@ -33,6 +34,8 @@ def score_frame(
         ablations: Also score multimodal rows with one modality removed.
         slice_columns: Further columns of `frame` the table carries for slicing (absent ones are skipped).
         chunk_rows: Rows encoded at a time (what bounds the memory of their encoder features).
+        loader_workers: Read the rows from the dataset's shards instead, prepared by this many DataLoader
+            worker processes (0: in this process), as training does when it streams.
 
     Returns:
         The score table: id, modality, language, and per model policy `label_*` (when the frame has the
@@ -40,9 +43,10 @@ def score_frame(
     """
     import torch
 
-    from core.training.encoding import BatchRunner, encode_items
+    from core.training.encoding import BatchRunner, EncodedItems, encode_items, encode_prepared, label_tensors
     from core.training.model import load_model
     from core.training.preprocessing import Preprocessor
+    from core.training.streaming import stream_rows
 
     model = load_model(model_dir)
     policies = list(model.spec.policies)
@@ -52,23 +56,34 @@ def score_frame(
     device = torch.device("cpu")
     runner = BatchRunner(model, preprocessor, device, amp=False)
     parts: dict[str, list[np.ndarray]] = {"logits": [], "image": [], "text": []}
-    for start in range(0, len(labelled), chunk_rows):  # encoded features of one chunk at a time
-        items = encode_items(
-            model,
-            preprocessor,
-            Path(dataset_dir),
-            labelled.iloc[start : start + chunk_rows],
-            policies,
-            True,
-            device,
-        )
+
+    def score(items: EncodedItems) -> None:
         parts["logits"].append(runner.all_logits(items, calibrated=False).numpy())
         if ablations:
             for name in ("image", "text"):
                 parts[name].append(runner.probabilities(items, drop=name))
+
+    if loader_workers is None:  # encoded features of one chunk at a time, images read from their files
+        for start in range(0, len(labelled), chunk_rows):
+            rows = labelled.iloc[start : start + chunk_rows]
+            score(encode_items(model, preprocessor, Path(dataset_dir), rows, policies, True, device))
+        order = None
+    else:
+        ids = []
+        for ids_chunk, prepared in stream_rows(
+            Path(dataset_dir), frame[COL_ID].astype(str), policies, preprocessor, loader_workers
+        ):
+            tensors = encode_prepared(model, preprocessor, prepared, True, True, device)
+            unlabelled = np.full((len(ids_chunk), len(policies)), np.nan, dtype=np.float32)
+            score(EncodedItems(ids=ids_chunk, **tensors, **label_tensors(unlabelled, len(ids_chunk))))
+            ids.extend(ids_chunk)
+        order = _frame_order(ids, frame[COL_ID].astype(str).tolist(), dataset_dir)
     empty = np.zeros((0, len(policies)), dtype=np.float32)
-    logits = torch.from_numpy(np.concatenate(parts["logits"]) if parts["logits"] else empty)
-    removed = {name: np.concatenate(parts[name]) if parts[name] else empty for name in ("image", "text")}
+    stacked = {name: np.concatenate(values) if values else empty for name, values in parts.items()}
+    if order is not None:
+        stacked = {name: values[order] if len(values) else values for name, values in stacked.items()}
+    logits = torch.from_numpy(stacked["logits"])
+    removed = {name: stacked[name] for name in ("image", "text")}
 
     table = pd.DataFrame({COL_ID: frame[COL_ID].astype(str), COL_MODALITY: frame[COL_MODALITY]})
     if COL_LANGUAGE in frame.columns:
@@ -89,3 +104,19 @@ def score_frame(
         for name, values in removed.items():
             table[ablation_column(policy, name)] = np.where(multimodal, values[:, j], np.nan)
     return table
+
+
+def _frame_order(ids: list[str], wanted: list[str], dataset_dir: str | Path) -> np.ndarray:
+    """Positions in `ids` (rows as the shards gave them) of the frame's rows, in the frame's order.
+
+    Raises:
+        ValueError: When a row of the frame is not in the shards.
+    """
+    position = {item: row for row, item in enumerate(ids)}
+    missing = [item for item in wanted if item not in position]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(wanted)} rows to score are not in the shards of {dataset_dir} "
+            f"(e.g. id={missing[0]}): the dataset artifact changed after the split; ingest it again"
+        )
+    return np.asarray([position[item] for item in wanted], dtype=np.int64)

@@ -19,7 +19,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +61,26 @@ def id_hash(value: str) -> int:
 
 
 class SplitLookup:
-    """The split code of an item id, held as sorted id hashes and one byte per row."""
+    """A code per item id (its split, or the part of validation), held as sorted 64-bit id hashes and one byte
+    per row rather than as the ids."""
 
-    def __init__(self, splits_dir: str | Path, calibration_share: float) -> None:
+    def __init__(self, hashes: np.ndarray, codes: np.ndarray) -> None:
+        order = np.argsort(hashes)
+        self.hashes, self.codes = hashes[order], codes[order].astype(np.int8)
+
+    @classmethod
+    def of(cls, ids: list[str], code: int) -> SplitLookup:
+        """`code` for each of `ids`, OTHER for every other id."""
+        hashes = np.fromiter((id_hash(str(i)) for i in ids), dtype=np.int64, count=len(ids))
+        return cls(hashes, np.full(len(ids), code, dtype=np.int8))
+
+    @classmethod
+    def from_splits(cls, splits_dir: str | Path, calibration_share: float) -> SplitLookup:
+        """TRAIN, EARLY_STOPPING or CALIBRATING (validation cut as `held_for_calibration` cuts it) for the ids of
+        a split assignment, OTHER for test rows and unknown ids; read 8,192 rows at a time."""
         import pyarrow.parquet as pq
 
-        hashes, codes = [], []
+        hashes, codes = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int8)]
         with pq.ParquetFile(Path(splits_dir) / SPLITS_TABLE) as handle:
             for batch in handle.iter_batches(batch_size=8192, columns=[COL_ID, COL_SPLIT]):
                 ids = [str(i) for i in batch.column(COL_ID).to_pylist()]
@@ -79,17 +93,15 @@ class SplitLookup:
                 code[validation & held] = CALIBRATING
                 hashes.append(np.fromiter((id_hash(i) for i in ids), dtype=np.int64, count=len(ids)))
                 codes.append(code)
-        self.hashes = np.concatenate(hashes) if hashes else np.zeros(0, dtype=np.int64)
-        order = np.argsort(self.hashes)
-        self.hashes = self.hashes[order]
-        self.codes = (np.concatenate(codes) if codes else np.zeros(0, dtype=np.int8))[order]
+        return cls(np.concatenate(hashes), np.concatenate(codes))
 
     def codes_of(self, ids: list[str]) -> np.ndarray:
-        """The split codes of `ids` (OTHER for ids without a split)."""
+        """The codes of `ids` (OTHER for ids it does not hold)."""
         keys = np.fromiter((id_hash(i) for i in ids), dtype=np.int64, count=len(ids))
-        at = np.minimum(np.searchsorted(self.hashes, keys), max(len(self.hashes) - 1, 0))
-        found = (self.hashes[at] == keys) if len(self.hashes) else np.zeros(len(ids), dtype=bool)
-        return np.where(found, self.codes[at] if len(self.codes) else OTHER, OTHER).astype(np.int8)
+        if not len(self.hashes):
+            return np.full(len(ids), OTHER, dtype=np.int8)
+        at = np.minimum(np.searchsorted(self.hashes, keys), len(self.hashes) - 1)
+        return np.where(self.hashes[at] == keys, self.codes[at], OTHER).astype(np.int8)
 
 
 def streams(splits_dir: str | Path, config: RunConfig) -> bool:
@@ -159,18 +171,44 @@ class ShardRows(IterableDataset):
                     yield {
                         "unit": unit,
                         "last": False,
+                        "ids": [str(i) for i in part[COL_ID]],
                         "prepared": prepare_inputs(self.preprocessor, texts, images),
                         "labels": part.reindex(columns=self.policies).to_numpy(dtype=np.float32),
                         SPLIT_FIELD: code[start : start + CHUNK_ROWS],
                     }
-            yield {"unit": unit, "last": True, SPLIT_FIELD: np.zeros(0, dtype=np.int8)}
+            yield {"unit": unit, "last": True, "ids": [], SPLIT_FIELD: np.zeros(0, dtype=np.int8)}
 
 
-class ShardBatches(IterableDataset):
-    """One rank's train batches of one epoch, from its cache files."""
+def read_chunks(reader: ShardRows, workers: int) -> Iterator[dict]:
+    """The chunks of `reader`, prepared by `workers` DataLoader processes (none: in this process).
+
+    The workers are forks of this process: the objects it holds stay in pages they share, unless a worker's
+    garbage collector walks them and copies them page by page (memory that grows with how long the workers
+    live: a fifth more for a 200,000-row dataset than for 20,000). Frozen while they live, it leaves them be."""
+    gc.freeze()
+    try:
+        yield from DataLoader(reader, batch_size=None, num_workers=workers)
+    finally:
+        gc.unfreeze()
+
+
+def stream_rows(
+    dataset_dir: Path, ids: Sequence[str], policies: list[str], preprocessor: Preprocessor, workers: int
+) -> Iterator[tuple[list[str], dict[str, np.ndarray]]]:
+    """(ids, prepared inputs) of the rows with `ids`, `CHUNK_ROWS` at a time in shard order, read from the
+    dataset's shards by `workers` DataLoader processes."""
+    index = read_index(dataset_dir)
+    units = [(number, 0, 1) for number in range(len(index.shards))]
+    reader = ShardRows(dataset_dir, index, units, SplitLookup.of(list(ids), TRAIN), policies, preprocessor)
+    for chunk in read_chunks(reader, min(workers, len(units))):
+        if len(chunk[SPLIT_FIELD]):
+            yield list(chunk["ids"]), {k: np.asarray(v) for k, v in chunk["prepared"].items()}
+
+
+class ShardBatches:
+    """One rank's train batches of one epoch, from its cache files (read in this process: they are small)."""
 
     def __init__(self, files: list[Path], local_batch: int, seed: int, epoch: int, rank: int, pad_id: int):
-        super().__init__()
         self.files, self.local_batch, self.pad_id = files, local_batch, pad_id
         self.seed, self.epoch, self.rank = seed, epoch, rank
 
@@ -206,7 +244,7 @@ class StreamedData:
     ) -> None:
         self.dataset_dir, self.config, self.world, self.device = Path(dataset_dir), config, world, device
         self.index = read_index(dataset_dir)
-        self.lookup = SplitLookup(splits_dir, config.train.calibration_share)
+        self.lookup = SplitLookup.from_splits(splits_dir, config.train.calibration_share)
         digest = hashlib.sha256(config.to_json().encode("utf-8"))
         digest.update(read_fingerprint(dataset_dir)["fingerprint"].encode("utf-8"))
         digest.update((Path(splits_dir) / SPLITS_TABLE).read_bytes())
@@ -252,28 +290,21 @@ class StreamedData:
         freeze_image: bool,
     ) -> Iterator[tuple[Unit, dict[str, torch.Tensor]]]:
         """Each unit's encoded rows, when its last chunk has come (workers interleave their units' chunks)."""
-        # The workers are forks of this process: the objects it holds stay in pages they share, unless a
-        # worker's garbage collector walks them and copies them page by page (memory that grows with how long
-        # the workers live: a fifth more for a 200,000-row dataset than for 20,000). Frozen, it leaves them be.
-        gc.freeze()
-        try:
-            partial: dict[Unit, list[dict[str, torch.Tensor]]] = {}
-            for chunk in DataLoader(reader, batch_size=None, num_workers=workers):
-                unit = tuple(int(v) for v in chunk["unit"])
-                parts = partial.setdefault(unit, [])
-                if len(chunk[SPLIT_FIELD]):
-                    prepared = {k: np.asarray(v) for k, v in chunk["prepared"].items()}
-                    tensors = encode_prepared(
-                        model, preprocessor, prepared, freeze_text, freeze_image, self.device
-                    )
-                    tensors.update(label_tensors(np.asarray(chunk["labels"]), len(chunk[SPLIT_FIELD])))
-                    parts.append({**tensors, SPLIT_FIELD: torch.as_tensor(chunk[SPLIT_FIELD])})
-                if bool(chunk["last"]):
-                    del partial[unit]
-                    empty = {SPLIT_FIELD: torch.zeros(0, dtype=torch.int8)}
-                    yield unit, concat_fields(parts, self.pad_id) if parts else empty
-        finally:
-            gc.unfreeze()
+        partial: dict[Unit, list[dict[str, torch.Tensor]]] = {}
+        for chunk in read_chunks(reader, workers):
+            unit = tuple(int(v) for v in chunk["unit"])
+            parts = partial.setdefault(unit, [])
+            if len(chunk[SPLIT_FIELD]):
+                prepared = {k: np.asarray(v) for k, v in chunk["prepared"].items()}
+                tensors = encode_prepared(
+                    model, preprocessor, prepared, freeze_text, freeze_image, self.device
+                )
+                tensors.update(label_tensors(np.asarray(chunk["labels"]), len(chunk[SPLIT_FIELD])))
+                parts.append({**tensors, SPLIT_FIELD: torch.as_tensor(chunk[SPLIT_FIELD])})
+            if bool(chunk["last"]):
+                del partial[unit]
+                empty = {SPLIT_FIELD: torch.zeros(0, dtype=torch.int8)}
+                yield unit, concat_fields(parts, self.pad_id) if parts else empty
 
     def _count(self, buckets: int) -> None:
         """Rows of each part, train labels and n-gram document frequencies of this rank's cache files, summed

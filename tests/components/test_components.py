@@ -490,6 +490,38 @@ def test_evaluate_writes_reports_and_metrics(workspace, trained, evaluated):
     assert "evaluation/evaluation.json" in logged_files
 
 
+def test_evaluate_of_a_streamed_run_reads_the_shards_and_scores_the_same(
+    workspace, ingested, split, trained, evaluated
+):
+    dataset, config_json = ingested
+    config = json.loads(config_json)
+    config["train"]["stream_above_rows"] = 0  # the run streams: evaluation reads the shards too
+    model, _, run_id = trained
+    root = workspace["root"] / "evaluate_streamed"
+    artifacts = {
+        "evaluation": _artifact(Artifact, root, "evaluation"),
+        "metrics": _artifact(Metrics, root, "metrics"),
+        "report": _artifact(HTML, root, "report", ".html"),
+        "model_card": _artifact(Markdown, root, "model_card", ".md"),
+    }
+    evaluate_model.python_func(
+        dataset=dataset,
+        splits=split,
+        model=model,
+        config_json=json.dumps(config),
+        mlflow_run_id=run_id,
+        mlflow_tracking_uri=workspace["uri"],
+        git_commit=GIT_COMMIT,
+        **artifacts,
+    )
+    streamed = pd.read_parquet(Path(artifacts["evaluation"].path) / TEST_SCORES_FILE)
+    from_files = pd.read_parquet(Path(evaluated[0]["evaluation"].path) / TEST_SCORES_FILE)
+    pd.testing.assert_frame_equal(streamed, from_files, atol=1e-5, rtol=1e-4)
+    assert artifacts["metrics"].metadata["test_macro_roc_auc"] == pytest.approx(
+        evaluated[0]["metrics"].metadata["test_macro_roc_auc"], abs=1e-6
+    )
+
+
 def test_policy_metrics_publishes_roc_and_confusion_matrix(workspace, evaluated):
     artifacts, _ = evaluated
     evaluation = json.loads(

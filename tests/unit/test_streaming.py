@@ -24,7 +24,7 @@ from core.training.trainer import _preprocessing_spec, open_training_data, train
 def test_split_lookup_gives_each_id_its_split_and_calibration_part(sharded_tiny_dataset):
     _, splits_dir = sharded_tiny_dataset
     table = pd.read_parquet(splits_dir / "splits.parquet")
-    lookup = SplitLookup(splits_dir, calibration_share=0.5)
+    lookup = SplitLookup.from_splits(splits_dir, calibration_share=0.5)
     codes = lookup.codes_of([*table["id"].astype(str), "not-an-id"])
     assert codes[-1] == OTHER
     for split, code in zip(table["split"], codes[:-1], strict=True):
@@ -108,3 +108,24 @@ def test_the_trainer_streams_above_the_row_threshold(
         data = open_training_data(dataset_dir, splits_dir, config, World(), cpu)
         assert isinstance(data, kind)
         data.close(finished=True)
+
+
+def test_scoring_from_the_shards_gives_the_scores_of_the_image_files(
+    sharded_tiny_dataset, tiny_text_encoder, tiny_vit_encoder, tmp_path
+):
+    from core.evaluation.scoring import score_frame
+
+    dataset_dir, splits_dir = sharded_tiny_dataset
+    frame = read_split_frame(dataset_dir, splits_dir)
+    config = _config(tiny_text_encoder, tiny_vit_encoder, **{"train.epochs": 1})
+    train_model(dataset_dir, frame, config, tmp_path / "model")
+    test = frame[frame["split"] == "test"].sample(frac=1.0, random_state=1)  # any order: the table keeps it
+    from_files = score_frame(tmp_path / "model", dataset_dir, test)
+    from_shards = score_frame(tmp_path / "model", dataset_dir, test, loader_workers=2)
+    assert from_shards["id"].tolist() == from_files["id"].tolist() == test["id"].astype(str).tolist()
+    pd.testing.assert_frame_equal(from_shards, from_files, atol=1e-5, rtol=1e-4)
+    assert from_files.filter(like="score_no_image_").notna().any().any()
+
+    foreign = pd.concat([test.head(2), test.head(1).assign(id="not-in-the-shards")])
+    with pytest.raises(ValueError, match="1 of 3 rows to score are not in the shards"):
+        score_frame(tmp_path / "model", dataset_dir, foreign, loader_workers=0)
