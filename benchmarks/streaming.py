@@ -15,7 +15,6 @@ in memory and streamed with the same configuration and epochs; wall time of `tra
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -113,6 +112,15 @@ def _measure_child(dataset: Path, splits: Path, config, work: Path) -> dict:
     return {**result, "peak_pss_mb": peak, "wall_s": time.perf_counter() - started}
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS since it started (VmHWM; `ru_maxrss` would also count the parent's peak before
+    the exec, which Linux carries over)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _train_child(dataset: str, splits: str, config_file: str, result_file: str) -> int:
     from core.config.run import RunConfig
     from core.training.trainer import train_model
@@ -124,7 +132,7 @@ def _train_child(dataset: str, splits: str, config_file: str, result_file: str) 
             {
                 "steps": result.steps,
                 "train_samples_per_second": result.train_samples_per_second,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mb": _peak_rss_mb(),
             }
         ),
         encoding="utf-8",

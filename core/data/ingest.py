@@ -3,10 +3,10 @@
 The artifact holds `dataset.parquet` (normalised, prepared rows plus content hashes), `images/` (copies of the
 referenced images, for random access), `shards/` (the rows with their image bytes, what training streams: see
 `core.data.shards`), `preparation.json` (copies collapsed, labels merged, missing labels resolved: see
-`core.data.prepare`) and `fingerprint.json`. `delete_items` removes items (a takedown, a privacy request)
-from all of them, rewriting only the shards that hold them. Ingest is lenient on purpose: it records what it finds
-(missing image files, unsafe paths, missing columns, values that are not labels) and leaves the verdict to
-validation, so every data problem is reported by one named check.
+`core.data.prepare`) and `fingerprint.json`. `core.data.deletion.delete_items` removes items (a takedown, a
+privacy request) from all of them, rewriting only the shards that hold them. Ingest is lenient on purpose: it
+records what it finds (missing image files, unsafe paths, missing columns, values that are not labels) and leaves
+the verdict to validation, so every data problem is reported by one named check.
 """
 
 from __future__ import annotations

@@ -186,14 +186,15 @@ def train_model(
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
     joined = join(world, device)
-    data = open_training_data(dataset_dir, rows, config, world, device, checkpoint_dir)
-    finished = False
+    data, finished = None, False
     try:
+        data = open_training_data(dataset_dir, rows, config, world, device, checkpoint_dir)
         result = _train(data, config, out_dir, on_epoch_end, on_step_end, world, device, checkpoint_dir)
         finished = True
         return result
     finally:
-        data.close(finished)
+        if data is not None:
+            data.close(finished)
         if joined:
             leave(world)
 
