@@ -643,7 +643,6 @@ def test_training_step_tags_the_trigger_report_and_window(
     monkeypatch.setattr(registry, "configure", lambda uri: uri)
     monkeypatch.setattr(registry, "log_model_folder", lambda run_id, folder: None)
     monkeypatch.setattr(executor, "read_fingerprint", lambda d: {"fingerprint": "f" * 64, "source": "/d"})
-    monkeypatch.setattr(executor, "read_split_frame", lambda d, s: None)
 
     run_id, _ = executor.training_step(
         "/d", "/s", RunConfig(), tmp_path, "", "abc", trigger_report=report, data_window=window
