@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.common.constants import MODALITIES, MODALITY_BOTH, TRITON_CPU_CONFIG
+from core.common.constants import METRIC_ITEMS_SCORED, MODALITIES, MODALITY_BOTH, TRITON_CPU_CONFIG
 from core.common.markup import escape_markdown, markdown_code
 from core.export.golden import GoldenSet, abs_difference
 
@@ -167,6 +167,7 @@ def infra_validate(
         Path(repository).resolve(),
         model_config_name=model_config_name,
         log_file=Path(log_file) if log_file else None,
+        metrics_port=0,
     )
     try:
         server.start()
@@ -176,7 +177,7 @@ def infra_validate(
     try:
         report.load_seconds = server.load_seconds
         report.checks.append(Check("server ready", True, f"ready in {server.load_seconds:.2f} s"))
-        worst = 0.0
+        worst, answered = 0.0, 0
         for protocol, url in (("http", server.http_url), ("grpc", server.grpc_url)):
             with ContentSafetyClient(url, protocol=protocol, retries=0, timeout_s=60.0) as client:
                 for name, rows in golden_requests(golden, max_batch_size).items():
@@ -188,6 +189,7 @@ def infra_validate(
                     except ContentSafetyError as error:
                         report.checks.append(Check(check_name, False, f"request failed: {error}"))
                         continue
+                    answered += len(predictions)
                     scores = score_matrix(predictions)
                     diff = float(abs_difference(scores, golden.probabilities[rows]).max())
                     worst = max(worst, diff)
@@ -207,10 +209,27 @@ def infra_validate(
                         Check(check_name, not problems, "; ".join(problems) or f"max diff {diff:.2e}")
                     )
                 report.latency_ms[protocol] = _latency(client, golden, latency_requests)
+                answered += latency_requests + 1  # and the warm-up
         report.max_abs_diff = worst
+        report.checks.append(_metrics_check(server.metrics_url, golden.policies, answered))
     finally:
         server.stop()
     return report
+
+
+def _metrics_check(url: str, policies: list[str], answered: int) -> Check:
+    """The server's metrics endpoint answers, and the served model counted every item it answered, per policy."""
+    from serving.metrics import scrape, series
+
+    name = f"metrics ({METRIC_ITEMS_SCORED})"
+    try:
+        scored = series(scrape(url), METRIC_ITEMS_SCORED, "policy")
+    except OSError as error:
+        return Check(name, False, f"{url} did not answer: {error}")
+    expected = {policy: float(answered) for policy in policies}
+    if scored != expected:
+        return Check(name, False, f"counted {scored}, answered {answered} item(s) for each of {policies}")
+    return Check(name, True, f"{answered} item(s) counted for each policy at {url}")
 
 
 def _latency(client, golden: GoldenSet, requests: int) -> dict[str, float]:

@@ -131,12 +131,16 @@ class TritonServer:
         model_config_name: the alternative config to load; None for each model's `config.pbtxt`.
         http_port: HTTP port (0: a free one).
         grpc_port: gRPC port (0: a free one).
+        metrics_port: Prometheus metrics port on 127.0.0.1 (0: a free one; None: no metrics endpoint). The
+            server then exports its request, queue and compute durations (with summary quantiles) and the
+            `postprocess` model's per-policy counters (`serving/models/postprocess.py`).
         log_file: where the server's output goes; default `<tns home>/triton/logs/tritonserver-<time>-<pid>.log`.
         extra_args: more tritonserver arguments, added last.
 
     Attributes:
         http_port: the HTTP port in use (set by start() when 0 was asked for).
         grpc_port: the gRPC port in use (likewise).
+        metrics_port: the metrics port in use (likewise; None without metrics).
         log_file: the server log (set by start() when None was given).
         load_seconds: seconds from launch to ready, set by start().
     """
@@ -148,6 +152,7 @@ class TritonServer:
         http_port: int = 0,
         grpc_port: int = 0,
         log_file: Path | None = None,
+        metrics_port: int | None = None,
         extra_args: Sequence[str] = (),
     ) -> None:
         self.repository = Path(repository).expanduser().resolve()
@@ -156,6 +161,8 @@ class TritonServer:
         self.requested_grpc_port = grpc_port
         self.http_port = http_port
         self.grpc_port = grpc_port
+        self.requested_metrics_port = metrics_port
+        self.metrics_port = metrics_port
         self.log_file = Path(log_file).expanduser().resolve() if log_file else None
         self.extra_args = tuple(extra_args)
         self.load_seconds: float | None = None
@@ -174,6 +181,11 @@ class TritonServer:
     def grpc_url(self) -> str:
         """`127.0.0.1:PORT`, the form `tritonclient.grpc.InferenceServerClient` takes."""
         return f"{LOCALHOST}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """`http://127.0.0.1:PORT/metrics` (Prometheus text format), or None without metrics."""
+        return None if self.metrics_port is None else f"http://{LOCALHOST}:{self.metrics_port}/metrics"
 
     @property
     def pid(self) -> int | None:
@@ -195,13 +207,25 @@ class TritonServer:
             f"--http-port={self.http_port}",
             f"--grpc-address={LOCALHOST}",
             f"--grpc-port={self.grpc_port}",
-            "--allow-metrics=false",
+            *self._metrics_arguments(),
             f"--exit-timeout-secs={SERVER_EXIT_TIMEOUT_S}",
             "--disable-auto-complete-config",
         ]
         if self.model_config_name:
             command.append(f"--model-config-name={self.model_config_name}")
         return command + list(self.extra_args)
+
+    def _metrics_arguments(self) -> list[str]:
+        if self.metrics_port is None:
+            return ["--allow-metrics=false"]
+        return [
+            "--allow-metrics=true",
+            f"--metrics-address={LOCALHOST}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=false",
+            "--metrics-config=summary_latencies=true",  # p50/p90/p99 of request, queue and compute times
+        ]
 
     def start(self, timeout_s: float = 120.0) -> TritonServer:
         """Starts the server and waits until `/v2/health/ready` answers 200 (every model loaded).
@@ -233,6 +257,7 @@ class TritonServer:
                 ports = (
                     (self.http_port, self.requested_http_port),
                     (self.grpc_port, self.requested_grpc_port),
+                    (self.metrics_port, self.requested_metrics_port),
                 )
                 picked = {port for port, requested in ports if requested == 0}
                 taken = {int(port) for port in PORT_IN_USE.findall(str(error))}
@@ -251,6 +276,10 @@ class TritonServer:
         self.grpc_port = self.requested_grpc_port or free_port()
         while self.grpc_port == self.http_port:
             self.grpc_port = free_port()
+        if self.requested_metrics_port == 0:
+            self.metrics_port = free_port()
+            while self.metrics_port in (self.http_port, self.grpc_port):
+                self.metrics_port = free_port()
         self.log_file = log_file = self.log_file or self._default_log_file()
         log_file.parent.mkdir(parents=True, exist_ok=True)
         self._regions_before = set(_shm_regions())

@@ -16,6 +16,7 @@ from tns.common import UsageError, fail, port
 
 DEFAULT_HTTP_PORT = 8000
 DEFAULT_GRPC_PORT = 8001
+DEFAULT_METRICS_PORT = 8002
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -38,6 +39,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     serve.add_argument(
         "--grpc-port", type=port, default=DEFAULT_GRPC_PORT, help="gRPC port (default 8001; 0: any free)."
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=port,
+        default=DEFAULT_METRICS_PORT,
+        help="Prometheus metrics port on 127.0.0.1 (default 8002; 0: any free).",
     )
     serve.add_argument(
         "--config",
@@ -122,6 +129,7 @@ def _serve(args: argparse.Namespace) -> int:
         model_config_name=TRITON_CPU_CONFIG if args.config == "cpu" else None,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
     )
     # SIGTERM while starting or serving stops the server like Ctrl-C (TritonServer.wait handles it afterwards).
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -137,6 +145,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"'{TRITON_ENSEMBLE}' from {repository} ({args.config} config, ready in {server.load_seconds:.1f} s)\n"
             f"  HTTP  http://{server.http_url}\n"
             f"  gRPC  {server.grpc_url}\n"
+            f"  metrics  {server.metrics_url}\n"
             f"  log   {server.log_file}\n"
             f"try:  {shlex.join(example)}\n"
             "Ctrl-C stops the server.",

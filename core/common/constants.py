@@ -175,6 +175,13 @@ TRITON_INPUT_IMAGE = "IMAGE"
 TRITON_OUTPUT_SCORES = "SCORES"
 TRITON_OUTPUT_FLAGS = "FLAGS"
 TRITON_OUTPUT_DECISION = "DECISION"
+# Prometheus metrics the `postprocess` model publishes (labels: model, version, and policy or action; never an
+# item, request or user), beside tritonserver's own `nv_inference_*`.
+METRIC_ITEMS_SCORED = "tns_items_scored_total"
+METRIC_ITEMS_FLAGGED = "tns_items_flagged_total"
+METRIC_DECISIONS = "tns_decisions_total"
+METRIC_POLICY_SCORE = "tns_policy_score"
+METRIC_SCORE_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 TRITON_OUTPUT_TEXT_EMBEDDING = "TEXT_EMBEDDING"
 TRITON_OUTPUT_IMAGE_EMBEDDING = "IMAGE_EMBEDDING"
 TRITON_CPU_CONFIG = "cpu"  # configs/cpu.pbtxt, selected with --model-config-name=cpu

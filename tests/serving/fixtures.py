@@ -85,11 +85,14 @@ def serving_tns_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def triton_server(exported_repository: ExportedRepository, serving_tns_home: Path) -> Iterator:
-    """One tritonserver (CPU configs, free ports) serving `exported_repository` for the whole session."""
+    """One tritonserver (CPU configs, free ports, metrics endpoint) serving `exported_repository` for the whole
+    session."""
     from serving.triton_install import TritonNotAvailable
     from serving.triton_server import TritonServer
 
-    server = TritonServer(exported_repository.path, log_file=serving_tns_home / "tritonserver.log")
+    server = TritonServer(
+        exported_repository.path, log_file=serving_tns_home / "tritonserver.log", metrics_port=0
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TNS_HOME", str(serving_tns_home))
         try:

@@ -27,11 +27,13 @@ from core.common.constants import (
     DEFAULT_MODEL_NAME,
     EXIT_FAILED,
     EXIT_OK,
+    METRIC_ITEMS_SCORED,
     REPOSITORY_MANIFEST_FILE,
     TAG_REPOSITORY_MANIFEST,
     TRITON_REPOSITORY_ARTIFACT,
 )
 from core.export.golden import GoldenSet
+from serving.metrics import scrape, series
 from serving.triton_host import free_port
 from tests.serving.helpers import TOLERANCE
 
@@ -159,9 +161,9 @@ def _reference(exported_repository, text: str | None, image: bytes | None) -> np
 
 def test_serve_repository_predict_and_ctrl_c(exported_repository, tmp_path: Path, stop_on_failure):
     environment = _environment(tmp_path / "home")
-    http_port, grpc_port = free_port(), free_port()
-    while grpc_port == http_port:
-        grpc_port = free_port()
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    while len({http_port, grpc_port, metrics_port}) < 3:
+        grpc_port, metrics_port = free_port(), free_port()
     serve = _start_serve(
         [
             "--repository",
@@ -170,6 +172,8 @@ def test_serve_repository_predict_and_ctrl_c(exported_repository, tmp_path: Path
             str(http_port),
             "--grpc-port",
             str(grpc_port),
+            "--metrics-port",
+            str(metrics_port),
         ],
         environment,
     )
@@ -194,6 +198,11 @@ def test_serve_repository_predict_and_ctrl_c(exported_repository, tmp_path: Path
     assert answer["model_version"] == "3" and list(answer["scores"]) == exported_repository.policies
     scores = np.asarray(list(answer["scores"].values()), dtype=np.float32)
     np.testing.assert_allclose(scores, _reference(exported_repository, text, None), rtol=0, atol=TOLERANCE)
+    # the one item is counted on the metrics endpoint the banner names
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+    assert metrics_url in banner
+    scored = series(scrape(metrics_url), METRIC_ITEMS_SCORED, "policy")
+    assert scored == {policy: 1.0 for policy in exported_repository.policies}
 
     # Table over gRPC, text and image from a file.
     golden = exported_repository.golden
@@ -292,7 +301,9 @@ def test_serve_champion_from_mlflow_and_sigterm(exported_repository, tmp_path: P
     """The champion's logged `triton_repository` is downloaded into TNS_HOME/serving and served."""
     home, uri = _register_champion(exported_repository, tmp_path)
 
-    serve = _start_serve(["--http-port", "0", "--grpc-port", "0"], _environment(home, uri))
+    serve = _start_serve(
+        ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"], _environment(home, uri)
+    )
     stop_on_failure.append(serve)
     cached = home / "serving" / DEFAULT_MODEL_NAME / "3"
     assert str(cached) in "".join(serve.lines)
