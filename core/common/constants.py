@@ -175,8 +175,8 @@ TRITON_INPUT_IMAGE = "IMAGE"
 TRITON_OUTPUT_SCORES = "SCORES"
 TRITON_OUTPUT_FLAGS = "FLAGS"
 TRITON_OUTPUT_DECISION = "DECISION"
-# Prometheus metrics the `postprocess` model publishes (labels: model, version, and policy or action; never an
-# item, request or user), beside tritonserver's own `nv_inference_*`.
+# Prometheus metrics the `postprocess` model publishes (labels: model_name, model_version, and policy or action;
+# never an item, request or user), beside tritonserver's own `nv_inference_*`.
 METRIC_ITEMS_SCORED = "tns_items_scored_total"
 METRIC_ITEMS_FLAGGED = "tns_items_flagged_total"
 METRIC_DECISIONS = "tns_decisions_total"

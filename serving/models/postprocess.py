@@ -73,7 +73,8 @@ class ServingMetrics:
 
     def __init__(self, pb_utils, metadata: dict) -> None:
         family = pb_utils.MetricFamily
-        model = {"model": str(metadata["model_name"]), "version": str(metadata["model_version"])}
+        # not tritonserver's `model`/`version` labels (the Triton model, e.g. the ensemble): the registered model
+        model = {"model_name": str(metadata["model_name"]), "model_version": str(metadata["model_version"])}
         self.policies = list(metadata["policies"])
         scored = family(METRIC_ITEMS_SCORED, "Items scored, per policy.", family.COUNTER)
         flagged = family(METRIC_ITEMS_FLAGGED, "Items at or above the policy's threshold.", family.COUNTER)

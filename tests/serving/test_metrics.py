@@ -64,8 +64,9 @@ def test_policy_counters_equal_what_the_responses_said(triton_server, exported_r
     for (name, labels), _ in after.items():
         if name.startswith("tns_"):
             names = dict(labels)
-            assert names["model"] == MODEL_NAME and names["version"] == str(exported_repository.version)
-            assert set(names) <= {"model", "version", "policy", "action", "le"}  # never an item or a user
+            assert names["model_name"] == MODEL_NAME
+            assert names["model_version"] == str(exported_repository.version)
+            assert set(names) <= {"model_name", "model_version", "policy", "action", "le"}  # no item, no user
 
 
 @pytest.mark.parametrize("metric", ["nv_inference_request_success", "nv_inference_compute_infer_duration_us"])
