@@ -37,6 +37,7 @@ FLAG_BASELINE = (
 )
 REQUESTS = f"sum(rate(nv_inference_request_success{{{ENSEMBLE}}}[5m]))"
 FAILURES = f"sum(rate(nv_inference_request_failure{{{ENSEMBLE}}}[5m]))"
+ERROR_RATE = f"{FAILURES} / ({REQUESTS} + {FAILURES})"
 P99_US = f'max(nv_inference_request_summary_us{{{ENSEMBLE}, quantile="0.99"}})'
 LATENCY_P99_MS = 250  # on a CPU host; a GPU deployment sets its own
 
@@ -73,7 +74,7 @@ def dashboard() -> dict:
         ),
         (
             "Error rate (ensemble)",
-            [(f"{FAILURES} / ({REQUESTS} + {FAILURES})", "errors / requests")],
+            [(ERROR_RATE, "errors / requests")],
             "percentunit",
         ),
         (
@@ -209,7 +210,7 @@ def alert_rules() -> dict:
                     ),
                     _rule(
                         "TnsErrorRate",
-                        f"{FAILURES} / ({REQUESTS} + {FAILURES}) > 0.01",
+                        f"{ERROR_RATE} > 0.01",
                         "10m",
                         "page",
                         "more than 1% of requests to the ensemble fail",

@@ -137,11 +137,11 @@ def trained(workspace, ingested, split):
     return model, metrics, outputs.mlflow_run_id
 
 
-@pytest.fixture(scope="module")
-def evaluated(workspace, ingested, split, trained):
-    dataset, config_json = ingested
+def _evaluate(workspace, ingested, split, trained, name: str, config_json: str) -> tuple[dict, object]:
+    """Runs the evaluate component into `<root>/<name>`; returns its artifacts and outputs."""
+    dataset, _ = ingested
     model, _, run_id = trained
-    root = workspace["root"] / "evaluate"
+    root = workspace["root"] / name
     artifacts = {
         "evaluation": _artifact(Artifact, root, "evaluation"),
         "metrics": _artifact(Metrics, root, "metrics"),
@@ -159,6 +159,11 @@ def evaluated(workspace, ingested, split, trained):
         **artifacts,
     )
     return artifacts, outputs
+
+
+@pytest.fixture(scope="module")
+def evaluated(workspace, ingested, split, trained):
+    return _evaluate(workspace, ingested, split, trained, "evaluate", ingested[1])
 
 
 def _gate(workspace, ingested, split, evaluated, name: str, config_json: str, **force):
@@ -493,27 +498,9 @@ def test_evaluate_writes_reports_and_metrics(workspace, trained, evaluated):
 def test_evaluate_of_a_streamed_run_reads_the_shards_and_scores_the_same(
     workspace, ingested, split, trained, evaluated
 ):
-    dataset, config_json = ingested
-    config = json.loads(config_json)
+    config = json.loads(ingested[1])
     config["train"]["stream_above_rows"] = 0  # the run streams: evaluation reads the shards too
-    model, _, run_id = trained
-    root = workspace["root"] / "evaluate_streamed"
-    artifacts = {
-        "evaluation": _artifact(Artifact, root, "evaluation"),
-        "metrics": _artifact(Metrics, root, "metrics"),
-        "report": _artifact(HTML, root, "report", ".html"),
-        "model_card": _artifact(Markdown, root, "model_card", ".md"),
-    }
-    evaluate_model.python_func(
-        dataset=dataset,
-        splits=split,
-        model=model,
-        config_json=json.dumps(config),
-        mlflow_run_id=run_id,
-        mlflow_tracking_uri=workspace["uri"],
-        git_commit=GIT_COMMIT,
-        **artifacts,
-    )
+    artifacts, _ = _evaluate(workspace, ingested, split, trained, "evaluate_streamed", json.dumps(config))
     streamed = pd.read_parquet(Path(artifacts["evaluation"].path) / TEST_SCORES_FILE)
     from_files = pd.read_parquet(Path(evaluated[0]["evaluation"].path) / TEST_SCORES_FILE)
     pd.testing.assert_frame_equal(streamed, from_files, atol=1e-5, rtol=1e-4)
