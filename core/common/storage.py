@@ -5,7 +5,9 @@ pipeline step (a Kubeflow Trainer TrainJob) read the step's artifacts and hand t
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -61,6 +63,14 @@ def fetch_files(uri: str, destination: str | Path, relative: list[str]) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         filesystem.get(f"{path.rstrip('/')}/{name}", str(target))
     return destination
+
+
+def replace_file(path: Path, write: Callable[[Path], object]) -> None:
+    """Replaces `path` whole: `write` writes a staging file beside it, which is then renamed over it, so that a
+    reader never sees half a file."""
+    staging = path.with_name(f".{path.name}.staging")
+    write(staging)
+    os.replace(staging, path)
 
 
 def publish(folder: str | Path, uri: str) -> None:

@@ -10,7 +10,6 @@ with the same ids.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.common.constants import COL_ID, COL_IMAGE, DATASET_FINGERPRINT, DATASET_IMAGES_DIR, DATASET_TABLE
+from core.common.storage import replace_file
 from core.data.ingest import content_fingerprint, read_fingerprint, read_ingested
 from core.data.shards import read_index, read_shard_ids, shard_path, write_index, write_shard_table
 
@@ -37,12 +37,6 @@ class Deletion:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _replace_file(path: Path, write) -> None:
-    staging = path.with_name(f".{path.name}.staging")
-    write(staging)
-    os.replace(staging, path)
 
 
 def delete_items(dataset_dir: str | Path, ids: Iterable[str]) -> Deletion:
@@ -74,7 +68,7 @@ def delete_items(dataset_dir: str | Path, ids: Iterable[str]) -> Deletion:
     write_index(dataset_dir, index)
 
     remaining = table[~doomed].reset_index(drop=True)
-    _replace_file(dataset_dir / DATASET_TABLE, lambda p: remaining.to_parquet(p, index=False))
+    replace_file(dataset_dir / DATASET_TABLE, lambda p: remaining.to_parquet(p, index=False))
     used = set(remaining[COL_IMAGE].dropna())
     images_removed = 0
     images_root = (dataset_dir / DATASET_IMAGES_DIR).resolve()
@@ -90,7 +84,7 @@ def delete_items(dataset_dir: str | Path, ids: Iterable[str]) -> Deletion:
         fingerprint=content_fingerprint(remaining, summary.get("policies", [])),
         items_deleted=int(summary.get("items_deleted", 0)) + int(doomed.sum()),
     )
-    _replace_file(
+    replace_file(
         dataset_dir / DATASET_FINGERPRINT,
         lambda p: p.write_text(json.dumps(summary, indent=2), encoding="utf-8"),
     )

@@ -11,7 +11,6 @@ deletion (`core.data.ingest.delete_items`) rewrites only the shards that hold th
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from core.common.constants import (
 )
 from core.common.images import ImageFileError, read_image_file
 from core.common.integrity import file_sha256
-from core.common.storage import fetch_files
+from core.common.storage import fetch_files, replace_file
 
 COL_IMAGE_BYTES = "image_bytes"
 SHARD_ROW_GROUP = 256  # rows a reader holds at once
@@ -157,9 +156,7 @@ def _write_shard(
 
 def write_shard_table(path: Path, table: pd.DataFrame, policies: Sequence[str]) -> ShardEntry:
     """Writes one shard through a staging file (a reader never sees half of it) and returns its index entry."""
-    staging = path.with_name(f".{path.name}.staging")
-    table.to_parquet(staging, index=False, row_group_size=SHARD_ROW_GROUP)
-    os.replace(staging, path)
+    replace_file(path, lambda staging: table.to_parquet(staging, index=False, row_group_size=SHARD_ROW_GROUP))
     return ShardEntry(
         file=path.name,
         rows=len(table),
@@ -171,9 +168,9 @@ def write_shard_table(path: Path, table: pd.DataFrame, policies: Sequence[str]) 
 def write_index(dataset_dir: str | Path, index: ShardIndex) -> None:
     """Writes `shards/index.json` through a staging file."""
     path = Path(dataset_dir) / DATASET_SHARDS_DIR / DATASET_SHARD_INDEX
-    staging = path.with_name(f".{path.name}.staging")
-    staging.write_text(json.dumps(index.to_dict(), indent=2), encoding="utf-8")
-    os.replace(staging, path)
+    replace_file(
+        path, lambda staging: staging.write_text(json.dumps(index.to_dict(), indent=2), encoding="utf-8")
+    )
 
 
 def read_index(dataset_dir: str | Path) -> ShardIndex:

@@ -16,7 +16,6 @@ import gc
 import hashlib
 import itertools
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from core.common.constants import COL_ID, COL_SPLIT, COL_TEXT, SPLIT_TRAIN, SPLIT_VALIDATION, SPLITS_TABLE
+from core.common.storage import replace_file
 from core.config.run import RunConfig
 from core.data.ingest import read_fingerprint
 from core.data.shards import COL_IMAGE_BYTES, ShardIndex, rank_shards, read_index, read_shard_batches
@@ -273,10 +273,11 @@ class StreamedData:
             for unit, tensors in self._encoded(
                 reader, workers, model, preprocessor, freeze_text, freeze_image
             ):
-                path = self.cache_dir / _cache_name(unit)
-                staging = path.with_name(f".{path.name}.staging")
-                save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging))
-                os.replace(staging, path)
+                contiguous = {k: v.contiguous() for k, v in tensors.items()}
+                replace_file(
+                    self.cache_dir / _cache_name(unit),
+                    lambda staging, values=contiguous: save_file(values, str(staging)),
+                )
         self.files = [self.cache_dir / _cache_name(unit) for unit in units]
         self._count(max(preprocessor.spec.ngram_buckets, 1))
 
