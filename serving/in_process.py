@@ -66,12 +66,19 @@ class RepositoryScorer:
         repository: The repository folder (`<repo>/content_safety`, `preprocess`, `classifier`, `postprocess`).
         version: The version folder to use; default the highest version of the `content_safety` ensemble.
         threads: onnxruntime intra-op threads (0: onnxruntime's default).
+        classifier_file: The classifier's ONNX file in its version folder (the int8 one of a CPU config, say).
 
     Raises:
         RepositoryScoringError: When the folder holds no such version or a file the ensemble needs is missing.
     """
 
-    def __init__(self, repository: str | Path, version: str | int | None = None, threads: int = 0) -> None:
+    def __init__(
+        self,
+        repository: str | Path,
+        version: str | int | None = None,
+        threads: int = 0,
+        classifier_file: str = ONNX_MODEL_FILE,
+    ) -> None:
         from core.export.onnx_export import onnx_session
         from serving.models.preprocess import load_preprocessor
 
@@ -87,7 +94,7 @@ class RepositoryScorer:
                 f"{self.repository} has no version {self.version} of {TRITON_ENSEMBLE} (it has {', '.join(versions)})"
             )
         preprocess_dir = self.repository / TRITON_PREPROCESS / self.version
-        onnx_path = self.repository / TRITON_CLASSIFIER / self.version / ONNX_MODEL_FILE
+        onnx_path = self.repository / TRITON_CLASSIFIER / self.version / classifier_file
         metadata_path = self.repository / TRITON_POSTPROCESS / self.version / SERVING_METADATA_FILE
         for needed in (preprocess_dir / PREPROCESSING_FILE, onnx_path, metadata_path):
             if not needed.is_file():

@@ -2,13 +2,15 @@
 
 Like TFX's InfraValidator, but it also checks the answers: golden requests (text only, image only, both, a
 batch) go through the `content_safety` ensemble over HTTP and gRPC and every score must equal the PyTorch
-model's within the tolerance. Load time and per-protocol latency are recorded. Nothing here promotes anything;
+model's within the tolerance (for a CPU config that serves the int8 classifier: in-process onnxruntime's
+answers on that same file). Load time and per-protocol latency are recorded. Nothing here promotes anything;
 the caller does that only when `passed` is true.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,7 @@ class InfraValidationReport:
     version: str
     tolerance: float
     model_config_name: str
+    reference: str = "PyTorch"  # what the served scores were compared with
     load_seconds: float | None = None
     max_abs_diff: float | None = None
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -65,7 +68,8 @@ class InfraValidationReport:
             "",
             f"Version {escape_markdown(self.version)}, config "
             f"{markdown_code(self.model_config_name or 'config.pbtxt')}, tolerance "
-            f"{self.tolerance:.0e}; load {_fmt(self.load_seconds, 's')}; max |Triton - PyTorch| "
+            f"{self.tolerance:.0e}; load {_fmt(self.load_seconds, 's')}; max |Triton - "
+            f"{escape_markdown(self.reference)}| "
             f"{_fmt(self.max_abs_diff, '')}.",
             "",
             "| check | result | detail |",
@@ -160,8 +164,12 @@ def infra_validate(
 
     if golden.probabilities is None:
         raise ValueError("the golden set has no reference probabilities")
+    expected, reference = reference_scorer(Path(repository), golden, version, model_config_name)
     report = InfraValidationReport(
-        version=str(version), tolerance=tolerance, model_config_name=model_config_name or ""
+        version=str(version),
+        tolerance=tolerance,
+        model_config_name=model_config_name or "",
+        reference=reference,
     )
     server = TritonServer(
         Path(repository).resolve(),
@@ -191,7 +199,7 @@ def infra_validate(
                         continue
                     answered += len(predictions)
                     scores = score_matrix(predictions)
-                    diff = float(abs_difference(scores, golden.probabilities[rows]).max())
+                    diff = float(abs_difference(scores, expected(rows)).max())
                     worst = max(worst, diff)
                     versions = sorted({p.model_version for p in predictions})
                     problems = []
@@ -200,7 +208,7 @@ def infra_validate(
                             f"{int((~np.isfinite(scores)).sum())} non-finite score(s) (NaN or inf)"
                         )
                     elif diff > tolerance:
-                        problems.append(f"max |Triton - PyTorch| {diff:.2e} > {tolerance:.0e}")
+                        problems.append(f"max |Triton - {reference}| {diff:.2e} > {tolerance:.0e}")
                     if versions != [str(version)]:
                         problems.append(f"answered as version {versions}, expected {version}")
                     if any(list(p.scores) != golden.policies for p in predictions):
@@ -215,6 +223,33 @@ def infra_validate(
     finally:
         server.stop()
     return report
+
+
+def reference_scorer(
+    repository: Path, golden: GoldenSet, version: str, model_config_name: str | None
+) -> tuple[Callable[[list[int]], np.ndarray], str]:
+    """What the served scores of a request (golden positions) must equal, and its name.
+
+    PyTorch's probabilities when the config serves the fp32 classifier. In-process onnxruntime on the same file
+    when it serves another (the int8 one, whose distance from fp32 the export measured and bounded), run on the
+    request's items as one batch: dynamic quantization picks its activation scale per batch, so an item's int8
+    score depends on the batch it was scored in.
+    """
+    from core.common.constants import ONNX_MODEL_FILE
+    from serving.client import score_matrix
+    from serving.in_process import RepositoryScorer
+    from serving.repository import served_classifier_file
+
+    served = served_classifier_file(repository, version, model_config_name)
+    if served.name == ONNX_MODEL_FILE:
+        return (lambda rows: golden.probabilities[rows]), "PyTorch"
+    scorer = RepositoryScorer(repository, version, classifier_file=served.name)
+
+    def expected(rows: list[int]) -> np.ndarray:
+        texts, images = [golden.texts[i] for i in rows], [golden.images[i] for i in rows]
+        return score_matrix(scorer.score(texts, images, batch_size=len(rows)))
+
+    return expected, f"onnxruntime {served.name}"
 
 
 def _metrics_check(url: str, policies: list[str], answered: int) -> Check:

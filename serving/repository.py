@@ -4,7 +4,8 @@ Layout (`N` = the MLflow registered-model version)::
 
     preprocess/   config.pbtxt, N/model.py, N/components/... (training preprocessing), N/tokenizer.json,
                   N/preprocessing.json
-    classifier/   config.pbtxt (production, KIND_GPU), configs/cpu.pbtxt (CPU hosts), N/model.onnx
+    classifier/   config.pbtxt (production, KIND_GPU), configs/cpu.pbtxt (CPU hosts), N/model.onnx (fp32),
+                  N/model.int8.onnx (with export.cpu_quantization: int8, served by configs/cpu.pbtxt)
     postprocess/  config.pbtxt, N/model.py, N/components/..., N/serving_metadata.json (policies, thresholds,
                   model version)
     content_safety/ config.pbtxt (ensemble: TEXT, IMAGE -> SCORES, FLAGS, DECISION), N/
@@ -25,6 +26,7 @@ from pathlib import Path
 from core.common.constants import (
     EMBEDDING_DIM,
     MODEL_SPEC,
+    ONNX_INT8_MODEL_FILE,
     ONNX_MODEL_FILE,
     PREPROCESSING_FILE,
     SERVING_METADATA_FILE,
@@ -54,6 +56,7 @@ from core.common.constants import (
 from core.common.env import REPO_ROOT
 from core.config.run import ServingConfig
 from core.training.preprocessing import TOKENIZER_FILE
+from serving.backends.onnxruntime_model import INTER_OP_THREADS_PARAMETER, INTRA_OP_THREADS_PARAMETER
 
 # The training code the python models import, copied byte for byte (numpy, Pillow and tokenizers only).
 VENDORED_MODULES: tuple[str, ...] = (
@@ -155,8 +158,12 @@ def _names(specs: list[TensorSpec]) -> dict[str, str]:
     return {name: name for name, _, _ in specs}
 
 
-def classifier_config(spec: dict, serving: ServingConfig, device: str):
-    """`classifier` on onnxruntime: `device` "gpu" for the production file, "cpu" for `configs/cpu.pbtxt`."""
+def classifier_config(spec: dict, serving: ServingConfig, device: str, model_filename: str = ONNX_MODEL_FILE):
+    """`classifier` on onnxruntime: `device` "gpu" for the production file, "cpu" for `configs/cpu.pbtxt`.
+
+    The CPU config sets onnxruntime's threads (`serving.cpu_intra_op_threads()` per instance, one inter-op
+    thread: the graph is a chain) and serves `model_filename` (the int8 file when the export made one).
+    """
     pb = _pb()
     gpu = device == "gpu"
     config = pb.ModelConfig(
@@ -176,6 +183,11 @@ def classifier_config(spec: dict, serving: ServingConfig, device: str):
             max_queue_delay_microseconds=serving.max_queue_delay_microseconds,
         ),
     )
+    if not gpu:
+        config.parameters[INTRA_OP_THREADS_PARAMETER].string_value = str(serving.cpu_intra_op_threads())
+        config.parameters[INTER_OP_THREADS_PARAMETER].string_value = "1"
+        if model_filename != ONNX_MODEL_FILE:
+            config.default_model_filename = model_filename
     if gpu and serving.tensorrt_fp16:
         accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
         accelerator.name = "tensorrt"
@@ -283,6 +295,7 @@ def write_model_repository(
     onnx_path: str | Path,
     served: ServedModel,
     serving: ServingConfig,
+    int8_path: str | Path | None = None,
 ) -> Path:
     """Writes a complete Triton model repository for one model version.
 
@@ -295,6 +308,8 @@ def write_model_repository(
         onnx_path: Its ONNX export.
         served: Model name, registered version, policies and thresholds.
         serving: Batching and instance settings.
+        int8_path: A quantized classifier for CPU hosts (`core.export.quantize`): written beside the fp32 file,
+            and named by `configs/cpu.pbtxt`.
 
     Returns:
         `out_dir`.
@@ -326,12 +341,15 @@ def write_model_repository(
             classifier / "config.pbtxt",
             render(classifier_config(spec, serving, "gpu"), "" if serving.tensorrt_fp16 else TENSORRT_HINT),
         )
+        cpu_file = ONNX_INT8_MODEL_FILE if int8_path else ONNX_MODEL_FILE
         _write(
             classifier / "configs" / f"{TRITON_CPU_CONFIG}.pbtxt",
-            render(classifier_config(spec, serving, "cpu")),
+            render(classifier_config(spec, serving, "cpu", cpu_file)),
         )
         (classifier / version).mkdir(parents=True)
         shutil.copyfile(onnx_path, classifier / version / ONNX_MODEL_FILE)
+        if int8_path:
+            shutil.copyfile(int8_path, classifier / version / ONNX_INT8_MODEL_FILE)
 
         post = staging / TRITON_POSTPROCESS
         _write(post / "config.pbtxt", render(python_model_config(TRITON_POSTPROCESS, spec, serving)))
@@ -358,3 +376,15 @@ def write_model_repository(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
+
+
+def served_classifier_file(repository: str | Path, version: str | int, model_config_name: str | None) -> Path:
+    """The ONNX file Triton serves for `classifier` under a config (`cpu` or None for `config.pbtxt`)."""
+    classifier = Path(repository) / TRITON_CLASSIFIER
+    config_file = (
+        classifier / "configs" / f"{model_config_name}.pbtxt"
+        if model_config_name
+        else classifier / "config.pbtxt"
+    )
+    config = parse(config_file.read_text(encoding="utf-8"))
+    return classifier / str(version) / (config.default_model_filename or ONNX_MODEL_FILE)

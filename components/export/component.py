@@ -48,6 +48,9 @@ def export_model(
         )  # fmt: skip
     parity.log_metric("parity_max_abs_diff", report["parity"]["max_abs_diff"])
     parity.log_metric("onnx_megabytes", round(report["onnx_bytes"] / 1e6, 1))
+    if report["int8"]:
+        parity.log_metric("int8_min_agreement", min(report["int8"]["agreement"].values()))
+        parity.log_metric("int8_max_roc_auc_drop", max(report["int8"]["roc_auc_drop"].values(), default=0.0))
     export.metadata.update(
         {"version": model_version, "onnx_opset": report["onnx_opset"], "framework": "triton"}
     )

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from core.common.constants import (
+    CPU_QUANTIZATION_INT8,
     EXPORT_REPORT_FILE,
     GOLDEN_DIR,
     INFRA_VALIDATION_FILE,
+    ONNX_INT8_MODEL_FILE,
     ONNX_MODEL_FILE,
     REPOSITORY_DIR,
     REPOSITORY_MANIFEST_FILE,
@@ -81,6 +83,7 @@ def export_model_dir(
         export_onnx,
         reference_probabilities,
     )
+    from core.export.quantize import quantize_int8
     from serving.repository import ServedModel, write_model_repository
 
     started = time.perf_counter()
@@ -100,9 +103,17 @@ def export_model_dir(
                 raise ExportError(f"parity check failed: {parity.describe()}")
             chosen = thresholds_of(evaluation)
             thresholds = {p: float(chosen.get(p, DEFAULT_THRESHOLD)) for p in config.policies}
+            int8_path, quantization = None, None
+            if settings.cpu_quantization == CPU_QUANTIZATION_INT8:
+                int8_path = quantize_int8(onnx_path, Path(scratch) / ONNX_INT8_MODEL_FILE)
+                quantization = measure_int8(
+                    model_dir, dataset_dir, frame, golden, onnx_path, int8_path, thresholds, config
+                )
+                if not quantization.passed:
+                    raise ExportError(f"int8 CPU classifier refused: {quantization.describe()}")
             served = ServedModel(config.model_name, int(version), list(config.policies), thresholds, run_id)
             repository = write_model_repository(
-                out_dir / REPOSITORY_DIR, model_dir, onnx_path, served, config.serving
+                out_dir / REPOSITORY_DIR, model_dir, onnx_path, served, config.serving, int8_path
             )
             onnx_bytes = onnx_path.stat().st_size
             onnx_sha256 = file_sha256(onnx_path)
@@ -123,12 +134,48 @@ def export_model_dir(
         "onnx_sha256": onnx_sha256,
         "repository_manifest_sha256": manifest_sha256(manifest),
         "parity": parity.to_dict(),
+        "cpu_quantization": settings.cpu_quantization,
+        "int8": quantization.to_dict() if quantization else None,
         "thresholds": thresholds,
         "thresholds_defaulted": sorted(p for p in config.policies if p not in chosen),
         "golden_items": len(golden),
         "seconds": round(time.perf_counter() - started, 2),
     }
     (out_dir / EXPORT_REPORT_FILE).write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return report
+
+
+def measure_int8(
+    model_dir: str | Path,
+    dataset_dir: str | Path,
+    frame: Any,
+    golden: Any,
+    onnx_path: Path,
+    int8_path: Path,
+    thresholds: dict[str, float],
+    config: RunConfig,
+) -> Any:
+    """Scores the test split and the golden batch with the fp32 and the int8 classifier and compares them
+    (`core.export.quantize.compare_int8`)."""
+    import numpy as np
+
+    from core.common.constants import COL_ID, COL_LANGUAGE, COL_SPLIT, SPLIT_TEST
+    from core.export.quantize import compare_int8, language_rows_needed, onnx_scores
+
+    policies = list(config.policies)
+    test = frame[frame[COL_SPLIT] == SPLIT_TEST].sort_values(COL_ID, kind="stable").reset_index(drop=True)
+    fp32, int8 = onnx_scores([onnx_path, int8_path], model_dir, dataset_dir, test)
+    labels = test.reindex(columns=policies).to_numpy(dtype=np.float64)
+    languages = test[COL_LANGUAGE].tolist() if COL_LANGUAGE in test.columns else [None] * len(test)
+    settings = config.export
+    report = compare_int8(
+        fp32, int8, labels, languages, policies, thresholds, settings.int8_min_agreement,
+        settings.int8_min_language_agreement, settings.int8_max_roc_auc_drop,
+        language_rows_needed(settings.int8_min_language_agreement, config.evaluation.min_slice_rows),
+    )  # fmt: skip
+    in_golden = test[COL_ID].astype(str).isin(golden.ids).to_numpy()
+    if in_golden.any():
+        report.golden_max_abs_diff = float(np.abs(fp32[in_golden] - int8[in_golden]).max())
     return report
 
 
@@ -166,6 +213,8 @@ def export_step(
     client.log_artifact(run_id, str(Path(out_dir) / REPOSITORY_MANIFEST_FILE))
     client.log_dict(run_id, report, f"export/{EXPORT_REPORT_FILE}")
     client.log_metric(run_id, "export_parity_max_abs_diff", report["parity"]["max_abs_diff"])
+    if report["int8"]:
+        client.log_metric(run_id, "export_int8_min_agreement", min(report["int8"]["agreement"].values()))
     set_version_tags(
         config.model_name,
         version,
@@ -174,6 +223,7 @@ def export_step(
             "tns.export.onnx_sha256": report["onnx_sha256"],
             TAG_REPOSITORY_MANIFEST: report["repository_manifest_sha256"],
             "tns.export.parity_max_abs_diff": f"{report['parity']['max_abs_diff']:.3e}",
+            "tns.export.cpu_quantization": report["cpu_quantization"],
         },
     )
     return report

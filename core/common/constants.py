@@ -152,6 +152,12 @@ EMBEDDING_PROJECTION_SEED = 20261125  # changing it changes every logged embeddi
 
 # ONNX export.
 ONNX_MODEL_FILE = "model.onnx"
+# The dynamically quantized classifier, beside the fp32 one in the same version folder; the CPU config names it
+# (`default_model_filename`) when the export asks for `export.cpu_quantization: int8`.
+ONNX_INT8_MODEL_FILE = "model.int8.onnx"
+CPU_QUANTIZATION_NONE = "none"
+CPU_QUANTIZATION_INT8 = "int8"
+CPU_QUANTIZATIONS: tuple[str, ...] = (CPU_QUANTIZATION_NONE, CPU_QUANTIZATION_INT8)
 # Opset 17: the newest that the legacy TorchScript exporter emits reliably, and supported by the onnxruntime
 # of every Triton release since 22.x (Triton 24.x ships onnxruntime 1.19+, which reads opsets up to 21).
 ONNX_OPSET = 17
@@ -181,6 +187,10 @@ METRIC_ITEMS_SCORED = "tns_items_scored_total"
 METRIC_ITEMS_FLAGGED = "tns_items_flagged_total"
 METRIC_DECISIONS = "tns_decisions_total"
 METRIC_POLICY_SCORE = "tns_policy_score"
+# ContentSafetyClient's own metrics (`serving/client_metrics.py`), in the caller's process, when asked for.
+METRIC_CLIENT_REQUESTS = "tns_client_requests_total"
+METRIC_CLIENT_RETRIES = "tns_client_retries_total"
+METRIC_CLIENT_REQUEST_SECONDS = "tns_client_request_seconds"
 METRIC_SCORE_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 TRITON_OUTPUT_TEXT_EMBEDDING = "TEXT_EMBEDDING"
 TRITON_OUTPUT_IMAGE_EMBEDDING = "IMAGE_EMBEDDING"

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from core.common.constants import (
+    CPU_QUANTIZATION_NONE,
+    CPU_QUANTIZATIONS,
     DEFAULT_MODEL_NAME,
     DEFAULT_POLICIES,
     DUPLICATE_KEY_EXACT,
@@ -274,6 +276,30 @@ class ExportConfig:
         default_factory=lambda: [1, 4, 16],
         metadata={"help": "Batch sizes at which PyTorch and onnxruntime are compared."},
     )
+    cpu_quantization: str = field(
+        default=CPU_QUANTIZATION_NONE,
+        metadata={
+            "help": "'int8' adds a dynamically quantized classifier (int8 MatMul weights) for the CPU config, "
+            "beside the fp32 one that GPU hosts serve; refused when it disagrees with fp32 past the int8_* "
+            "tolerances. 'none': CPU hosts serve fp32."
+        },
+    )
+    int8_min_agreement: float = field(
+        default=0.995,
+        metadata={"help": "Least share of test-split decisions per policy on which int8 and fp32 agree."},
+    )
+    int8_min_language_agreement: float = field(
+        default=0.98,
+        metadata={
+            "help": "Least int8-vs-fp32 decision agreement per policy within each language of the test split "
+            "that has at least evaluation.min_slice_rows rows, and enough that one changed decision cannot "
+            "fail it alone (50 at 0.98): catches a language that quantization breaks."
+        },
+    )
+    int8_max_roc_auc_drop: float = field(
+        default=0.003,
+        metadata={"help": "Largest test-split ROC-AUC the int8 classifier may lose to fp32, per policy."},
+    )
 
     def __post_init__(self) -> None:
         if not 11 <= self.opset <= 21:
@@ -284,6 +310,17 @@ class ExportConfig:
             raise ConfigError("export.golden_items must be at least 3 (one per modality)")
         if not self.parity_batch_sizes or any(b < 1 for b in self.parity_batch_sizes):
             raise ConfigError(f"export.parity_batch_sizes must be positive, got {self.parity_batch_sizes}")
+        if self.cpu_quantization not in CPU_QUANTIZATIONS:
+            raise ConfigError(
+                f"export.cpu_quantization must be one of {list(CPU_QUANTIZATIONS)}, got {self.cpu_quantization!r}"
+            )
+        for name in ("int8_min_agreement", "int8_min_language_agreement"):
+            if not 0.5 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"export.{name} must be in [0.5, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.int8_max_roc_auc_drop <= 0.5:
+            raise ConfigError(
+                f"export.int8_max_roc_auc_drop must be in [0, 0.5], got {self.int8_max_roc_auc_drop}"
+            )
 
 
 @dataclass
@@ -298,6 +335,13 @@ class ServingConfig:
     )
     gpu_instances: int = field(default=1, metadata={"help": "Classifier instances per GPU."})
     cpu_instances: int = field(default=1, metadata={"help": "Classifier instances in the CPU config."})
+    cpu_threads: int = field(
+        default=0,
+        metadata={
+            "help": "onnxruntime intra-op threads of each CPU classifier instance, written into "
+            "configs/cpu.pbtxt; 0: the exporting host's cores divided by cpu_instances."
+        },
+    )
     python_instances: int = field(
         default=2, metadata={"help": "Instances of the preprocess and postprocess python models."}
     )
@@ -317,6 +361,14 @@ class ServingConfig:
         for name in ("gpu_instances", "cpu_instances", "python_instances"):
             if not 1 <= getattr(self, name) <= 64:
                 raise ConfigError(f"serving.{name} must be in [1, 64]")
+        if not 0 <= self.cpu_threads <= 256:
+            raise ConfigError(f"serving.cpu_threads must be in [0, 256], got {self.cpu_threads}")
+
+    def cpu_intra_op_threads(self) -> int:
+        """The intra-op threads of one CPU classifier instance: `cpu_threads`, or this host's cores shared out."""
+        import os
+
+        return self.cpu_threads or max(1, (os.cpu_count() or 1) // self.cpu_instances)
 
 
 @dataclass

@@ -122,11 +122,19 @@ def select_golden(dataset_dir: str | Path, frame: pd.DataFrame, policies: list[s
     rest = test[~test[COL_ID].isin(picked[COL_ID])]
     rest = pd.concat([rest[rest[COL_MODALITY] == MODALITY_BOTH], rest[rest[COL_MODALITY] != MODALITY_BOTH]])
     picked = pd.concat([picked, rest.head(max(0, size - len(picked)))])
-    dataset_dir = Path(dataset_dir)
+    texts, images = raw_items(dataset_dir, picked)
     return GoldenSet(
         ids=picked[COL_ID].astype(str).tolist(),
         modalities=picked[COL_MODALITY].tolist(),
-        texts=[t if isinstance(t, str) else None for t in picked[COL_TEXT]],
-        images=[read_image_file(dataset_dir, p) if isinstance(p, str) else None for p in picked[COL_IMAGE]],
+        texts=texts,
+        images=images,
         policies=list(policies),
     )
+
+
+def raw_items(dataset_dir: str | Path, frame: pd.DataFrame) -> tuple[list[str | None], list[bytes | None]]:
+    """The rows' texts (None where absent) and encoded image bytes (None where absent), as a client sends them."""
+    dataset_dir = Path(dataset_dir)
+    texts = [t if isinstance(t, str) else None for t in frame[COL_TEXT]]
+    images = [read_image_file(dataset_dir, p) if isinstance(p, str) else None for p in frame[COL_IMAGE]]
+    return texts, images

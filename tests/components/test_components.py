@@ -37,12 +37,14 @@ from core.common.constants import (
     MODEL_SPEC,
     MODEL_WEIGHTS,
     NOT_BLESSED,
+    ONNX_INT8_MODEL_FILE,
     ONNX_MODEL_FILE,
     REPOSITORY_DIR,
     SPLITS,
     SPLITS_TABLE,
     TEST_SCORES_FILE,
     TRITON_CLASSIFIER,
+    TRITON_CPU_CONFIG,
     TRITON_ENSEMBLE,
     TRITON_POSTPROCESS,
     TRITON_PREPROCESS,
@@ -648,6 +650,52 @@ def test_failed_parity_blocks_promotion_and_leaves_no_export(
     tags = MlflowClient().get_model_version(RunConfig().model_name, version).tags
     assert tags["tns.promotion"] == "BLOCKED" and tags["tns.blocked_at"] == "export"
     assert "parity check failed" in tags["tns.blocked_reason"]
+
+
+def test_int8_export_serves_the_quantized_classifier_on_cpu_and_infra_validates_it(
+    workspace, ingested, split, trained, evaluated, gated, promoted
+):
+    """`export.cpu_quantization: int8`: the export measures the int8 classifier against fp32 on the test split
+    and writes it beside the fp32 file; the CPU config serves it, and infra validation compares tritonserver's
+    answers with in-process onnxruntime on that same file."""
+    import onnx
+
+    from serving.repository import parse
+
+    version = _second_challenger(workspace, ingested, split, trained, gated, "int8")
+    config = json.loads(ingested[1])
+    config["export"] = {"cpu_quantization": "int8", "int8_min_agreement": 0.9, "int8_max_roc_auc_drop": 0.05}
+    config_json = json.dumps(config)
+    _, export, parity = _export(workspace, ingested, split, trained, evaluated, version, config_json, "int8")
+    report = json.loads((Path(export.path) / EXPORT_REPORT_FILE).read_text(encoding="utf-8"))
+    int8 = report["int8"]
+    test_rows = split.metadata["test"]
+    assert int8["passed"] and int8["items"] == test_rows
+    assert set(int8["agreement"]) == set(POLICIES) and min(int8["agreement"].values()) >= 0.9
+    assert 0 < int8["test_max_abs_diff"] < 0.1 and int8["golden_max_abs_diff"] <= int8["test_max_abs_diff"]
+    assert parity.metadata["int8_min_agreement"] == min(int8["agreement"].values())
+    classifier = Path(export.path) / REPOSITORY_DIR / TRITON_CLASSIFIER
+    fp32_file, int8_file = classifier / version / ONNX_MODEL_FILE, classifier / version / ONNX_INT8_MODEL_FILE
+    ops = {
+        path.name: {node.op_type for node in onnx.load(str(path)).graph.node}
+        for path in (fp32_file, int8_file)
+    }
+    assert "MatMulInteger" in ops[int8_file.name] and "MatMulInteger" not in ops[fp32_file.name]
+    assert "Conv" in ops[int8_file.name] and "ConvInteger" not in ops[int8_file.name]  # images stay fp32
+    cpu = parse((classifier / "configs" / f"{TRITON_CPU_CONFIG}.pbtxt").read_text(encoding="utf-8"))
+    assert cpu.default_model_filename == ONNX_INT8_MODEL_FILE
+    assert int(cpu.parameters["intra_op_thread_count"].string_value) >= 1
+    gpu = parse((classifier / "config.pbtxt").read_text(encoding="utf-8"))
+    assert gpu.default_model_filename == "" and not gpu.parameters  # GPU hosts serve fp32
+
+    record = _infra_validate(workspace, ingested, trained, export, version, "int8_validate")[1]
+    validated = json.loads(
+        (Path(record["validation"].path) / INFRA_VALIDATION_FILE).read_text(encoding="utf-8")
+    )
+    assert validated["passed"] and validated["reference"] == f"onnxruntime {ONNX_INT8_MODEL_FILE}"
+    assert validated["max_abs_diff"] <= 1e-4
+    tags = MlflowClient().get_model_version(RunConfig().model_name, version).tags
+    assert tags["tns.export.cpu_quantization"] == "int8" and tags["tns.infra_validation"] == "PASSED"
 
 
 def test_failed_infra_validation_blocks_promotion(

@@ -19,6 +19,7 @@ from core.common.constants import (
     MODALITY_BOTH,
     MODALITY_IMAGE,
     MODALITY_TEXT,
+    MODEL_SPEC,
     SERVING_METADATA_FILE,
     TENSOR_ATTENTION_MASK,
     TENSOR_HAS_IMAGE,
@@ -227,15 +228,33 @@ def test_gpu_classifier_config_is_the_production_file(exported_repository):
     assert not config.HasField("optimization")  # TensorRT is opt-in
 
 
-def test_cpu_classifier_config_differs_only_in_the_instance_kind(exported_repository):
+def test_cpu_classifier_config_differs_only_in_the_instance_kind_and_threads(exported_repository):
+    import os
+
     from tritonclient.grpc import model_config_pb2 as pb
 
     gpu = _config(exported_repository.path, TRITON_CLASSIFIER)
     cpu = _config(exported_repository.path, TRITON_CLASSIFIER, TRITON_CPU_CONFIG)
     assert [group.kind for group in cpu.instance_group] == [pb.ModelInstanceGroup.KIND_CPU]
+    # One instance (the default) gets every core of the exporting host; one inter-op thread: the graph is a chain.
+    threads = {key: value.string_value for key, value in cpu.parameters.items()}
+    assert threads == {"intra_op_thread_count": str(os.cpu_count()), "inter_op_thread_count": "1"}
+    assert cpu.default_model_filename == ""  # no int8 file: CPU hosts serve model.onnx
     del gpu.instance_group[:]
     del cpu.instance_group[:]
+    cpu.ClearField("parameters")
     assert gpu == cpu
+
+
+def test_cpu_threads_follow_the_setting_and_the_instances(exported_repository):
+    from core.config.run import ServingConfig
+    from serving.repository import classifier_config
+
+    spec = json.loads((exported_repository.model_dir / MODEL_SPEC).read_text(encoding="utf-8"))
+    for serving, expected in ((ServingConfig(cpu_threads=3), "3"), (ServingConfig(cpu_instances=64), "1")):
+        config = classifier_config(spec, serving, "cpu")
+        assert config.parameters["intra_op_thread_count"].string_value == expected
+    assert not classifier_config(spec, ServingConfig(cpu_threads=3), "gpu").parameters
 
 
 def test_python_models_run_on_cpu_instances(exported_repository):
