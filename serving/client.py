@@ -119,6 +119,8 @@ class ContentSafetyClient:
         content_store: Where each item's text and image bytes go after a successful request, keyed by the same
             `request_id` and `item` as its log record (`serving.content_store`), for human review. A failed
             write never fails the request: it is counted in `content_store_failures` and logged.
+        metrics_registry: A `prometheus_client.CollectorRegistry` to publish the client's requests by outcome,
+            retries and request time to (`serving.client_metrics`); None publishes nothing.
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class ContentSafetyClient:
         max_batch_size: int = 64,
         inference_log: Callable[[list[dict[str, Any]]], None] | None = None,
         content_store: ContentStore | None = None,
+        metrics_registry: Any = None,
     ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -157,6 +160,11 @@ class ContentSafetyClient:
         self._local = threading.local()
         self._http_clients: list[Any] = []
         self._serves_embeddings: bool | None = None
+        self._metrics = None
+        if metrics_registry is not None:
+            from serving.client_metrics import ClientMetrics
+
+            self._metrics = ClientMetrics(metrics_registry, protocol)
 
     def _client_module(self):
         if self.protocol == "http":
@@ -258,8 +266,12 @@ class ContentSafetyClient:
         try:
             result = self._infer_with_retries(texts, images, request_id)
         except ContentSafetyError as error:
+            if self._metrics is not None:
+                self._metrics.finished(time.perf_counter() - started, error)
             self._log(request_id, texts, images, None, started, error)
             raise
+        if self._metrics is not None:
+            self._metrics.finished(time.perf_counter() - started)
         scores = result.as_numpy(TRITON_OUTPUT_SCORES)
         flags = result.as_numpy(TRITON_OUTPUT_FLAGS)
         decisions = result.as_numpy(TRITON_OUTPUT_DECISION).reshape(-1)
@@ -375,6 +387,8 @@ class ContentSafetyClient:
                 raise failure from cause
             if attempt >= self.retries:
                 raise type(failure)(f"{failure} (after {attempt + 1} attempts)") from cause
+            if self._metrics is not None:
+                self._metrics.retried(failure)
             time.sleep(self.backoff_s * (2**attempt) * (1 + random.random() / 2))  # noqa: S311 (jitter)
             attempt += 1
 

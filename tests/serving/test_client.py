@@ -377,3 +377,62 @@ def test_http_error_statuses(status_server, no_jitter, statuses, error, attempts
         client.classify_one("hello")
     assert server.requests == attempts
     assert type(caught.value) is error
+
+
+# The client's own metrics (prometheus-client) --------------------------------------------------------------
+def _values(registry, name: str) -> dict[frozenset, float]:
+    """A metric's values by label set, read back from the registry's text exposition."""
+    from prometheus_client import generate_latest
+
+    from serving.metrics import parse
+
+    samples = parse(generate_latest(registry).decode("utf-8"))
+    return {labels: value for (sample, labels), value in samples.items() if sample == name}
+
+
+def test_client_metrics_count_outcomes_retries_and_time(status_server, no_jitter):
+    from prometheus_client import CollectorRegistry
+
+    from core.common.constants import (
+        METRIC_CLIENT_REQUEST_SECONDS,
+        METRIC_CLIENT_REQUESTS,
+        METRIC_CLIENT_RETRIES,
+    )
+
+    registry = CollectorRegistry()
+    flaky = status_server([503, 503, 400])  # two retried failures, then a refused request
+    down = status_server([503])
+    for server in (flaky, down):
+        client = ContentSafetyClient(
+            f"127.0.0.1:{server.server_address[1]}", retries=2, backoff_s=0.01, metrics_registry=registry
+        )
+        with client, pytest.raises((BadRequestError, ServerUnavailableError)):
+            client.classify_one("hello")
+    http = ("protocol", "http")
+    assert _values(registry, METRIC_CLIENT_REQUESTS) == {
+        frozenset({http, ("outcome", "bad_request")}): 1.0,
+        frozenset({http, ("outcome", "unavailable")}): 1.0,
+    }
+    # 2 retries before the refusal, 2 before giving up.
+    assert _values(registry, METRIC_CLIENT_RETRIES) == {frozenset({http, ("error", "unavailable")}): 4.0}
+    assert _values(registry, f"{METRIC_CLIENT_REQUEST_SECONDS}_count") == {frozenset({http}): 2.0}
+    (seconds,) = _values(registry, f"{METRIC_CLIENT_REQUEST_SECONDS}_sum").values()
+    assert seconds >= 0.01 + 0.02 + 0.01 + 0.02  # the backoff waits are inside
+
+
+def test_client_metrics_of_served_requests_per_protocol_share_one_registry(triton_server):
+    from prometheus_client import CollectorRegistry
+
+    from core.common.constants import METRIC_CLIENT_REQUESTS, METRIC_CLIENT_RETRIES
+
+    registry = CollectorRegistry()
+    for protocol in PROTOCOLS:
+        with ContentSafetyClient(
+            url_of(triton_server, protocol), protocol=protocol, metrics_registry=registry
+        ) as client:
+            client.classify(["hello", "buy followers"], [None, None])
+            client.classify_one("again")
+    assert _values(registry, METRIC_CLIENT_REQUESTS) == {
+        frozenset({("protocol", protocol), ("outcome", "ok")}): 2.0 for protocol in PROTOCOLS
+    }
+    assert _values(registry, METRIC_CLIENT_RETRIES) == {}
