@@ -1,6 +1,7 @@
 """Benchmarks: training throughput against a bare PyTorch loop, pipeline orchestration overhead against
 calling the same step functions directly, and the Triton serving ensemble against in-process onnxruntime and
-PyTorch eager (`benchmarks/serving.py`), and the drift check against a plain scipy two-sample test
+PyTorch eager (`benchmarks/serving.py`), the int8 CPU classifier and ensemble against fp32 with a plot
+(`benchmarks/int8.py`), and the drift check against a plain scipy two-sample test
 (`benchmarks/drift.py`), and hostile input at scale against the exact pass and ordinary text
 (`benchmarks/hostile.py`), and training streamed from shards at two dataset sizes and against the in-memory
 path (`benchmarks/streaming.py`). Every baseline is measured in the same run, and results are reported as ratios,
@@ -26,7 +27,7 @@ from pathlib import Path
 from core.common.env import apply_offline_environment
 from core.config.run import RunConfig
 
-SECTIONS = ("training", "orchestration", "streaming", "serving", "drift", "hostile")
+SECTIONS = ("training", "orchestration", "streaming", "serving", "int8", "drift", "hostile")
 DEFAULT_OUT = Path("docs/benchmarks.md")
 
 
@@ -261,6 +262,7 @@ def serving_section(bench) -> str:
     requests = ", ".join(f"{row['requests']} at concurrency {row['concurrency']}" for row in rows)
     serving = bench.serving
     stubs = 2 * serving["python_instances"] + serving["cpu_instances"]
+    threads = serving.get("cpu_threads") or max(1, bench.cores // serving["cpu_instances"])
     breakdown = ""
     first = bench.levels[0] if bench.levels else None
     if (
@@ -311,7 +313,8 @@ What each number includes:
   request of the level, from perf_analyzer's per-request timestamps (`--profile-export-file`). Each
   python-backend model runs in its own stub process and every tensor crosses shared memory. On this machine
   `classifier` runs on the project's python stand-in for Triton's onnxruntime backend
-  (`serving/backends/onnxruntime_model.py`: onnxruntime in a python backend stub, default threads), because
+  (`serving/backends/onnxruntime_model.py`: onnxruntime in a python backend stub, with the intra- and
+  inter-op threads `configs/cpu.pbtxt` sets: {threads} and 1), because
   the tritonserver of the `nvidia-pytriton` wheel has no C++ onnxruntime backend; a Triton image would use the
   C++ one. Batching settings are the defaults of `RunConfig().serving`: max batch {serving["max_batch_size"]},
   classifier preferred batch sizes {serving["preferred_batch_sizes"]}, queue delay
@@ -339,8 +342,8 @@ Server-side averages per request from the same perf_analyzer runs (the composing
 {chr(10).join(server)}
 
 {breakdown}
-The model is built as the default config builds it (all-MiniLM-L6-v2 text encoder, small CNN image encoder,
-default policies) with an untrained head: weights do not change speed. tritonserver loaded the repository in
+The model is built as the default config builds it (all-MiniLM-L6-v2 text encoder, EfficientNet-Lite0 image
+encoder at 224 pixels, default policies) with an untrained head: weights do not change speed. tritonserver loaded the repository in
 {bench.server_load_s:.1f} s; the whole serving benchmark took {bench.seconds:.0f} s.
 """
 
@@ -399,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     command = (
         "make bench  (python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]) + ")"
     )
-    training = orchestration = streaming = serving = drift = hostile = None
+    training = orchestration = streaming = serving = int8 = drift = hostile = None
     with tempfile.TemporaryDirectory(prefix="tns-bench-") as tmp:
         folder = Path(tmp)
         if "serving" in sections:  # first: it fails fast when tritonserver or perf_analyzer is missing
@@ -413,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
                 cell_seconds=args.cell_seconds,
                 log=lambda line: print(line, file=sys.stderr, flush=True),
             )
+        if "int8" in sections:
+            from benchmarks.int8 import bench_int8
+
+            int8 = bench_int8(folder / "int8", log=lambda line: print(line, file=sys.stderr, flush=True))
         if "training" in sections:
             (folder / "training").mkdir()
             training = bench_training(folder / "training", args.rows, args.epochs, args.repeats)
@@ -484,6 +491,11 @@ artifact copies; it is constant per run, so it matters for tiny runs and vanishe
         parts.append(streaming_section(streaming))
     if serving is not None:
         parts.append(serving_section(serving))
+    if int8 is not None:
+        from benchmarks.int8 import PLOT_FILE, int8_section, plot
+
+        plot(int8, (out.parent if out is not None else Path(".")) / PLOT_FILE)
+        parts.append(int8_section(int8))
     if drift is not None:
         from benchmarks.drift import drift_section
 

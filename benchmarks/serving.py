@@ -20,8 +20,8 @@ sides of every ratio sample the same stretch of time, and each figure is pooled 
 requests over seconds). perf_analyzer's own stability search (windows until 3 agree within 10%) is not used:
 on a busy 2-core machine it often never converges, and a level then takes minutes or fails.
 
-The model is built as the default config builds it (all-MiniLM-L6-v2 text encoder, CNN image encoder, default
-policies and preprocessing) with an untrained head: weights do not change speed.
+The model is built as the default config builds it (all-MiniLM-L6-v2 text encoder, EfficientNet-Lite0 image
+encoder, default policies and preprocessing) with an untrained head: weights do not change speed.
 """
 
 from __future__ import annotations
