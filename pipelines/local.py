@@ -314,6 +314,13 @@ def summarize(run_dir: Path, seconds: float, log: Path | None = None) -> dict[st
             f"{parity['max_abs_diff']:.1e} on {parity['items']} golden items at batch sizes "
             f"{', '.join(parity['by_batch_size'])}"
         )
+        int8 = export.get("int8")
+        if int8:
+            lines.append(
+                f"               int8 CPU classifier: decisions agree with fp32 on >= "
+                f"{min(int8['agreement'].values()):.4f} of {int8['items']} test items per policy, largest "
+                f"ROC-AUC drop {max(int8['roc_auc_drop'].values(), default=0.0):+.4f}"
+            )
     if infra:
         latency = ", ".join(
             f"{protocol} p50 {v['p50']:.1f} ms / p99 {v['p99']:.1f} ms"
@@ -321,7 +328,7 @@ def summarize(run_dir: Path, seconds: float, log: Path | None = None) -> dict[st
         )
         lines.append(
             f"  triton       loaded in {infra['load_seconds']:.2f} s ({infra['model_config_name'] or 'GPU'} config); "
-            f"HTTP+gRPC answers within {infra['max_abs_diff']:.1e} of PyTorch\n"
+            f"HTTP+gRPC answers within {infra['max_abs_diff']:.1e} of {infra.get('reference', 'PyTorch')}\n"
             f"               latency {latency}"
         )
     registered = ", nothing registered"
