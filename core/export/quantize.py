@@ -208,6 +208,9 @@ def compare_int8(
         min_language_rows=min_language_rows,
         test_max_abs_diff=float(np.abs(fp32 - int8).max()) if len(fp32) else 0.0,
     )
+    bad = int((~np.isfinite(int8)).any(axis=1).sum()) if len(int8) else 0
+    if bad:
+        report.failures.append(f"{bad} item(s) got a non-finite int8 score (NaN or inf)")
     for policy, share in zip(policies, decision_agreement(fp32, int8, limits), strict=True):
         report.agreement[policy] = float(share)
         if share < min_agreement:
@@ -230,7 +233,7 @@ def compare_int8(
                 f"{min_language_agreement} of its {int(rows.sum())} items"
             )
     for j, policy in enumerate(policies):
-        annotated = ~np.isnan(labels[:, j])
+        annotated = ~np.isnan(labels[:, j]) & np.isfinite(int8[:, j])  # a non-finite score failed above
         report.roc_auc_fp32[policy] = roc_auc(labels[annotated, j], fp32[annotated, j])
         report.roc_auc_int8[policy] = roc_auc(labels[annotated, j], int8[annotated, j])
     for policy, drop in report.roc_auc_drop().items():

@@ -105,3 +105,11 @@ def test_a_language_is_gated_once_one_changed_decision_cannot_fail_it_alone():
     assert language_rows_needed(0.9, 20) == 20
     assert language_rows_needed(0.98, 20) == 50
     assert language_rows_needed(1.0, 20) == 20
+
+
+def test_non_finite_int8_scores_are_refused():
+    fp32, labels = _scores(400)
+    int8 = fp32.copy()
+    int8[7, 1] = np.nan
+    report = _compare(fp32, int8, labels, [None] * 400, max_roc_auc_drop=1.0)
+    assert report.failures[0] == "1 item(s) got a non-finite int8 score (NaN or inf)"
