@@ -125,31 +125,6 @@ class Int8Bench:
         )
 
 
-def _feeds(preprocessor, items, batch_size: int) -> list[dict]:
-    from benchmarks.serving import cycled_batches
-    from core.export.onnx_export import INPUT_NAMES
-
-    feeds = []
-    for rows in cycled_batches(len(items), batch_size):
-        tensors = preprocessor.serving_inputs([items[i].text for i in rows], [items[i].image for i in rows])
-        feeds.append({name: tensors[name] for name in INPUT_NAMES})
-    return feeds
-
-
-def _expected(session, preprocessor, items) -> dict:
-    """Each item's probabilities scored alone, keyed as perf_analyzer's requests carry it."""
-    from benchmarks.serving import request_key
-    from core.common.constants import TENSOR_PROBABILITIES
-    from core.export.onnx_export import INPUT_NAMES
-
-    expected = {}
-    for item in items:
-        tensors = preprocessor.serving_inputs([item.text], [item.image])
-        (scores,) = session.run([TENSOR_PROBABILITIES], {name: tensors[name] for name in INPUT_NAMES})
-        expected[request_key(item)] = scores[0]
-    return expected
-
-
 def bench_int8(
     folder: Path,
     concurrencies: Sequence[int] = LEVELS,
@@ -167,8 +142,10 @@ def bench_int8(
     import onnxruntime
 
     from benchmarks.serving import (
+        batch_feeds,
         build_exported_model,
         check_answers,
+        expected_scores,
         find_perf_analyzer,
         load_items,
         parse_perf_csv,
@@ -201,7 +178,7 @@ def bench_int8(
     log(f"int8 bench: models exported and quantized ({time.perf_counter() - started:.0f} s)")
     preprocessor = Preprocessor.from_model_dir(model_dir)
     paths = {"fp32": fp32_path, "int8": int8_path}
-    split_feeds = _feeds(preprocessor, items, BATCH)[:4]
+    split_feeds = batch_feeds(preprocessor, items, BATCH)[1][:4]
     measured: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
     for _ in range(3):  # alternating rounds; the quickest of each shows the work with the least interference
         for name, path in paths.items():
@@ -209,7 +186,7 @@ def bench_int8(
     split = {name: min(rounds, key=lambda r: r["wall"]) for name, rounds in measured.items()}
     log(f"int8 bench: time split {split}")
     sessions = {name: onnx_session(path) for name, path in paths.items()}
-    expected = {name: _expected(session, preprocessor, items) for name, session in sessions.items()}
+    expected = {name: expected_scores(session, preprocessor, items) for name, session in sessions.items()}
     input_data = folder / "input_data.json"
     input_data.write_text(json.dumps(perf_input_data(items)), encoding="utf-8")
     levels, checked = [], {"fp32": 0, "int8": 0}
@@ -236,7 +213,7 @@ def bench_int8(
 
         for concurrency in concurrencies:
             level = EnsembleLevel(concurrency)
-            feeds = _feeds(preprocessor, items, concurrency)
+            feeds = batch_feeds(preprocessor, items, concurrency)[1]
             for name in paths:
                 perf(name, concurrency, max(8, 2 * concurrency), f"warmup-{name}-c{concurrency}")
             for number in range(rounds):

@@ -414,10 +414,7 @@ class InProcessBaselines:
 
         from core.export.onnx_export import INPUT_NAMES
 
-        batches = cycled_batches(len(self.items), batch_size)
-        raw = [([self.items[i].text for i in rows], [self.items[i].image for i in rows]) for rows in batches]
-        tensors = [self.preprocessor.serving_inputs(texts, images) for texts, images in raw]
-        feeds = [{name: batch[name] for name in INPUT_NAMES} for batch in tensors]
+        raw, feeds = batch_feeds(self.preprocessor, self.items, batch_size)
         torch_feeds = [tuple(torch.from_numpy(feed[name]) for name in INPUT_NAMES) for feed in feeds]
         session, preprocessor, model = self.session, self.preprocessor, self.model
 
@@ -434,9 +431,9 @@ class InProcessBaselines:
 
         runners = dict(zip(RUNNERS, (run_onnxruntime, run_with_preprocessing, run_pytorch), strict=True))
         for run in runners.values():
-            for index in range(min(len(batches), 3)):
+            for index in range(min(len(feeds), 3)):
                 run(index)
-        self._runners[batch_size] = (len(batches), runners)
+        self._runners[batch_size] = (len(feeds), runners)
         return self._runners[batch_size]
 
     def cell(self, batch_size: int, seconds: float) -> dict[str, tuple[int, float]]:
@@ -453,15 +450,33 @@ class InProcessBaselines:
 
     def expected_scores(self) -> dict[tuple[bytes, bytes], np.ndarray]:
         """onnxruntime's probabilities of each item alone, keyed by the bytes a request carries for it."""
-        from core.common.constants import TENSOR_PROBABILITIES
-        from core.export.onnx_export import INPUT_NAMES
+        return expected_scores(self.session, self.preprocessor, self.items)
 
-        expected = {}
-        for item in self.items:
-            tensors = self.preprocessor.serving_inputs([item.text], [item.image])
-            (probabilities,) = self.session.run([TENSOR_PROBABILITIES], {n: tensors[n] for n in INPUT_NAMES})
-            expected[request_key(item)] = probabilities[0]
-        return expected
+
+def batch_feeds(
+    preprocessor, items: Sequence[Item], batch_size: int
+) -> tuple[list[tuple[list, list]], list[dict[str, np.ndarray]]]:
+    """The items in cycled batches (`cycled_batches`): each batch's raw (texts, images) and its onnxruntime feed,
+    preprocessed as served (`serving_inputs`)."""
+    from core.export.onnx_export import INPUT_NAMES
+
+    batches = cycled_batches(len(items), batch_size)
+    raw = [([items[i].text for i in rows], [items[i].image for i in rows]) for rows in batches]
+    tensors = [preprocessor.serving_inputs(texts, images) for texts, images in raw]
+    return raw, [{name: batch[name] for name in INPUT_NAMES} for batch in tensors]
+
+
+def expected_scores(session, preprocessor, items: Sequence[Item]) -> dict[tuple[bytes, bytes], np.ndarray]:
+    """A session's probabilities of each item scored alone, keyed by the bytes a request carries for it."""
+    from core.common.constants import TENSOR_PROBABILITIES
+    from core.export.onnx_export import INPUT_NAMES
+
+    expected = {}
+    for item in items:
+        tensors = preprocessor.serving_inputs([item.text], [item.image])
+        (probabilities,) = session.run([TENSOR_PROBABILITIES], {n: tensors[n] for n in INPUT_NAMES})
+        expected[request_key(item)] = probabilities[0]
+    return expected
 
 
 def request_key(item: Item) -> tuple[bytes, bytes]:
