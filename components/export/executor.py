@@ -83,7 +83,7 @@ def export_model_dir(
         export_onnx,
         reference_probabilities,
     )
-    from core.export.quantize import quantize_int8
+    from core.export.quantize import measure_int8, quantize_int8
     from serving.repository import ServedModel, write_model_repository
 
     started = time.perf_counter()
@@ -107,7 +107,7 @@ def export_model_dir(
             if settings.cpu_quantization == CPU_QUANTIZATION_INT8:
                 int8_path = quantize_int8(onnx_path, Path(scratch) / ONNX_INT8_MODEL_FILE)
                 quantization = measure_int8(
-                    model_dir, dataset_dir, frame, golden, onnx_path, int8_path, thresholds, config
+                    model_dir, dataset_dir, frame, golden.ids, onnx_path, int8_path, thresholds, config
                 )
                 if not quantization.passed:
                     raise ExportError(f"int8 CPU classifier refused: {quantization.describe()}")
@@ -142,40 +142,6 @@ def export_model_dir(
         "seconds": round(time.perf_counter() - started, 2),
     }
     (out_dir / EXPORT_REPORT_FILE).write_text(json.dumps(report, indent=1), encoding="utf-8")
-    return report
-
-
-def measure_int8(
-    model_dir: str | Path,
-    dataset_dir: str | Path,
-    frame: Any,
-    golden: Any,
-    onnx_path: Path,
-    int8_path: Path,
-    thresholds: dict[str, float],
-    config: RunConfig,
-) -> Any:
-    """Scores the test split and the golden batch with the fp32 and the int8 classifier and compares them
-    (`core.export.quantize.compare_int8`)."""
-    import numpy as np
-
-    from core.common.constants import COL_ID, COL_LANGUAGE, COL_SPLIT, SPLIT_TEST
-    from core.export.quantize import compare_int8, language_rows_needed, onnx_scores
-
-    policies = list(config.policies)
-    test = frame[frame[COL_SPLIT] == SPLIT_TEST].sort_values(COL_ID, kind="stable").reset_index(drop=True)
-    fp32, int8 = onnx_scores([onnx_path, int8_path], model_dir, dataset_dir, test)
-    labels = test.reindex(columns=policies).to_numpy(dtype=np.float64)
-    languages = test[COL_LANGUAGE].tolist() if COL_LANGUAGE in test.columns else [None] * len(test)
-    settings = config.export
-    report = compare_int8(
-        fp32, int8, labels, languages, policies, thresholds, settings.int8_min_agreement,
-        settings.int8_min_language_agreement, settings.int8_max_roc_auc_drop,
-        language_rows_needed(settings.int8_min_language_agreement, config.evaluation.min_slice_rows),
-    )  # fmt: skip
-    in_golden = test[COL_ID].astype(str).isin(golden.ids).to_numpy()
-    if in_golden.any():
-        report.golden_max_abs_diff = float(np.abs(fp32[in_golden] - int8[in_golden]).max())
     return report
 
 

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.config.run import RunConfig
+
 QUANTIZED_SCOPE = "/text_encoder/"  # ONNX node-name prefix of the text encoder in the exported graph
 QUANTIZED_OP_TYPES: tuple[str, ...] = ("MatMul",)
 KEPT_FP32 = re.compile(r"/layer\.\d+/output/dense/")  # BERT-style feed-forward output projections
@@ -271,3 +273,45 @@ def onnx_scores(
         for session, scores in zip(sessions, parts, strict=True):
             scores.append(session.run([TENSOR_PROBABILITIES], feed)[0])
     return [np.concatenate(scores).astype(np.float32) for scores in parts]
+
+
+def measure_int8(
+    model_dir: str | Path,
+    dataset_dir: str | Path,
+    frame: pd.DataFrame,
+    golden_ids: Sequence[str],
+    onnx_path: Path,
+    int8_path: Path,
+    thresholds: dict[str, float],
+    config: RunConfig,
+) -> QuantizationReport:
+    """Scores the test split with the fp32 and the int8 classifier and compares them (`compare_int8`), with the
+    golden items' largest difference beside.
+
+    Args:
+        model_dir: The saved model (preprocessing).
+        dataset_dir: The ingested dataset.
+        frame: The split frame; its test rows are scored.
+        golden_ids: Ids of the golden batch (test items).
+        onnx_path: The fp32 export.
+        int8_path: Its quantized copy.
+        thresholds: Operating threshold per policy.
+        config: `policies`, the `export.int8_*` tolerances and `evaluation.min_slice_rows`.
+    """
+    from core.common.constants import COL_ID, COL_LANGUAGE, COL_SPLIT, SPLIT_TEST
+
+    policies = list(config.policies)
+    test = frame[frame[COL_SPLIT] == SPLIT_TEST].sort_values(COL_ID, kind="stable").reset_index(drop=True)
+    fp32, int8 = onnx_scores([onnx_path, int8_path], model_dir, dataset_dir, test)
+    labels = test.reindex(columns=policies).to_numpy(dtype=np.float64)
+    languages = test[COL_LANGUAGE].tolist() if COL_LANGUAGE in test.columns else [None] * len(test)
+    settings = config.export
+    report = compare_int8(
+        fp32, int8, labels, languages, policies, thresholds, settings.int8_min_agreement,
+        settings.int8_min_language_agreement, settings.int8_max_roc_auc_drop,
+        language_rows_needed(settings.int8_min_language_agreement, config.evaluation.min_slice_rows),
+    )  # fmt: skip
+    in_golden = test[COL_ID].astype(str).isin(list(golden_ids)).to_numpy()
+    if in_golden.any():
+        report.golden_max_abs_diff = float(np.abs(fp32[in_golden] - int8[in_golden]).max())
+    return report
